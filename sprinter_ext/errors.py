@@ -1,0 +1,41 @@
+"""Named errors. Each subclasses the builtin a caller would expect to catch."""
+
+from __future__ import annotations
+
+__all__ = [
+    "SprinterError",
+    "ModelNotFoundError",
+    "ChecksumError",
+    "VocabularyMismatchError",
+    "CacheOverflowError",
+    "NonFiniteLogitsError",
+    "TokenizerRequiredError",
+]
+
+
+class SprinterError(Exception):
+    """Base class of every error sprinter_ext raises on purpose."""
+
+
+class ModelNotFoundError(SprinterError, FileNotFoundError):
+    """A model (id, path or embedded package) cannot be found offline."""
+
+
+class ChecksumError(SprinterError, ValueError):
+    """A weights file does not have the sha256 it must have."""
+
+
+class VocabularyMismatchError(SprinterError, ValueError):
+    """Draft and target do not share one vocabulary."""
+
+
+class CacheOverflowError(SprinterError, ValueError):
+    """The tokens would not fit in the static KV cache."""
+
+
+class NonFiniteLogitsError(SprinterError, FloatingPointError):
+    """A model produced NaN or inf logits; generation stopped without output."""
+
+
+class TokenizerRequiredError(SprinterError, ValueError):
+    """Text was given but the pair has no tokenizer."""
