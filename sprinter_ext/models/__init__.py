@@ -1,0 +1,1 @@
+"""Model runners and model pairs."""

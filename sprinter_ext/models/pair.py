@@ -1,0 +1,225 @@
+"""``load_pair``: a draft and a target that share one vocabulary, on one device and dtype."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelNotFoundError, VocabularyMismatchError
+from .default_pair import load_gguf_model, verify_gguf
+
+__all__ = ["ModelPair", "load_pair", "parse_device", "parse_dtype"]
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}  # fmt: skip
+
+
+@dataclass
+class ModelPair:
+    """A (draft, target) pair of Hugging Face causal LMs plus an optional tokenizer."""
+
+    draft: Any
+    target: Any
+    tokenizer: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.target.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.target.dtype
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.target.config.vocab_size)
+
+    @property
+    def name(self) -> str:
+        return f"{_model_name(self.draft)} -> {_model_name(self.target)}"
+
+
+def _model_name(model) -> str:
+    return getattr(model.config, "name_or_path", "") or type(model).__name__
+
+
+def parse_device(device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from e
+
+
+def parse_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+        return dtype
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype must be None, a str or a torch.dtype, got {type(dtype).__name__}")
+    key = dtype.lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[key]
+
+
+def _check_causal(model, role: str) -> None:
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"{role} must be a transformers PreTrainedModel, got {type(model).__name__}")
+    cfg = model.config
+    if getattr(cfg, "is_encoder_decoder", False) or model.get_output_embeddings() is None or not model.can_generate():
+        raise ValueError(
+            f"{role} ({type(model).__name__}) is not a causal language model; "
+            "load it with AutoModelForCausalLM (GPT-2, Llama, Qwen2, ... families)"
+        )
+
+
+def _load_one(spec, role: str, dtype, sha256: str | None):
+    """A model from an id, a local dir, a GGUF file, or a PreTrainedModel. Returns (model, tokenizer|None)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not isinstance(spec, (str, os.PathLike)):
+        _check_causal(spec, role)
+        return spec, None
+    path = Path(spec)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFoundError(f"{role} GGUF file {path} does not exist")
+        if sha256 is not None:
+            verify_gguf(path, sha256)
+        model, tok = load_gguf_model(path, dtype=dtype or torch.float32)
+        model.config.name_or_path = str(path)
+    else:
+        if sha256 is not None:
+            raise ValueError("sha256= checks apply to GGUF files only")
+        try:
+            # NOTE: local_files_only: nothing is ever downloaded behind the user's back.
+            model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelNotFoundError(
+                f"{role} model {str(spec)!r} was not found offline (no local directory, no cached hub copy). "
+                "sprinter_ext never downloads: fetch it first (e.g. `hf download ID`) or pass a local path, "
+                f"a .gguf file or a PreTrainedModel. ({type(e).__name__}: {e})"
+            ) from e
+        try:
+            tok = AutoTokenizer.from_pretrained(str(spec), local_files_only=True)
+        except (OSError, ValueError):
+            tok = None
+    model.eval().requires_grad_(False)
+    _check_causal(model, role)
+    return model, tok
+
+
+def load_pair(
+    draft=None,
+    target=None,
+    *,
+    tokenizer=None,
+    device="cpu",
+    dtype=None,
+    sha256: dict[str, str] | None = None,
+) -> ModelPair:
+    """Load a draft/target pair.
+
+    Parameters
+    ----------
+    draft, target : str, os.PathLike, PreTrainedModel or None
+        A Hugging Face id already in the local cache, a local directory, a ``.gguf``
+        file, or a built model. Both None gives the embedded default pair
+        (SmolLM2-135M-Instruct and its draft, offline).
+    tokenizer : str, path, tokenizer or None
+        Overrides the tokenizer found with the target (None when models were given
+        as objects without one: then prompts must be token ids).
+    device : str or torch.device
+        Where the models must live. Loaded models are moved there; models passed as
+        objects must already be there.
+    dtype : None, str or torch.dtype
+        Floating-point dtype. None keeps float32 for loaded models and accepts
+        whatever a passed model has.
+    sha256 : dict, optional
+        ``{"draft": hex, "target": hex}`` checksums for GGUF files.
+
+    Returns
+    -------
+    ModelPair with ``.draft``, ``.target`` and ``.tokenizer``.
+
+    Examples
+    --------
+    >>> pair = sprinter_ext.load_pair()                      # embedded default pair
+    >>> pair = sprinter_ext.load_pair(draft_model, target_model)
+    """
+    dev = parse_device(device)
+    dt = parse_dtype(dtype)
+    sha256 = dict(sha256 or {})
+    unknown = set(sha256) - {"draft", "target"}
+    if unknown:
+        raise ValueError(f"sha256 keys must be 'draft'/'target', got {sorted(unknown)}")
+    if (draft is None) != (target is None):
+        raise ValueError("give both draft and target, or neither for the embedded default pair")
+
+    if draft is None:
+        from .default_pair import load_default_target
+        from .smol_draft import build_default_draft
+
+        t_model, tok = load_default_target(dtype=dt or torch.float32)
+        t_model.to(dev)
+        d_model = build_default_draft(t_model)
+    else:
+        t_model, tok = _load_one(target, "target", dt, sha256.get("target"))
+        d_model, d_tok = _load_one(draft, "draft", dt, sha256.get("draft"))
+        tok = tok or d_tok
+        for role, m, given in (("target", t_model, target), ("draft", d_model, draft)):
+            if isinstance(given, (str, os.PathLike)):
+                m.to(dev)
+            else:
+                if m.device != dev:
+                    raise ValueError(
+                        f"the {role} model is on {m.device} but device={str(dev)!r} was asked; "
+                        f"move it first (model.to({str(dev)!r})) or pass device={str(m.device)!r}"
+                    )
+                if dt is not None and m.dtype != dt:
+                    raise ValueError(
+                        f"the {role} model has dtype {m.dtype} but dtype={dt} was asked; "
+                        f"convert it first (model.to({dt})) or pass dtype=None"
+                    )
+    if d_model.dtype != t_model.dtype:
+        raise ValueError(
+            f"draft dtype {d_model.dtype} differs from target dtype {t_model.dtype}; pass dtype= to load both alike"
+        )
+    if d_model.device != t_model.device:
+        raise ValueError(f"draft on {d_model.device} but target on {t_model.device}; put both on one device")
+
+    dv, tv = int(d_model.config.vocab_size), int(t_model.config.vocab_size)
+    if dv != tv:
+        raise VocabularyMismatchError(
+            f"draft vocabulary ({dv}) differs from the target's ({tv}); speculative decoding needs "
+            "a draft with the target's tokenizer (same family, e.g. a smaller model of the same series)"
+        )
+
+    if tokenizer is not None:
+        if isinstance(tokenizer, (str, os.PathLike)):
+            from transformers import AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
+            except (OSError, ValueError) as e:
+                raise ModelNotFoundError(f"tokenizer {str(tokenizer)!r} was not found offline") from e
+        tok = tokenizer
+    if tok is not None and len(tok) > tv:
+        raise VocabularyMismatchError(
+            f"the tokenizer has {len(tok)} tokens but the models' vocabulary has {tv}; pass the models' own tokenizer"
+        )
+    return ModelPair(draft=d_model, target=t_model, tokenizer=tok)

@@ -1,0 +1,146 @@
+"""A batch-1 runner over any Hugging Face causal LM with a static KV cache.
+
+The protocol every engine drives (DESIGN.md, "models/"):
+
+    runner.prefill(ids)       reset the cache, run the prompt -> (logits [V], hidden [D]) of its last position
+    runner.step(token)        one token -> (logits [V], hidden [D])
+    runner.extend(tokens)     n tokens -> (logits [n, V], hidden [n, D]), one forward
+    runner.truncate(length)   roll the cache back to its first `length` tokens
+    runner.length             tokens currently in the cache
+
+The cache is a transformers ``StaticCache`` allocated once for ``max_len``
+tokens; every forward writes at explicit ``cache_position``s and attends through
+an explicit additive mask over the whole cache, so rollback is free (entries past
+``length`` are masked and later overwritten) and shapes stay static for CUDA graph
+capture (transformers' per-layer write counter is moved with it, see
+``_set_length``). NOTE: the mask must be a float 4-D mask: with a 2-D mask or none,
+transformers' SDPA/eager paths align the causal mask to the start of the cache
+and attend to stale entries after a rollback (tests/test_runner.py checks this).
+
+"Hidden" is what the LM head sees: the base model's final (normed) hidden state.
+Logits come back as float32 whatever the model dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..errors import CacheOverflowError
+
+__all__ = ["ModelRunner"]
+
+DEFAULT_MAX_LEN = 2048
+
+
+class ModelRunner:
+    """Static-KV-cache runner for one ``PreTrainedModel`` (batch 1)."""
+
+    def __init__(self, model, max_len: int | None = None):
+        from transformers import StaticCache
+
+        config = model.config
+        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        if max_len is None:
+            max_len = min(DEFAULT_MAX_LEN, limit) if limit else DEFAULT_MAX_LEN
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
+            raise ValueError(f"max_len must be an int >= 2, got {max_len!r}")
+        if limit and max_len > limit:
+            raise ValueError(
+                f"max_len={max_len} exceeds the model's max_position_embeddings={limit}; pass max_len <= {limit}"
+            )
+        self.model = model
+        self.config = config
+        self.max_len = max_len
+        self.device = model.device
+        self.dtype = model.dtype
+        self.vocab_size = int(config.vocab_size)
+        self._base = model.base_model
+        self._head = model.get_output_embeddings()
+        if self._head is None:
+            raise ValueError(f"{type(model).__name__} has no LM head (get_output_embeddings() is None)")
+        self._softcap = getattr(config, "final_logit_softcapping", None)
+        self._cache = StaticCache(config=config, max_cache_len=max_len)
+        self._positions = torch.arange(max_len, device=self.device)
+        self._neg = torch.finfo(self.dtype).min
+        self.length = 0
+        self.hidden_size = None  # known after the first forward
+
+    # -- protocol -----------------------------------------------------------------
+
+    def prefill(self, ids: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Reset and run `ids`; returns (logits [V], hidden [D]) of the last position, None if empty."""
+        self._set_length(0)
+        ids = self._as_ids(ids)
+        if ids.numel() == 0:
+            return None
+        logits, hidden = self._forward(ids, last_only=True)
+        return logits[-1], hidden[-1]
+
+    def step(self, token: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed one token; returns (logits [V], hidden [D]) for the next position."""
+        logits, hidden = self._forward(self._as_ids([token]), last_only=False)
+        return logits[0], hidden[0]
+
+    def extend(self, tokens: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed n >= 1 tokens in one forward; returns (logits [n, V], hidden [n, D])."""
+        ids = self._as_ids(tokens)
+        if ids.numel() == 0:
+            raise ValueError("extend() needs at least one token")
+        return self._forward(ids, last_only=False)
+
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` cached tokens (rollback); later entries are masked."""
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise TypeError(f"length must be an int, got {type(length).__name__}")
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate to {length}: the cache holds {self.length} tokens")
+        self._set_length(length)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _set_length(self, length: int) -> None:
+        # NOTE: transformers' StaticLayer writes new keys/values at its own
+        # `cumulative_length` counter (not at cache_position), so a rollback must
+        # move that counter too; fill_ keeps its address static for graph capture.
+        if length != self.length:
+            for layer in self._cache.layers:
+                layer.cumulative_length.fill_(length)
+        self.length = length
+
+    def _as_ids(self, ids) -> torch.Tensor:
+        t = torch.as_tensor(ids, dtype=torch.long, device=self.device).reshape(-1)
+        return t
+
+    @torch.inference_mode()
+    def _forward(self, ids: torch.Tensor, *, last_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        n = ids.numel()
+        start = self.length
+        if start + n > self.max_len:
+            raise CacheOverflowError(
+                f"{start + n} tokens do not fit the static KV cache of {self.max_len}; "
+                "use a shorter prompt, fewer new tokens, or a larger max_length"
+            )
+        cache_position = self._positions[start : start + n]  # [n]
+        allowed = self._positions[None, :] <= cache_position[:, None]  # [n, max_len]
+        mask = torch.zeros((1, 1, n, self.max_len), dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~allowed, self._neg)
+        out = self._base(
+            input_ids=ids[None],
+            past_key_values=self._cache,
+            cache_position=cache_position,
+            position_ids=cache_position[None],
+            attention_mask=mask,
+            use_cache=True,
+        )
+        hidden = out.last_hidden_state[0]  # [n, D]
+        self.length = start + n
+        if last_only:
+            hidden = hidden[-1:]
+        logits = self._head(hidden)
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        if self.hidden_size is None:
+            self.hidden_size = hidden.shape[-1]
+        return logits.float(), hidden
