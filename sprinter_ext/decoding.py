@@ -1,0 +1,254 @@
+"""The public decoding API: ``Decoder`` (reusable) and ``generate`` (one call).
+
+Every argument is validated when it is given, with a named error, before any
+state changes; a Decoder owns the static KV caches of its pair, so reusing one
+keeps buffers warm. One generation at a time per Decoder: a second concurrent
+call raises :class:`DecoderBusyError` instead of corrupting the caches.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import _rng
+from .errors import CacheOverflowError, SprinterError, TokenizerRequiredError
+from .methods import METHODS
+from .methods._session import Lane, Session, run
+from .models.pair import ModelPair
+from .models.runner import ModelRunner
+from .sampling import SamplingSettings
+
+__all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyError"]
+
+ENGINES = ("auto", "reference")
+_DEFAULT = object()  # "use the model's own eos_token_id"
+
+
+class DecoderBusyError(SprinterError, RuntimeError):
+    """The Decoder is already generating (one generation at a time per Decoder)."""
+
+
+@dataclass
+class GenerationResult:
+    tokens: list[int]  # the new tokens only
+    text: str | None  # decoded new text; None without a tokenizer
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_int(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+def _eos_set(pair: ModelPair, eos_token_id) -> frozenset[int]:
+    if eos_token_id is _DEFAULT:
+        eos_token_id = getattr(pair.target.generation_config, "eos_token_id", None)
+        if eos_token_id is None:
+            eos_token_id = getattr(pair.target.config, "eos_token_id", None)
+    if eos_token_id is None:
+        return frozenset()
+    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < pair.vocab_size:
+            raise ValueError(f"eos_token_id entries must be ints in [0, {pair.vocab_size}), got {i!r}")
+    return frozenset(ids)
+
+
+class Decoder:
+    """A reusable decoder for one pair and one method.
+
+    Parameters
+    ----------
+    pair : ModelPair
+        From :func:`sprinter_ext.load_pair`.
+    method : str
+        One of ``sprinter_ext.METHODS``: "ar", "sd", "ersd".
+    k : int
+        Draft tokens per round (sd, ersd).
+    temperature, top_k, top_p : sampling settings, applied to target and draft alike;
+        temperature 0 is greedy.
+    engine : "auto" or "reference".
+    eos_token_id : int, list of ints or None
+        Stop tokens (included in the output). Default: the target's; None: never stop early.
+    max_length : int, optional
+        Static KV cache size in tokens (prompt + new tokens + k). Default: min(2048, model limit).
+    """
+
+    def __init__(
+        self,
+        pair: ModelPair,
+        method: str = "sd",
+        *,
+        k: int = 4,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        engine: str = "auto",
+        eos_token_id=_DEFAULT,
+        max_length: int | None = None,
+        **method_options,
+    ):
+        if not isinstance(pair, ModelPair):
+            raise TypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
+        if not isinstance(method, str) or method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+        if not isinstance(engine, str) or engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
+        if method_options:
+            raise TypeError(f"method {method!r} takes no options {sorted(method_options)}")
+        self.k = _check_int("k", k, 1)
+        self.settings = SamplingSettings(temperature, top_k, top_p)
+        self.pair = pair
+        self.method = method
+        self.engine = "reference"
+        self._module = METHODS[method]
+        self._eos = _eos_set(pair, eos_token_id)
+        self._options = dict(method_options)
+        self._target = Lane(ModelRunner(pair.target, max_length))
+        self._draft = Lane(ModelRunner(pair.draft, self._target.runner.max_len)) if self._module.NEEDS_DRAFT else None
+        self._lock = threading.Lock()
+
+    @property
+    def max_length(self) -> int:
+        return self._target.runner.max_len
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def encode(self, prompt) -> list[int]:
+        """Token ids of `prompt` (str, list of ints or 1-D LongTensor), validated."""
+        if isinstance(prompt, str):
+            tok = self.pair.tokenizer
+            if tok is None:
+                raise TokenizerRequiredError(
+                    "a str prompt needs a tokenizer, but this pair has none: pass token ids "
+                    "(list of ints or a 1-D LongTensor) or load_pair(..., tokenizer=...)"
+                )
+            ids = list(tok(prompt, add_special_tokens=False).input_ids)
+        elif isinstance(prompt, torch.Tensor):
+            if prompt.dim() != 1 or prompt.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"a tensor prompt must be a 1-D integer tensor, got {prompt.dim()}-D {prompt.dtype}")
+            ids = [int(t) for t in prompt.tolist()]
+        elif isinstance(prompt, Sequence):
+            if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+                raise TypeError("a list prompt must contain ints (token ids)")
+            ids = list(prompt)
+        else:
+            raise TypeError(f"prompt must be a str, a list of ints or a 1-D LongTensor, got {type(prompt).__name__}")
+        if not ids:
+            raise ValueError("the prompt is empty: give at least one token")
+        v = self.pair.vocab_size
+        bad = [t for t in ids if not 0 <= t < v]
+        if bad:
+            raise ValueError(f"prompt token ids must be in [0, {v}), got {bad[:5]}")
+        return ids
+
+    def _check_run(self, ids: list[int], max_new_tokens: int, seed: int) -> None:
+        _check_int("max_new_tokens", max_new_tokens, 0)
+        _rng._check_seed(seed)
+        need = len(ids) + max_new_tokens + self.k
+        if need > self.max_length:
+            raise CacheOverflowError(
+                f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) + k ({self.k}) = {need} "
+                f"exceeds the static KV cache ({self.max_length}); shorten the prompt, ask fewer tokens, "
+                "or build the Decoder with a larger max_length"
+            )
+
+    # -- generation -----------------------------------------------------------------
+
+    def _rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
+        self._target.reset_counters()
+        if self._draft is not None:
+            self._draft.reset_counters()
+        s = Session(
+            target=self._target, draft=self._draft, settings=self.settings, seed=seed, k=self.k,
+            seq=list(ids), options=self._options,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        n = 0
+        for toks in run(s, self._module.round, max_new_tokens, self._eos):
+            n += len(toks)
+            yield toks
+        stats.update(
+            new_tokens=n,
+            target_calls=self._target.calls,
+            draft_calls=self._draft.calls if self._draft is not None else 0,
+            target_fed=self._target.fed,
+            target_attended=self._target.attended,
+            draft_fed=self._draft.fed if self._draft is not None else 0,
+            draft_attended=self._draft.attended if self._draft is not None else 0,
+            draft_tokens=s.draft_tokens,
+            accepted_tokens=s.accepted_tokens,
+            rounds=s.rounds,
+            wall_s=time.perf_counter() - t0,
+            method=self.method,
+            engine=self.engine,
+        )
+
+    def generate(self, prompt, *, max_new_tokens: int = 64, seed: int = 0) -> GenerationResult:
+        """Generate up to `max_new_tokens` new tokens (fewer only if EOS comes first)."""
+        ids = self.encode(prompt)
+        self._check_run(ids, max_new_tokens, seed)
+        if not self._lock.acquire(blocking=False):
+            raise DecoderBusyError("this Decoder is already generating; use one Decoder per thread")
+        try:
+            stats: dict = {}
+            tokens = [t for toks in self._rounds(ids, max_new_tokens, seed, stats) for t in toks]
+        finally:
+            self._lock.release()
+        return GenerationResult(tokens=tokens, text=self._decode(tokens), stats=stats)
+
+    def stream(self, prompt, *, max_new_tokens: int = 64, seed: int = 0) -> Iterator[int]:
+        """Yield token ids as they are committed (same tokens as :meth:`generate`)."""
+        ids = self.encode(prompt)
+        self._check_run(ids, max_new_tokens, seed)
+        return self._stream(ids, max_new_tokens, seed)
+
+    def _stream(self, ids, max_new_tokens, seed) -> Iterator[int]:
+        if not self._lock.acquire(blocking=False):
+            raise DecoderBusyError("this Decoder is already generating; use one Decoder per thread")
+        try:
+            for toks in self._rounds(ids, max_new_tokens, seed, {}):
+                yield from toks
+        finally:
+            self._lock.release()
+
+    def _decode(self, tokens: list[int]) -> str | None:
+        tok = self.pair.tokenizer
+        return None if tok is None else tok.decode(tokens, skip_special_tokens=True)
+
+
+def generate(
+    pair: ModelPair,
+    prompt,
+    *,
+    method: str = "sd",
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    k: int = 4,
+    engine: str = "auto",
+    eos_token_id=_DEFAULT,
+    **method_options,
+) -> GenerationResult:
+    """Generate with `method` (see :class:`Decoder` for the arguments).
+
+    >>> pair = sprinter_ext.load_pair()
+    >>> res = sprinter_ext.generate(pair, "def fib(n):", method="sd", max_new_tokens=32, seed=1)
+    >>> res.tokens, res.text, res.stats["target_calls"]
+    """
+    dec = Decoder(
+        pair, method, k=k, temperature=temperature, top_k=top_k, top_p=top_p, engine=engine,
+        eos_token_id=eos_token_id, **method_options,
+    )  # fmt: skip
+    return dec.generate(prompt, max_new_tokens=max_new_tokens, seed=seed)

@@ -1,0 +1,158 @@
+"""The reference engine's per-generation state, shared by every method.
+
+A method is one function, ``round(session) -> list[int]``, that decides the next
+token(s) from the committed sequence and returns them; the driver
+(:func:`run`) commits them (cut at EOS and at max_new_tokens), rolls both KV
+caches back to what is still valid, and repeats. Each model is a :class:`Lane`:
+a runner plus the token ids its cache holds, so rollback is "keep the longest
+prefix that agrees with the committed sequence" for every method alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import _rng
+from ..models.runner import ModelRunner
+from ..sampling import SamplingSettings, probs
+
+__all__ = ["Lane", "Session", "run"]
+
+
+class Lane:
+    """One model's runner and the tokens its KV cache holds."""
+
+    def __init__(self, runner: ModelRunner):
+        self.runner = runner
+        self.tokens: list[int] = []
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        self.calls = 0  # forwards after the prompt's prefill
+        self.fed = 0  # tokens run through the model in those forwards
+        self.attended = 0  # sum over those tokens of the context each attends to
+
+    def prefill(self, ids: Sequence[int]) -> None:
+        self.runner.prefill(list(ids))
+        self.tokens = list(ids)
+
+    def feed(self, tokens: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run `tokens` (>= 1) after the cached ones: (logits [n, V], hidden [n, D])."""
+        start, n = len(self.tokens), len(tokens)
+        self.calls += 1
+        self.fed += n
+        self.attended += n * start + n * (n + 1) // 2
+        if len(tokens) == 1:
+            logits, hidden = self.runner.step(tokens[0])
+            out = logits[None], hidden[None]
+        else:
+            out = self.runner.extend(tokens)
+        self.tokens.extend(tokens)
+        return out
+
+    def pending(self, seq: Sequence[int]) -> list[int]:
+        """Committed tokens not yet in this cache (>= 1 after sync)."""
+        return list(seq[len(self.tokens) :])
+
+    def sync(self, seq: Sequence[int]) -> None:
+        """Roll back to the longest prefix agreeing with `seq`, leaving >= 1 token pending."""
+        limit = min(len(self.tokens), len(seq) - 1)
+        n = 0
+        while n < limit and self.tokens[n] == seq[n]:
+            n += 1
+        if n < len(self.tokens):
+            self.runner.truncate(n)
+            del self.tokens[n:]
+
+
+@dataclass
+class Session:
+    """Everything one generation needs; methods read it and the driver updates it."""
+
+    target: Lane
+    draft: Lane | None
+    settings: SamplingSettings
+    seed: int
+    k: int
+    seq: list[int]
+    options: dict = field(default_factory=dict)
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+    rounds: int = 0
+
+    @property
+    def position(self) -> int:
+        """Absolute position of the next token to decide."""
+        return len(self.seq)
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return probs(logits, self.settings)
+
+    def race(self, weights: torch.Tensor, position, stream: _rng.Stream) -> torch.Tensor:
+        return _rng.race(weights, self.seed, position, stream)
+
+    def positions(self, n: int) -> torch.Tensor:
+        """Positions L, L+1, ..., L+n-1 as int64 [n]."""
+        return torch.arange(self.position, self.position + n, device=self.target.runner.device)
+
+    def target_rows(self, drafts: Sequence[int]) -> torch.Tensor:
+        """Target logits for positions L .. L+len(drafts) after feeding pending + drafts: [n+1, V]."""
+        pending = self.target.pending(self.seq)
+        logits, _ = self.target.feed(pending + list(drafts))
+        return logits[len(pending) - 1 :]
+
+    def propose(self, k: int, stream: _rng.Stream) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """Draft k tokens one by one, each a race with `stream` noise at its position.
+
+        Returns (tokens, q [k, V] processed draft distributions, hidden [k, D]).
+        """
+        if self.draft is None:
+            raise RuntimeError("this method needs a draft model, but the session has none")
+        logits, hidden = self.draft.feed(self.draft.pending(self.seq))
+        toks, qs, hs = [], [], []
+        for i in range(k):
+            q = self.probs(logits[-1])
+            tok = int(self.race(q, self.position + i, stream))
+            toks.append(tok)
+            qs.append(q)
+            hs.append(hidden[-1])
+            if i + 1 < k:
+                logits, hidden = self.draft.feed([tok])
+        self.draft_tokens += k
+        return toks, torch.stack(qs), torch.stack(hs)
+
+
+RoundFn = Callable[[Session], list[int]]
+
+
+def run(
+    session: Session,
+    round_fn: RoundFn,
+    max_new_tokens: int,
+    eos: frozenset[int],
+) -> Iterator[list[int]]:
+    """Drive rounds until max_new_tokens or EOS; yields each round's committed tokens."""
+    prompt = session.seq
+    session.target.prefill(prompt[:-1])
+    if session.draft is not None:
+        session.draft.prefill(prompt[:-1])
+    produced = 0
+    while produced < max_new_tokens:
+        toks = round_fn(session)
+        session.rounds += 1
+        toks = toks[: max_new_tokens - produced]
+        for i, t in enumerate(toks):
+            if t in eos:
+                toks = toks[: i + 1]
+                break
+        session.seq.extend(toks)
+        produced += len(toks)
+        session.target.sync(session.seq)
+        if session.draft is not None:
+            session.draft.sync(session.seq)
+        yield toks
+        if toks and toks[-1] in eos:
+            return

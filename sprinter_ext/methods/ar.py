@@ -1,0 +1,15 @@
+"""``ar``: autoregressive decoding of the target alone (the baseline every method must match)."""
+
+from __future__ import annotations
+
+from .._rng import Stream
+from ._session import Session
+
+NEEDS_DRAFT = False
+
+
+def round(s: Session) -> list[int]:
+    """One target forward; the next token is the race over p with TARGET noise at its position."""
+    logits = s.target_rows([])  # [1, V]
+    p = s.probs(logits[0])
+    return [int(s.race(p, s.position, Stream.TARGET))]

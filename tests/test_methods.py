@@ -1,0 +1,113 @@
+"""Determinism and the equalities the randomness contract promises, on tiny GPT-2 and Llama pairs."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import sprinter_ext
+from sprinter_ext.models.tiny import tiny_model
+
+PROMPT = [3, 14, 15, 92, 65]
+N = 24
+SAMPLING = [dict(temperature=1.0), dict(temperature=0.8, top_k=20, top_p=0.9)]
+
+
+def gen(pair, method, seed=0, **kw):
+    kw.setdefault("eos_token_id", None)
+    kw.setdefault("max_new_tokens", N)
+    return sprinter_ext.generate(pair, PROMPT, method=method, seed=seed, **kw)
+
+
+@pytest.mark.parametrize("method", ["ar", "sd", "ersd"])
+@pytest.mark.parametrize("sampling", SAMPLING)
+def test_same_seed_same_tokens(tiny, method, sampling):
+    a = gen(tiny, method, seed=7, **sampling)
+    dec = sprinter_ext.Decoder(tiny, method, eos_token_id=None, **sampling)
+    b = dec.generate(PROMPT, max_new_tokens=N, seed=7)
+    c = dec.generate(PROMPT, max_new_tokens=N, seed=7)  # reused, warm buffers
+    assert a.tokens == b.tokens == c.tokens
+    assert len(a.tokens) == N
+    assert gen(tiny, method, seed=8, **sampling).tokens != a.tokens
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+@pytest.mark.parametrize("sampling", SAMPLING)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ersd_equals_ar_token_for_token(tiny, k, sampling, seed):
+    ar = gen(tiny, "ar", seed=seed, **sampling).tokens
+    assert gen(tiny, "ersd", seed=seed, k=k, **sampling).tokens == ar
+
+
+def test_ersd_is_drafter_invariant(tiny):
+    other = tiny_model("gpt2", vocab=128, seed=77, layers=1, scale=3.0)
+    pair2 = sprinter_ext.load_pair(other, tiny.target)
+    pair3 = sprinter_ext.load_pair(tiny.target, tiny.target)  # the perfect draft
+    outs = [gen(p, "ersd", seed=4, k=3) for p in (tiny, pair2, pair3)]
+    assert outs[0].tokens == outs[1].tokens == outs[2].tokens
+    assert outs[2].stats["accepted_tokens"] == outs[2].stats["draft_tokens"] > 0
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_greedy_sd_equals_greedy_ar(tiny, k):
+    ar = gen(tiny, "ar", temperature=0.0).tokens
+    assert gen(tiny, "sd", k=k, temperature=0.0).tokens == ar
+    assert gen(tiny, "ersd", k=k, temperature=0.0).tokens == ar
+
+
+def test_stream_equals_generate_and_prefix_property(tiny):
+    dec = sprinter_ext.Decoder(tiny, "sd", k=3, eos_token_id=None)
+    full = dec.generate(PROMPT, max_new_tokens=N, seed=5).tokens
+    assert list(dec.stream(PROMPT, max_new_tokens=N, seed=5)) == full
+    assert dec.generate(PROMPT, max_new_tokens=9, seed=5).tokens == full[:9]
+    assert dec.generate(PROMPT, max_new_tokens=0, seed=5).tokens == []
+
+
+def test_eos_stops_and_is_included(tiny):
+    ar = gen(tiny, "ar", seed=2).tokens
+    eos = ar[6]
+    first = ar.index(eos)
+    for method in ("ar", "sd", "ersd"):
+        kw = {"temperature": 0.0} if method == "sd" else {}
+        ref = gen(tiny, "ar", seed=2, **kw).tokens
+        eos_m = ref[6]
+        out = gen(tiny, method, seed=2, eos_token_id=eos_m, **kw).tokens
+        assert out == ref[: ref.index(eos_m) + 1]
+    assert first <= 6
+
+
+def test_stats_are_consistent(tiny):
+    ar = gen(tiny, "ar")
+    assert ar.stats["target_calls"] == ar.stats["new_tokens"] == N and ar.stats["draft_tokens"] == 0
+    sd = gen(tiny, "sd", k=3)
+    s = sd.stats
+    assert s["method"] == "sd" and s["engine"] == "reference" and s["new_tokens"] == N
+    assert s["target_calls"] == s["rounds"] and s["draft_tokens"] == 3 * s["rounds"]
+    assert 0 <= s["accepted_tokens"] <= s["draft_tokens"]
+    assert s["accepted_tokens"] + s["rounds"] >= N  # each round commits accepted + 1 (last may be cut)
+    same = gen(sprinter_ext.load_pair(tiny.target, tiny.target), "sd", k=3).stats
+    assert same["accepted_tokens"] == same["draft_tokens"]  # p == q: every proposal passes
+    assert same["target_calls"] == -(-N // 4)
+
+
+def test_one_generation_at_a_time(tiny):
+    dec = sprinter_ext.Decoder(tiny, "ar", eos_token_id=None)
+    it = dec.stream(PROMPT, max_new_tokens=5, seed=0)
+    next(it)  # holds the decoder
+    with pytest.raises(sprinter_ext.DecoderBusyError, match="already generating"):
+        dec.generate(PROMPT, max_new_tokens=2)
+    rest = list(it)
+    assert len(rest) == 4
+    errors = []
+
+    def worker(seed):
+        try:
+            sprinter_ext.Decoder(tiny, "sd", eos_token_id=None).generate(PROMPT, max_new_tokens=6, seed=seed)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
