@@ -71,7 +71,7 @@ class Decoder:
     pair : ModelPair
         From :func:`sprinter_ext.load_pair`.
     method : str
-        One of ``sprinter_ext.METHODS``: "ar", "sd", "ersd".
+        One of ``sprinter_ext.METHODS``: "ar", "sd", "ersd", "sprinter".
     k : int
         Draft tokens per round (sd, ersd).
     temperature, top_k, top_p : sampling settings, applied to target and draft alike;
@@ -81,6 +81,9 @@ class Decoder:
         Stop tokens (included in the output). Default: the target's; None: never stop early.
     max_length : int, optional
         Static KV cache size in tokens (prompt + new tokens + k). Default: min(2048, model limit).
+    **method_options
+        sprinter: ``verifier`` (default: the pair's), ``threshold`` (default: the
+        verifier's), ``max_run=20``, ``verify="flagged"`` or ``"all"``.
     """
 
     def __init__(
@@ -103,16 +106,18 @@ class Decoder:
             raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
         if not isinstance(engine, str) or engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
-        if method_options:
+        module = METHODS[method]
+        if method_options and not hasattr(module, "options"):
             raise TypeError(f"method {method!r} takes no options {sorted(method_options)}")
         self.k = _check_int("k", k, 1)
         self.settings = SamplingSettings(temperature, top_k, top_p)
         self.pair = pair
         self.method = method
         self.engine = "reference"
-        self._module = METHODS[method]
+        self._module = module
         self._eos = _eos_set(pair, eos_token_id)
-        self._options = dict(method_options)
+        self._options = module.options(pair, **method_options) if hasattr(module, "options") else {}
+        self._lookahead = module.lookahead(self._options, self.k) if hasattr(module, "lookahead") else self.k
         self._target = Lane(ModelRunner(pair.target, max_length))
         self._draft = Lane(ModelRunner(pair.draft, self._target.runner.max_len)) if self._module.NEEDS_DRAFT else None
         self._lock = threading.Lock()
@@ -154,10 +159,11 @@ class Decoder:
     def _check_run(self, ids: list[int], max_new_tokens: int, seed: int) -> None:
         _check_int("max_new_tokens", max_new_tokens, 0)
         _rng._check_seed(seed)
-        need = len(ids) + max_new_tokens + self.k
+        need = len(ids) + max_new_tokens + self._lookahead
         if need > self.max_length:
             raise CacheOverflowError(
-                f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) + k ({self.k}) = {need} "
+                f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) + lookahead "
+                f"({self._lookahead}: k or max_run) = {need} "
                 f"exceeds the static KV cache ({self.max_length}); shorten the prompt, ask fewer tokens, "
                 "or build the Decoder with a larger max_length"
             )
@@ -191,6 +197,7 @@ class Decoder:
             wall_s=time.perf_counter() - t0,
             method=self.method,
             engine=self.engine,
+            **s.counters,
         )
 
     def generate(self, prompt, *, max_new_tokens: int = 64, seed: int = 0) -> GenerationResult:

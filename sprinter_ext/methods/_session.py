@@ -82,6 +82,7 @@ class Session:
     draft_tokens: int = 0
     accepted_tokens: int = 0
     rounds: int = 0
+    counters: dict = field(default_factory=dict)  # method-specific stats, merged into res.stats
 
     @property
     def position(self) -> int:
@@ -104,10 +105,14 @@ class Session:
         logits, _ = self.target.feed(pending + list(drafts))
         return logits[len(pending) - 1 :]
 
-    def propose(self, k: int, stream: _rng.Stream) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-        """Draft k tokens one by one, each a race with `stream` noise at its position.
+    def propose(
+        self, k: int, stream: _rng.Stream, stop: Callable[..., bool] | None = None
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """Draft up to k tokens one by one, each a race with `stream` noise at its position.
 
-        Returns (tokens, q [k, V] processed draft distributions, hidden [k, D]).
+        ``stop(q [V], token, hidden [D]) -> bool`` (optional) ends the run after the
+        token it returns True for. Returns (tokens [n], q [n, V] processed draft
+        distributions, hidden [n, D] draft states that produced them), n <= k.
         """
         if self.draft is None:
             raise RuntimeError("this method needs a draft model, but the session has none")
@@ -119,9 +124,11 @@ class Session:
             toks.append(tok)
             qs.append(q)
             hs.append(hidden[-1])
+            if stop is not None and stop(q, tok, hidden[-1]):
+                break
             if i + 1 < k:
                 logits, hidden = self.draft.feed([tok])
-        self.draft_tokens += k
+        self.draft_tokens += len(toks)
         return toks, torch.stack(qs), torch.stack(hs)
 
 

@@ -26,21 +26,26 @@ def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.clamp(p - q, min=0.0)
 
 
-def verify(s: Session, drafts: list[int], q: torch.Tensor, p: torch.Tensor) -> list[int]:
-    """SD acceptance of `drafts` ([k]) given q [k, V] and p [k+1, V]; returns committed tokens."""
+def verify(s: Session, drafts: list[int], q: torch.Tensor, p: torch.Tensor, offset: int = 0) -> list[int]:
+    """SD acceptance of `drafts` ([k]) given q [k, V] and p [k+1, V]; returns committed tokens.
+
+    The drafts sit at positions s.position + offset + i (offset > 0 when earlier
+    tokens of the round were accepted without a check, as in SPRINTER).
+    """
     k = len(drafts)
+    start = s.position + offset
     x = torch.tensor(drafts, device=p.device)
-    coins = _rng.uniform(s.seed, s.positions(k), Stream.COIN, 1)[:, 0]  # [k]
+    coins = _rng.uniform(s.seed, s.positions(offset + k)[offset:], Stream.COIN, 1)[:, 0]  # [k]
     px = p[:k].gather(-1, x[:, None])[:, 0]
     qx = q.gather(-1, x[:, None])[:, 0]
     accepted = (coins * qx < px).tolist()
     for i, ok in enumerate(accepted):
         if not ok:
             s.accepted_tokens += i
-            tok = int(s.race(residual(p[i], q[i]), s.position + i, Stream.RESIDUAL))
+            tok = int(s.race(residual(p[i], q[i]), start + i, Stream.RESIDUAL))
             return drafts[:i] + [tok]
     s.accepted_tokens += k
-    return drafts + [int(s.race(p[k], s.position + k, Stream.TARGET))]
+    return drafts + [int(s.race(p[k], start + k, Stream.TARGET))]
 
 
 def round(s: Session) -> list[int]:

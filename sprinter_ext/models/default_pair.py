@@ -96,6 +96,11 @@ def load_gguf_model(path: str | os.PathLike, *, dtype: torch.dtype = torch.float
     return model.eval(), tok
 
 
+def default_verifier_path() -> Path:
+    """The committed SPRINTER verifier for the default pair (trained by train-verifier)."""
+    return Path(__file__).parent / "data" / "smollm2_verifier.safetensors"
+
+
 def _target_cache_path() -> Path:
     return cache_dir() / f"{TARGET_ID}-{GGUF_SHA256[:12]}-v{_CACHE_FORMAT}"
 

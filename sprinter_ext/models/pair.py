@@ -28,6 +28,7 @@ class ModelPair:
     draft: Any
     target: Any
     tokenizer: Any = None
+    verifier: Any = None  # a SPRINTER Verifier for this draft (the default pair ships one)
 
     @property
     def device(self) -> torch.device:
@@ -131,6 +132,7 @@ def load_pair(
     device="cpu",
     dtype=None,
     sha256: dict[str, str] | None = None,
+    verifier=None,
 ) -> ModelPair:
     """Load a draft/target pair.
 
@@ -151,6 +153,10 @@ def load_pair(
         whatever a passed model has.
     sha256 : dict, optional
         ``{"draft": hex, "target": hex}`` checksums for GGUF files.
+    verifier : Verifier, path, False or None
+        The SPRINTER verifier to attach as ``pair.verifier`` (checked against the
+        draft). None: the default pair's committed one, nothing for other pairs.
+        False: attach none.
 
     Returns
     -------
@@ -222,4 +228,20 @@ def load_pair(
         raise VocabularyMismatchError(
             f"the tokenizer has {len(tok)} tokens but the models' vocabulary has {tv}; pass the models' own tokenizer"
         )
-    return ModelPair(draft=d_model, target=t_model, tokenizer=tok)
+    pair = ModelPair(draft=d_model, target=t_model, tokenizer=tok)
+    if verifier is None and draft is None:
+        from .default_pair import default_verifier_path
+
+        verifier = default_verifier_path()
+        if not verifier.is_file():  # tests/test_default_pair.py insists that it is there
+            verifier = None
+    if verifier is not None and verifier is not False:
+        from ..verifier import Verifier, check_draft
+
+        if isinstance(verifier, (str, os.PathLike)):
+            verifier = Verifier.load(verifier, pair=pair)
+        elif not isinstance(verifier, Verifier):
+            raise TypeError(f"verifier must be a Verifier, a path, False or None, got {type(verifier).__name__}")
+        check_draft(verifier, d_model, tv)
+        pair.verifier = verifier.to(pair.device)
+    return pair

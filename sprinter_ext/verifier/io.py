@@ -1,0 +1,126 @@
+"""Verifier files: safetensors weights + a JSON header in the safetensors metadata. No pickle.
+
+Header (metadata key ``sprinter_ext.verifier``): format, input_size, hidden, features,
+threshold, label rule, vocab size, the draft's identity (id, architecture and a
+fingerprint of its weights) and the training metrics. Loading against another draft
+(hidden size, vocabulary or identity differ) raises :class:`VerifierMismatchError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import SprinterError
+
+__all__ = ["FORMAT", "VerifierMismatchError", "draft_identity", "save", "load", "check_draft"]
+
+FORMAT = "sprinter_ext.verifier.v1"
+_KEY = "sprinter_ext.verifier"
+
+
+class VerifierMismatchError(SprinterError, ValueError):
+    """The verifier was trained for another draft model."""
+
+
+def draft_identity(draft) -> dict:
+    """{draft_id, draft_arch, draft_fingerprint, draft_hidden_size}: what a verifier is tied to."""
+    c = draft.config
+    hidden = getattr(c, "hidden_size", None) or getattr(c, "n_embd", None)
+    layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", None)
+    arch = f"{getattr(c, 'model_type', type(draft).__name__)}-L{layers}-D{hidden}-V{c.vocab_size}"
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in draft.named_parameters():
+            flat = p.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 64)][:64]
+            # bf16 rounding: the same weights loaded in fp32 or bf16 give one fingerprint
+            h.update(name.encode())
+            h.update(sample.to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
+    return {
+        "draft_id": getattr(c, "name_or_path", "") or type(draft).__name__,
+        "draft_arch": arch,
+        "draft_fingerprint": h.hexdigest()[:16],
+        "draft_hidden_size": int(hidden) if hidden else None,
+    }
+
+
+def check_draft(verifier, draft, vocab_size: int | None = None) -> None:
+    """Raise VerifierMismatchError unless `verifier` was trained for `draft`."""
+    meta = verifier.meta
+    ident = draft_identity(draft)
+    if verifier.input_size != ident["draft_hidden_size"]:
+        raise VerifierMismatchError(
+            f"the verifier expects draft hidden size {verifier.input_size}, this draft has "
+            f"{ident['draft_hidden_size']}: train a verifier for this draft (sprinter_ext.train_verifier)"
+        )
+    vocab = vocab_size if vocab_size is not None else int(draft.config.vocab_size)
+    if meta.get("vocab_size") not in (None, vocab):
+        raise VerifierMismatchError(f"the verifier was trained for vocabulary {meta['vocab_size']}, the draft has {vocab}")
+    for key in ("draft_arch", "draft_fingerprint"):
+        if meta.get(key) not in (None, ident[key]):
+            raise VerifierMismatchError(
+                f"the verifier was trained for draft {meta.get('draft_id')!r} ({key} {meta[key]}), "
+                f"not for {ident['draft_id']!r} ({ident[key]}): train one for this draft "
+                "with sprinter_ext.train_verifier or `python -m sprinter_ext train-verifier`"
+            )
+
+
+def save(verifier, path: str | os.PathLike) -> None:
+    from safetensors.torch import save_file
+
+    header = {
+        "format": FORMAT,
+        "input_size": verifier.input_size,
+        "hidden": list(verifier.hidden),
+        "features": list(verifier.features),
+        "threshold": verifier.threshold,
+        **verifier.meta,
+    }
+    tensors = {f"linears.{i}.{n}": t.detach().float().contiguous().cpu()
+               for i, (w, b) in enumerate(verifier.layers) for n, t in (("weight", w), ("bias", b))}  # fmt: skip
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={_KEY: json.dumps(header)})
+
+
+def load(path: str | os.PathLike, *, draft=None, vocab_size: int | None = None, device="cpu"):
+    from safetensors import safe_open
+
+    from .model import Verifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"verifier file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path} is not a safetensors verifier file ({e})") from e
+    if _KEY not in meta:
+        raise ValueError(f"{path} has no sprinter_ext verifier header: not a verifier file")
+    header = json.loads(meta[_KEY])
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path} has verifier format {header.get('format')!r}, this version reads {FORMAT!r}")
+    v = Verifier(int(header.pop("input_size")), tuple(header.pop("hidden")), tuple(header.pop("features")),
+                 threshold=float(header.pop("threshold")))  # fmt: skip
+    header.pop("format")
+    v.meta = header
+    expected = {f"linears.{i}.{n}" for i in range(len(v.linears)) for n in ("weight", "bias")}
+    if set(tensors) != expected:
+        raise ValueError(f"{path}: tensors {sorted(tensors)} do not match the header's layers")
+    with torch.no_grad():
+        for i, lin in enumerate(v.linears):
+            if lin.weight.shape != tensors[f"linears.{i}.weight"].shape:
+                raise ValueError(f"{path}: layer {i} has shape {tuple(tensors[f'linears.{i}.weight'].shape)}, "
+                                 f"the header implies {tuple(lin.weight.shape)}")  # fmt: skip
+            lin.weight.copy_(tensors[f"linears.{i}.weight"])
+            lin.bias.copy_(tensors[f"linears.{i}.bias"])
+    v = v.to(device).eval().requires_grad_(False)
+    if draft is not None:
+        check_draft(v, draft, vocab_size)
+    return v

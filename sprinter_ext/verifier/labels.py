@@ -1,0 +1,133 @@
+"""Verifier training data: run the pair over offline text with teacher forcing.
+
+For every text position t (context = the text's first t tokens), the draft
+proposes x_t the way it would while decoding (a race over its processed
+distribution q_t with DRAFT noise, or argmax q_t for the `greedy` rule), and the
+target gives p_t. Each example is (draft hidden state h_t, q features, label):
+
+- ``certain``: q_t(x) <= p_t(x)  (the SPRINTER reference code's rule: SD would accept x for sure)
+- ``sampled``: u < p_t(x) / q_t(x) with u the COIN uniform (the SD coin's actual outcome)
+- ``greedy``:  argmax q_t == argmax p_t
+
+Texts are processed in padded batches (right padding, so causal positions are
+unaffected) with a tqdm progress bar; ``text_index`` keeps the split by prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .. import _rng
+from ..sampling import SamplingSettings, probs
+from .model import FEATURES, q_features
+
+__all__ = ["LABELS", "VerifierData", "collect"]
+
+LABELS = ("certain", "sampled", "greedy")
+
+
+@dataclass
+class VerifierData:
+    hidden: torch.Tensor  # [N, D] float32: the draft's final hidden state
+    features: torch.Tensor  # [N, len(FEATURES)] float32, in FEATURES order
+    label: torch.Tensor  # [N] float32 in {0, 1}
+    text_index: torch.Tensor  # [N] int64: which text each example came from
+    rule: str
+
+    def __len__(self) -> int:
+        return int(self.label.numel())
+
+    def subset(self, texts: torch.Tensor) -> VerifierData:
+        """Examples whose text_index is in `texts`."""
+        m = torch.isin(self.text_index, texts)
+        return VerifierData(self.hidden[m], self.features[m], self.label[m], self.text_index[m], self.rule)
+
+    def inputs(self, features: Sequence[str]) -> torch.Tensor:
+        """[hidden, selected features] -> [N, D + F]."""
+        cols = [FEATURES.index(f) for f in features]
+        return torch.cat([self.hidden, self.features[:, cols]], dim=-1)
+
+
+def _encode(pair, texts, max_tokens: int) -> list[list[int]]:
+    out = []
+    for t in texts:
+        if isinstance(t, str):
+            if pair.tokenizer is None:
+                raise ValueError("texts are strings but the pair has no tokenizer: pass token-id sequences")
+            ids = pair.tokenizer(t, add_special_tokens=False).input_ids
+        else:
+            ids = [int(i) for i in t]
+        if ids and not all(0 <= i < pair.vocab_size for i in ids):
+            raise ValueError(f"token ids must be in [0, {pair.vocab_size})")
+        out.append(ids[:max_tokens])
+    return out
+
+
+@torch.inference_mode()
+def _forward(model, batch: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model.base_model(input_ids=batch, attention_mask=mask)
+    hidden = out.last_hidden_state
+    return model.get_output_embeddings()(hidden).float(), hidden.float()
+
+
+@torch.inference_mode()
+def collect(
+    pair,
+    texts: Sequence,
+    *,
+    label: str = "certain",
+    settings: SamplingSettings = SamplingSettings(),
+    seed: int = 0,
+    max_tokens: int = 256,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> VerifierData:
+    """Labelled examples from every position of every text (see module doc)."""
+    from tqdm.auto import tqdm
+
+    if label not in LABELS:
+        raise ValueError(f"unknown label rule {label!r}; choose from {LABELS}")
+    if not isinstance(texts, Sequence) or isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty list of strings or token-id sequences")
+    encoded = _encode(pair, texts, max_tokens)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
+    hs, fs, ls, ts = [], [], [], []
+    dev = pair.device
+    for b in tqdm(range(0, len(order), batch_size), desc=f"labels ({label})", disable=not progress):
+        idx = [i for i in order[b : b + batch_size] if len(encoded[i]) >= 2]
+        if not idx:
+            continue
+        width = max(len(encoded[i]) for i in idx)
+        batch = torch.zeros(len(idx), width, dtype=torch.long, device=dev)
+        mask = torch.zeros_like(batch)
+        for r, i in enumerate(idx):
+            batch[r, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[r, : len(encoded[i])] = 1
+        d_logits, d_hidden = _forward(pair.draft, batch, mask)
+        t_logits, _ = _forward(pair.target, batch, mask)
+        for r, i in enumerate(idx):
+            n = len(encoded[i])  # positions 0..n-1 each predict the next token
+            q = probs(d_logits[r, :n], settings)  # [n, V]
+            p = probs(t_logits[r, :n], settings)
+            pos = torch.arange(1, n + 1, device=dev)  # absolute position of the proposed token
+            if label == "greedy":
+                x = q.argmax(-1)
+                y = (x == p.argmax(-1)).float()
+            else:
+                x = _rng.race(q, seed, pos, _rng.Stream.DRAFT)
+                px, qx = p.gather(-1, x[:, None])[:, 0], q.gather(-1, x[:, None])[:, 0]
+                if label == "certain":
+                    y = (qx <= px).float()
+                else:
+                    u = _rng.uniform(seed, pos, _rng.Stream.COIN, 1)[:, 0]
+                    y = (u * qx < px).float()
+            hs.append(d_hidden[r, :n].cpu())
+            fs.append(q_features(q, x, FEATURES).cpu())
+            ls.append(y.cpu())
+            ts.append(torch.full((n,), i, dtype=torch.long))
+    if not ls:
+        raise ValueError("no text has 2 or more tokens: nothing to learn from")
+    return VerifierData(torch.cat(hs), torch.cat(fs), torch.cat(ls), torch.cat(ts), label)

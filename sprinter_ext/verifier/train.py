@@ -1,0 +1,199 @@
+"""Training, evaluation and calibration of the SPRINTER verifier.
+
+``train_verifier`` splits the texts BY TEXT (validation texts never contribute a
+training example), trains with class-weighted BCE (positives weighted by
+n_neg / n_pos), folds the input standardisation into the first layer, and records
+held-out accuracy, AUC and precision/recall at the threshold in ``verifier.meta``.
+
+False-accept rate (FAR) = P(score >= threshold | label 0): how often a token the
+label rule would reject gets accepted unchecked. ``calibrate`` picks the lowest
+threshold whose held-out FAR is <= the requested rate (the most accepts allowed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from ..sampling import SamplingSettings
+from .io import draft_identity
+from .labels import LABELS, VerifierData, collect
+from .model import FEATURES, Verifier
+
+__all__ = ["train_verifier", "evaluate", "auc", "threshold_for_far", "split_texts"]
+
+DEFAULT_HIDDEN = (64,)
+DEFAULT_FEATURES = FEATURES
+
+
+def split_texts(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic (train, val) text indices; val has >= 1 text when n >= 2."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if n < 2:
+        raise ValueError("need at least 2 texts to hold some out for validation")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) statistic, ties counted half."""
+    pos, neg = int(labels.sum()), int((1 - labels).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    s = scores.double()
+    order = torch.argsort(s)
+    ranks = torch.empty_like(s)
+    ranks[order] = torch.arange(1, len(s) + 1, dtype=torch.float64)
+    uniq, inverse, counts = torch.unique(s, return_inverse=True, return_counts=True)
+    if len(uniq) < len(s):  # average ranks within ties
+        sums = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, ranks)
+        ranks = (sums / counts)[inverse]
+    r_pos = float(ranks[labels > 0.5].sum())
+    return (r_pos - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def evaluate(verifier: Verifier, data: VerifierData, threshold: float | None = None) -> dict:
+    """Held-out metrics of `verifier` on `data` at `threshold` (default: its own)."""
+    thr = verifier.threshold if threshold is None else threshold
+    with torch.no_grad():
+        s = torch.sigmoid(verifier.logit(data.inputs(verifier.features)))
+    y = data.label
+    acc = s >= thr
+    tp = int((acc & (y > 0.5)).sum())
+    fp = int((acc & (y < 0.5)).sum())
+    neg, pos = int((y < 0.5).sum()), int((y > 0.5).sum())
+    return {
+        "examples": len(y),
+        "positive_rate": pos / max(1, len(y)),
+        "accuracy": float(((acc.float() == y).float().mean())),
+        "auc": auc(s, y),
+        "precision": tp / max(1, tp + fp),
+        "recall": tp / max(1, pos),
+        "false_accept_rate": fp / max(1, neg),
+        "accept_rate": float(acc.float().mean()),
+        "threshold": thr,
+    }
+
+
+def threshold_for_far(scores_neg: torch.Tensor, far: float) -> float:
+    """Lowest threshold t with mean(scores_neg >= t) <= far."""
+    if not 0.0 <= far <= 1.0 or math.isnan(far):
+        raise ValueError(f"false_accept_rate must be in [0, 1], got {far}")
+    s = torch.sort(scores_neg.float(), descending=True).values
+    allowed = math.floor(far * len(s) + 1e-9)  # negatives that may score >= t
+    if allowed >= len(s):
+        return 0.0
+    # accept at most `allowed` negatives: t just above the (allowed+1)-th highest score.
+    # NOTE: the step is taken in float32, the scores' dtype: torch compares a float32
+    # tensor with a Python float in float32, so a float64 step would round away.
+    return float(torch.nextafter(s[allowed], torch.tensor(math.inf)))
+
+
+def _fit(verifier: Verifier, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, batch_size: int,
+         seed: int, progress: bool) -> list[float]:  # fmt: skip
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # seeded init (never the global RNG)
+        for lin in verifier.linears:
+            bound = 1.0 / math.sqrt(lin.in_features)
+            lin.weight.copy_(torch.empty_like(lin.weight).uniform_(-bound, bound, generator=gen))
+            lin.bias.zero_()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    xs = (x - mean) / std
+    pos = float(y.sum())
+    pos_weight = torch.tensor((len(y) - pos) / max(pos, 1.0))
+    opt = torch.optim.AdamW(verifier.parameters(), lr=lr, weight_decay=1e-4)
+    losses = []
+    for _ in tqdm(range(epochs), desc="train verifier", disable=not progress):
+        perm = torch.randperm(len(y), generator=gen)
+        total = 0.0
+        for b in range(0, len(y), batch_size):
+            i = perm[b : b + batch_size]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                verifier.logit(xs[i]), y[i], pos_weight=pos_weight
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(i)
+        losses.append(total / len(y))
+    with torch.no_grad():  # fold the standardisation into the first layer
+        first = verifier.linears[0]
+        first.bias.sub_((first.weight / std) @ mean)
+        first.weight.div_(std)
+    return losses
+
+
+def train_verifier(
+    pair,
+    texts: Sequence,
+    *,
+    label: str = "certain",
+    hidden: Sequence[int] = DEFAULT_HIDDEN,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    epochs: int = 20,
+    lr: float = 3e-3,
+    batch_size: int = 512,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    false_accept_rate: float | None = None,
+    settings: SamplingSettings = SamplingSettings(),
+    max_tokens: int = 256,
+    data: VerifierData | None = None,
+    progress: bool = True,
+) -> Verifier:
+    """Train a SPRINTER verifier for `pair`'s draft on offline `texts`.
+
+    Parameters
+    ----------
+    pair : ModelPair
+    texts : list of str, or of token-id sequences (for a pair without tokenizer)
+    label : "certain", "sampled" or "greedy" (see :mod:`sprinter_ext.verifier.labels`)
+    hidden : hidden-layer widths; () is the paper's linear probe
+    features : subset of ("q_token", "max_q", "entropy") appended to the hidden state
+    val_fraction : share of TEXTS held out; metrics are on them only
+    false_accept_rate : if given, calibrate the threshold to it on the held-out texts
+        (else the threshold stays 0.5)
+    data : precollected labels for `texts` (skips collection; must use the same rule)
+
+    Returns
+    -------
+    Verifier with ``.threshold`` and ``.meta["metrics"]`` (held-out accuracy, AUC,
+    precision, recall, false-accept rate at the threshold).
+    """
+    if label not in LABELS:
+        raise ValueError(f"unknown label rule {label!r}; choose from {LABELS}")
+    for name, v, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    train_idx, val_idx = split_texts(len(texts), val_fraction, seed)
+    if data is None:
+        data = collect(pair, texts, label=label, settings=settings, seed=seed, max_tokens=max_tokens,
+                       progress=progress)  # fmt: skip
+    elif data.rule != label:
+        raise ValueError(f"data was labelled with {data.rule!r}, not {label!r}")
+    train, val = data.subset(train_idx), data.subset(val_idx)
+    if len(train) == 0 or len(val) == 0 or train.label.min() == train.label.max():
+        raise ValueError("the training split needs examples of both labels; give more (or longer) texts")
+    verifier = Verifier(data.hidden.shape[1], hidden, features)
+    losses = _fit(verifier, train.inputs(verifier.features), train.label, epochs=epochs, lr=lr,
+                  batch_size=batch_size, seed=seed, progress=progress)  # fmt: skip
+    verifier.eval().requires_grad_(False)
+    if false_accept_rate is not None:
+        verifier.calibrate(val, false_accept_rate=false_accept_rate)
+    verifier.meta.update(
+        draft_identity(pair.draft),
+        vocab_size=pair.vocab_size,
+        label=label,
+        train_texts=len(train_idx),
+        val_texts=len(val_idx),
+        train_examples=len(train),
+        final_train_loss=losses[-1],
+        metrics=evaluate(verifier, val),
+    )
+    return verifier

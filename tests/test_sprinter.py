@@ -1,0 +1,103 @@
+"""SPRINTER decoding: the properties the issue requires, plus its named errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from stats_helpers import ALPHA, SETTINGS, V, exact_joint, g_test_pvalue, sample_counts, small_pair
+
+import sprinter_ext
+from sprinter_ext.models.tiny import tiny_model
+from sprinter_ext.verifier import Verifier, VerifierMismatchError, train_verifier
+
+PROMPT = [3, 1, 4, 1, 5]
+
+
+def texts_for(vocab, n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (32,), generator=g).tolist() for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def stat_pair():
+    pair = small_pair()
+    pair.verifier = train_verifier(pair, texts_for(V), epochs=5, progress=False)
+    return pair
+
+
+@pytest.fixture(scope="module")
+def pair(tiny):
+    p = sprinter_ext.load_pair(tiny.draft, tiny.target)
+    p.verifier = train_verifier(p, texts_for(p.vocab_size), epochs=5, progress=False)
+    return p
+
+
+@pytest.mark.parametrize(
+    "verify,threshold,max_run",
+    [("flagged", 1.5, 20), ("all", 0.5, 4), ("all", -1.0, 3)],
+)
+def test_lossless_settings_match_the_target(stat_pair, verify, threshold, max_run):
+    """threshold > 1 (never accept) and verify='all' (any threshold) are lossless."""
+    settings = SETTINGS["t1"]
+    counts = sample_counts(stat_pair, "sprinter", settings, verify=verify, threshold=threshold, max_run=max_run)
+    p = g_test_pvalue(counts, exact_joint(stat_pair.target, settings))
+    assert p > ALPHA, f"sprinter verify={verify} threshold={threshold}: G-test p={p:.2e}"
+
+
+def gen(pair, seed=0, n=24, **kw):
+    return sprinter_ext.generate(pair, PROMPT, method="sprinter", max_new_tokens=n, seed=seed,
+                                 eos_token_id=None, **kw)  # fmt: skip
+
+
+def test_threshold_above_one_is_sd_with_k1(pair):
+    sd = sprinter_ext.generate(pair, PROMPT, method="sd", k=1, max_new_tokens=24, seed=2, eos_token_id=None)
+    sp = gen(pair, seed=2, threshold=1.01)
+    assert sp.tokens == sd.tokens and sp.stats["unchecked"] == 0
+    assert sp.stats["flagged_runs"] == sp.stats["rounds"] == sp.stats["target_calls"]
+
+
+@pytest.mark.parametrize("max_run", [1, 3, 7])
+@pytest.mark.parametrize("threshold", [0.0, -2.0])
+def test_threshold_at_or_below_zero_calls_target_once_per_max_run(pair, max_run, threshold):
+    s = gen(pair, threshold=threshold, max_run=max_run).stats
+    assert s["flagged_runs"] == 0
+    assert s["draft_tokens"] == max_run * s["target_calls"]  # exactly one target call per max_run drafts
+    assert s["target_calls"] == s["rounds"]
+    assert s["target_calls"] <= math.ceil(24 / max_run)  # each round commits max_run or max_run + 1
+
+
+@pytest.mark.parametrize("verify", ["flagged", "all"])
+def test_same_seed_same_tokens(pair, verify):
+    dec = sprinter_ext.Decoder(pair, "sprinter", verify=verify, eos_token_id=None, top_p=0.9)
+    a = dec.generate(PROMPT, max_new_tokens=20, seed=9)
+    b = dec.generate(PROMPT, max_new_tokens=20, seed=9)
+    assert a.tokens == b.tokens and len(a.tokens) == 20
+    assert list(dec.stream(PROMPT, max_new_tokens=20, seed=9)) == a.tokens
+
+
+def test_greedy_all_mode_equals_greedy_ar(pair):
+    ar = sprinter_ext.generate(pair, PROMPT, method="ar", max_new_tokens=20, temperature=0.0, eos_token_id=None)
+    sp = gen(pair, n=20, verify="all", temperature=0.0, threshold=0.3)
+    assert sp.tokens == ar.tokens
+
+
+def test_bad_inputs(pair):
+    bare = sprinter_ext.load_pair(pair.draft, pair.target)  # no verifier attached
+    with pytest.raises(ValueError, match="needs a verifier"):
+        sprinter_ext.generate(bare, PROMPT, method="sprinter")
+    with pytest.raises(TypeError, match="Verifier"):
+        gen(pair, verifier="v.safetensors")
+    other = sprinter_ext.load_pair(tiny_model("llama", vocab=pair.vocab_size, seed=5), pair.target)
+    with pytest.raises(VerifierMismatchError):
+        sprinter_ext.generate(other, PROMPT, method="sprinter", verifier=pair.verifier)
+    with pytest.raises(ValueError, match="threshold"):
+        gen(pair, threshold=float("nan"))
+    with pytest.raises(ValueError, match="max_run"):
+        gen(pair, max_run=0)
+    with pytest.raises(ValueError, match="verify mode"):
+        gen(pair, verify="some")
+    with pytest.raises(TypeError, match="takes no options"):
+        sprinter_ext.generate(pair, PROMPT, method="sd", verifier=pair.verifier)
+    assert isinstance(pair.verifier, Verifier)
