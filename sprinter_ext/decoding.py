@@ -21,7 +21,7 @@ from .errors import CacheOverflowError, SprinterError, TokenizerRequiredError
 from .methods import METHODS
 from .methods._session import Lane, Session, run
 from .models.pair import ModelPair
-from .models.runner import ModelRunner
+from .models.runner import ModelRunner, position_limit
 from .sampling import SamplingSettings
 
 __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyError"]
@@ -61,6 +61,35 @@ def _eos_set(pair: ModelPair, eos_token_id) -> frozenset[int]:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < pair.vocab_size:
             raise ValueError(f"eos_token_id entries must be ints in [0, {pair.vocab_size}), got {i!r}")
     return frozenset(ids)
+
+
+def encode_prompt(pair: ModelPair, prompt) -> list[int]:
+    """Token ids of `prompt` (str, list of ints or 1-D LongTensor), validated."""
+    if isinstance(prompt, str):
+        tok = pair.tokenizer
+        if tok is None:
+            raise TokenizerRequiredError(
+                "a str prompt needs a tokenizer, but this pair has none: pass token ids "
+                "(list of ints or a 1-D LongTensor) or load_pair(..., tokenizer=...)"
+            )
+        ids = list(tok(prompt, add_special_tokens=False).input_ids)
+    elif isinstance(prompt, torch.Tensor):
+        if prompt.dim() != 1 or prompt.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"a tensor prompt must be a 1-D integer tensor, got {prompt.dim()}-D {prompt.dtype}")
+        ids = [int(t) for t in prompt.tolist()]
+    elif isinstance(prompt, Sequence):
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            raise TypeError("a list prompt must contain ints (token ids)")
+        ids = list(prompt)
+    else:
+        raise TypeError(f"prompt must be a str, a list of ints or a 1-D LongTensor, got {type(prompt).__name__}")
+    if not ids:
+        raise ValueError("the prompt is empty: give at least one token")
+    v = pair.vocab_size
+    bad = [t for t in ids if not 0 <= t < v]
+    if bad:
+        raise ValueError(f"prompt token ids must be in [0, {v}), got {bad[:5]}")
+    return ids
 
 
 class Decoder:
@@ -130,31 +159,7 @@ class Decoder:
 
     def encode(self, prompt) -> list[int]:
         """Token ids of `prompt` (str, list of ints or 1-D LongTensor), validated."""
-        if isinstance(prompt, str):
-            tok = self.pair.tokenizer
-            if tok is None:
-                raise TokenizerRequiredError(
-                    "a str prompt needs a tokenizer, but this pair has none: pass token ids "
-                    "(list of ints or a 1-D LongTensor) or load_pair(..., tokenizer=...)"
-                )
-            ids = list(tok(prompt, add_special_tokens=False).input_ids)
-        elif isinstance(prompt, torch.Tensor):
-            if prompt.dim() != 1 or prompt.dtype not in (torch.int64, torch.int32):
-                raise TypeError(f"a tensor prompt must be a 1-D integer tensor, got {prompt.dim()}-D {prompt.dtype}")
-            ids = [int(t) for t in prompt.tolist()]
-        elif isinstance(prompt, Sequence):
-            if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-                raise TypeError("a list prompt must contain ints (token ids)")
-            ids = list(prompt)
-        else:
-            raise TypeError(f"prompt must be a str, a list of ints or a 1-D LongTensor, got {type(prompt).__name__}")
-        if not ids:
-            raise ValueError("the prompt is empty: give at least one token")
-        v = self.pair.vocab_size
-        bad = [t for t in ids if not 0 <= t < v]
-        if bad:
-            raise ValueError(f"prompt token ids must be in [0, {v}), got {bad[:5]}")
-        return ids
+        return encode_prompt(self.pair, prompt)
 
     def _check_run(self, ids: list[int], max_new_tokens: int, seed: int) -> None:
         _check_int("max_new_tokens", max_new_tokens, 0)
@@ -254,8 +259,22 @@ def generate(
     >>> res = sprinter_ext.generate(pair, "def fib(n):", method="sd", max_new_tokens=32, seed=1)
     >>> res.tokens, res.text, res.stats["target_calls"]
     """
+    # NOTE: a one-shot call sizes the static cache to the request (rounded up to 64):
+    # attention runs over every slot of a static cache, so 2048 slots for a 100-token
+    # job cost ~20% per step on CPU. A Decoder keeps its (larger) cache across calls.
+    if not isinstance(pair, ModelPair):
+        raise TypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
+    ids = encode_prompt(pair, prompt)
+    max_length = None
+    if isinstance(max_new_tokens, int) and isinstance(k, int):
+        run = method_options.get("max_run", 20) if method == "sprinter" else 0
+        need = len(ids) + max(0, max_new_tokens) + max(k, run if isinstance(run, int) else 0)
+        max_length = max(64, -(-need // 64) * 64)
+        limit = position_limit(pair.target)
+        if limit:
+            max_length = min(max_length, limit)
     dec = Decoder(
         pair, method, k=k, temperature=temperature, top_k=top_k, top_p=top_p, engine=engine,
-        eos_token_id=eos_token_id, **method_options,
+        eos_token_id=eos_token_id, max_length=max_length, **method_options,
     )  # fmt: skip
-    return dec.generate(prompt, max_new_tokens=max_new_tokens, seed=seed)
+    return dec.generate(ids, max_new_tokens=max_new_tokens, seed=seed)

@@ -34,6 +34,12 @@ __all__ = ["ModelRunner"]
 DEFAULT_MAX_LEN = 2048
 
 
+def position_limit(model) -> int | None:
+    """The most positions `model` supports (max_position_embeddings / n_positions), if it says."""
+    config = model.config
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
 class ModelRunner:
     """Static-KV-cache runner for one ``PreTrainedModel`` (batch 1)."""
 
@@ -41,7 +47,7 @@ class ModelRunner:
         from transformers import StaticCache
 
         config = model.config
-        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        limit = position_limit(model)
         if max_len is None:
             max_len = min(DEFAULT_MAX_LEN, limit) if limit else DEFAULT_MAX_LEN
         if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:

@@ -1,0 +1,209 @@
+"""End-to-end benchmark: every method on the same held-out prompts and seeds, plus HF baselines.
+
+``python -m sprinter_ext bench`` (see ``--help``). Reports per method: ms/token
+(median over prompts), speed-up vs AR and vs HF assisted generation, target
+calls per token, mean accepted length, analytic FLOPs per token; prints a table
+and writes JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .decoding import Decoder
+from .flops import generation_flops
+from .methods import METHODS
+
+__all__ = ["main", "run_bench", "heldout_prompts"]
+
+
+def heldout_prompts(pair, n: int, prompt_tokens: int, seed: int = 0) -> list[list[int]]:
+    """n prompts of `prompt_tokens` ids: held-out offline text, or random ids without a tokenizer."""
+    if pair.tokenizer is None:
+        g = torch.Generator().manual_seed(seed)
+        return [torch.randint(0, pair.vocab_size, (prompt_tokens,), generator=g).tolist() for _ in range(n)]
+    from .models.smol_draft import heldout_texts
+
+    out = []
+    for text in heldout_texts():
+        ids = pair.tokenizer(text, add_special_tokens=False).input_ids
+        if len(ids) >= prompt_tokens:
+            out.append(ids[:prompt_tokens])
+        if len(out) == n:
+            return out
+    raise ValueError(f"only {len(out)} held-out texts have {prompt_tokens} tokens; ask for fewer or shorter prompts")
+
+
+def _hf_generate(pair, ids, max_new_tokens, temperature, assisted, k):
+    kw = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, pad_token_id=0)
+    if temperature > 0:
+        kw.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+    else:
+        kw.update(do_sample=False)
+    if assisted:
+        kw.update(assistant_model=pair.draft)
+        pair.draft.generation_config.num_assistant_tokens = k
+        pair.draft.generation_config.num_assistant_tokens_schedule = "constant"
+    x = torch.tensor([ids], device=pair.device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = pair.target.generate(x, attention_mask=torch.ones_like(x), **kw)
+    wall = time.perf_counter() - t0
+    return out.shape[1] - x.shape[1], wall
+
+
+def run_bench(
+    pair,
+    *,
+    methods=("ar", "sd", "ersd", "sprinter"),
+    prompts=4,
+    prompt_tokens=48,
+    max_new_tokens=32,
+    k=4,
+    temperature=0.0,
+    seed=0,
+    hf=True,
+    max_run=20,
+    progress=True,
+) -> dict:
+    """Run the comparison; returns {"rows": [...], "config": {...}}."""
+    from tqdm.auto import tqdm
+
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r}; choose from {sorted(METHODS)}")
+    if "sprinter" in methods and getattr(pair, "verifier", None) is None:
+        raise ValueError("method 'sprinter' needs a pair with a verifier (load_pair(..., verifier=path))")
+    ps = heldout_prompts(pair, prompts, prompt_tokens, seed)
+    lookahead = max(k, max_run if "sprinter" in methods else 0)
+    max_length = -(-(prompt_tokens + max_new_tokens + lookahead) // 64) * 64  # static cache sized to the job
+    opts = {"sprinter": {"max_run": max_run}}
+    decoders = {m: Decoder(pair, m, k=k, temperature=temperature, eos_token_id=None, max_length=max_length,
+                           **opts.get(m, {})) for m in methods}  # fmt: skip
+    for dec in decoders.values():  # warm-up: allocate caches, first-call overheads
+        dec.generate(ps[0][:8], max_new_tokens=4, seed=seed)
+    runs = [(m, i) for m in methods for i in range(len(ps))]
+    baselines = [("hf_ar", False), ("hf_assisted", True)] if hf else []
+    runs += [(b, i) for b, _ in baselines for i in range(len(ps))]
+    per: dict[str, list[dict]] = {}
+    for name, i in tqdm(runs, desc="bench", disable=not progress, file=sys.stderr):
+        if name in decoders:
+            res = decoders[name].generate(ps[i], max_new_tokens=max_new_tokens, seed=seed + i)
+            s = res.stats
+            per.setdefault(name, []).append(
+                dict(ms_per_token=1e3 * s["wall_s"] / max(1, s["new_tokens"]), new_tokens=s["new_tokens"],
+                     target_calls=s["target_calls"], rounds=s["rounds"], accepted=s["accepted_tokens"],
+                     flops=generation_flops(pair, s))  # fmt: skip
+            )
+        else:
+            n, wall = _hf_generate(pair, ps[i], max_new_tokens, temperature, dict(baselines)[name], k)
+            per.setdefault(name, []).append(dict(ms_per_token=1e3 * wall / max(1, n), new_tokens=n))
+    rows = []
+    for name, rs in per.items():
+        med = statistics.median(r["ms_per_token"] for r in rs)
+        tokens = sum(r["new_tokens"] for r in rs)
+        row = dict(method=name, ms_per_token=med, new_tokens=tokens)
+        if "target_calls" in rs[0]:
+            calls = sum(r["target_calls"] for r in rs)
+            row.update(
+                target_calls_per_token=calls / tokens,
+                mean_accepted=sum(r["accepted"] for r in rs) / sum(r["rounds"] for r in rs),
+                gflops_per_token=sum(r["flops"] for r in rs) / tokens / 1e9,
+            )
+        rows.append(row)
+    ar = next((r["ms_per_token"] for r in rows if r["method"] == "ar"), None)
+    hfa = next((r["ms_per_token"] for r in rows if r["method"] == "hf_assisted"), None)
+    for r in rows:
+        r["speedup_vs_ar"] = ar / r["ms_per_token"] if ar else None
+        r["speedup_vs_hf_assisted"] = hfa / r["ms_per_token"] if hfa else None
+    config = dict(pair=pair.name, prompts=len(ps), prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
+                  k=k, temperature=temperature, seed=seed, dtype=str(pair.dtype), max_run=max_run,
+                  verifier_threshold=pair.verifier.threshold if getattr(pair, "verifier", None) else None)  # fmt: skip
+    return {"rows": rows, "config": config}
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = [("method", "{}"), ("ms_per_token", "{:.1f}"), ("speedup_vs_ar", "{:.2f}x"),
+            ("speedup_vs_hf_assisted", "{:.2f}x"), ("target_calls_per_token", "{:.2f}"),
+            ("mean_accepted", "{:.2f}"), ("gflops_per_token", "{:.3f}")]  # fmt: skip
+    head = ["method", "ms/token", "vs AR", "vs HF assisted", "target calls/token", "mean accepted", "GFLOP/token"]
+    body = [[fmt.format(r[c]) if r.get(c) is not None else "-" for c, fmt in cols] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+
+
+def environment() -> dict:
+    import transformers
+
+    return dict(device="cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+                cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                transformers=transformers.__version__, python=platform.python_version(),
+                sprinter_ext=__version__)  # fmt: skip
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sprinter_ext bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--pair", choices=["default", "tiny"], default="default",
+                    help="default: embedded SmolLM2 pair; tiny: 1-layer random models (host overhead)")  # fmt: skip
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated methods (default: all; sprinter when the pair has a verifier)")  # fmt: skip
+    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--prompt-tokens", type=int, default=48)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("-k", type=int, default=4, help="draft tokens per round")
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
+    ap.add_argument("--out", default="bench/results", help="directory for the JSON result")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # HF warns about min_new_tokens on every baseline call
+
+    from . import load_pair
+
+    if args.pair == "default":
+        pair = load_pair()
+    else:
+        from .models.tiny import tiny_model
+
+        pair = load_pair(tiny_model("llama", vocab=1000, hidden=64, seed=1),
+                         tiny_model("llama", vocab=1000, hidden=64, seed=2))  # fmt: skip
+        from .verifier import train_verifier
+
+        g = torch.Generator().manual_seed(args.seed)  # random "text": only the host overhead matters here
+        texts = [torch.randint(0, 1000, (48,), generator=g).tolist() for _ in range(16)]
+        pair.verifier = train_verifier(pair, texts, epochs=2, progress=False)
+    if args.methods is None:
+        methods = [m for m in ("ar", "sd", "ersd", "sprinter") if m != "sprinter" or pair.verifier is not None]
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    result = run_bench(pair, methods=methods, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
+                       max_new_tokens=args.max_new_tokens, k=args.k, temperature=args.temperature,
+                       seed=args.seed, hf=not args.no_hf)  # fmt: skip
+    result["environment"] = environment()
+    result["command"] = "python -m sprinter_ext bench " + " ".join(argv if argv is not None else sys.argv[2:])
+    print(f"\n{pair.name} | {args.prompts} held-out prompts x {args.max_new_tokens} new tokens | "
+          f"k={args.k} temperature={args.temperature} | {result['environment']['device']}")  # fmt: skip
+    print(format_table(result["rows"]))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"methods_{args.pair}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return 0

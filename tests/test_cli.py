@@ -1,0 +1,76 @@
+"""The command line and the README/CI contract."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_cli_on_the_tiny_pair(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "sprinter_ext", "bench", "--pair", "tiny", "--prompts", "2",
+         "--max-new-tokens", "6", "--threads", "1", "--out", str(tmp_path)],  # fmt: skip
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    assert "ms/token" in out.stdout and "hf_assisted" in out.stdout
+    result = json.loads((tmp_path / "methods_tiny.json").read_text())
+    names = {r["method"] for r in result["rows"]}
+    assert names == {"ar", "sd", "ersd", "sprinter", "hf_ar", "hf_assisted"}
+    ar = next(r for r in result["rows"] if r["method"] == "ar")
+    assert ar["speedup_vs_ar"] == 1.0 and ar["target_calls_per_token"] == 1.0
+    assert {"environment", "config", "command"} <= set(result)
+
+
+def test_info_and_usage():
+    out = subprocess.run([sys.executable, "-m", "sprinter_ext", "info"], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["torch_version"]
+    bad = subprocess.run([sys.executable, "-m", "sprinter_ext", "frobnicate"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    """The README's first two commands are the contract; .ci/run must run exactly them."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", readme, flags=re.S)
+    commands = [line.strip() for b in blocks for line in b.splitlines() if line.strip() and not line.startswith("#")]
+    ci = (ROOT / ".ci" / "run").read_text()
+    ci_lines = [line.strip() for line in ci.splitlines()]
+    assert commands[0] in ci_lines and commands[1] in ci_lines, (commands[:2], ci_lines)
+    assert "pip install" in commands[0] and "python -m sprinter_ext bench" in commands[0]
+    assert "pytest" in commands[1]
+
+
+def test_sprinter_sweep_on_the_tiny_pair(tmp_path):
+    import torch
+
+    import sprinter_ext
+    from sprinter_ext.bench import environment
+    from sprinter_ext.bench_sprinter import plot, rouge_l, sweep, target_nll
+    from sprinter_ext.models.tiny import tiny_pair
+    from sprinter_ext.verifier import train_verifier
+
+    draft, target = tiny_pair("llama", vocab=200)
+    pair = sprinter_ext.load_pair(draft, target)
+    g = torch.Generator().manual_seed(0)
+    pair.verifier = train_verifier(pair, [torch.randint(0, 200, (30,), generator=g).tolist() for _ in range(10)],
+                                   epochs=2, progress=False)  # fmt: skip
+    result = sweep(pair, thresholds=(1.01, 0.0), prompts=2, prompt_tokens=8, max_new_tokens=6, max_run=4,
+                   progress=False)  # fmt: skip
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"ar", "sd", "sprinter@1.01", "sprinter@0"}
+    assert rows["ar"]["rouge_l_vs_greedy_target"] == 1.0  # greedy AR against itself
+    assert rows["sd"]["speedup_vs_sd"] == 1.0 and rows["sd"]["nll_vs_sd_pct"] == 0.0
+    assert rows["sprinter@0"]["mean_run_length"] == 4.0  # never flags: max_run drafts per round
+    result["environment"] = environment()
+    plot(result, tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").stat().st_size > 10_000
+    assert rouge_l([5, 6, 7], [5, 6, 7]) == 1.0 and rouge_l([1, 2], [3, 4]) == 0.0
+    nll = target_nll(pair, [1, 2, 3], [4, 5])
+    with torch.no_grad():
+        logp = torch.log_softmax(target(torch.tensor([[1, 2, 3, 4, 5]])).logits[0], -1)
+    assert abs(nll - float(-(logp[2, 4] + logp[3, 5]) / 2)) < 1e-5
