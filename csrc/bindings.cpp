@@ -17,7 +17,9 @@
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <vector>
 
+#include "ops_cpu.h"
 #include "philox.h"
 
 #ifdef SPRINTER_WITH_CUDA
@@ -256,6 +258,37 @@ PYBIND11_MODULE(_C, m) {
   m.def("philox_uniform_batched", &uniform_batched, py::arg("seed"), py::arg("positions"),
         py::arg("stream"), py::arg("n"),
         "u(seed, positions[b], stream, index) -> float32 [B, n] on positions' device.");
+
+  m.def(
+      "draft_sample_cpu",
+      [](const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, uint64_t seed,
+         uint32_t stream, double temperature, int64_t top_k, double top_p,
+         const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
+         const std::vector<int64_t>& features) {
+        py::gil_scoped_release no_gil;
+        return sprinter::cpu::draft_sample(logits, hidden, position, seed, stream, temperature, top_k,
+                                           top_p, weights, biases, features);
+      },
+      py::arg("logits"), py::arg("hidden"), py::arg("position"), py::arg("seed"), py::arg("stream"),
+      py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("weights"),
+      py::arg("biases"), py::arg("features"),
+      "CPU twin of sprinter_ext.ops.draft_sample (inputs checked there): returns (token [B] int64, "
+      "probs [B, V] f32, q_token [B] f32, score [B] f32, status [B] int8; 1 = non-finite logits).");
+
+  m.def(
+      "verify_tokens_cpu",
+      [](const at::Tensor& target_logits, const at::Tensor& draft_probs, const at::Tensor& draft_tokens,
+         const at::Tensor& start_position, uint64_t seed, double temperature, int64_t top_k,
+         double top_p, bool sd) {
+        py::gil_scoped_release no_gil;
+        return sprinter::cpu::verify_tokens(target_logits, draft_probs, draft_tokens, start_position,
+                                            seed, temperature, top_k, top_p, sd);
+      },
+      py::arg("target_logits"), py::arg("draft_probs"), py::arg("draft_tokens"),
+      py::arg("start_position"), py::arg("seed"), py::arg("temperature"), py::arg("top_k"),
+      py::arg("top_p"), py::arg("sd"),
+      "CPU twin of sprinter_ext.ops.verify_tokens (inputs checked there): returns (tokens [B, n+1] "
+      "int64 padded with -1, num_accepted [B] int64, status [B] int8; 1 = non-finite logits).");
 
   m.attr("MAX_N") = py::int_(kMaxN);
 }

@@ -24,6 +24,26 @@ _MAX_ROWS = 65535  # CUDA's limit on grid axis 1
 
 
 @triton.jit
+def philox4x32_10(c0, c1, c2, c3, key0, key1):
+    # c0..c3, key0, key1: uint32 tensors of one shape -> the four output words (uint32).
+    # The one Triton statement of Philox4x32-10; draft_sample/verify_tokens use it too.
+    # explicit uint32 constants (a bare literal above 2**31 could be typed otherwise)
+    m0 = tl.full(c0.shape, 0xD2511F53, tl.uint32)
+    m1 = tl.full(c0.shape, 0xCD9E8D57, tl.uint32)
+    w0 = tl.full(c0.shape, 0x9E3779B9, tl.uint32)
+    w1 = tl.full(c0.shape, 0xBB67AE85, tl.uint32)
+    for _ in tl.static_range(10):
+        hi0 = tl.umulhi(c0, m0)
+        lo0 = c0 * m0  # uint32: the low half of the product
+        hi1 = tl.umulhi(c2, m1)
+        lo1 = c2 * m1
+        c0, c1, c2, c3 = hi1 ^ c1 ^ key0, lo1, hi0 ^ c3 ^ key1, lo0
+        key0 = key0 + w0  # uint32 wrap-around
+        key1 = key1 + w1
+    return c0, c1, c2, c3
+
+
+@triton.jit
 def _to_uniform(word):
     # word: uint32 [BLOCK] -> float32 in (0, 1); (m + 0.5) * 2**-23 is exact for m < 2**23
     return ((word >> 9).to(tl.float32) + 0.5) * 1.1920928955078125e-07
@@ -53,18 +73,7 @@ def _philox_uniform_kernel(
     c3 = zero
     key0 = zero + k0.to(tl.uint32)
     key1 = zero + k1.to(tl.uint32)
-    m0 = tl.full([BLOCK], 0xD2511F53, tl.uint32)
-    m1 = tl.full([BLOCK], 0xCD9E8D57, tl.uint32)
-    w0 = tl.full([BLOCK], 0x9E3779B9, tl.uint32)
-    w1 = tl.full([BLOCK], 0xBB67AE85, tl.uint32)
-    for _ in tl.static_range(10):
-        hi0 = tl.umulhi(c0, m0)
-        lo0 = c0 * m0  # uint32: the low half of the product
-        hi1 = tl.umulhi(c2, m1)
-        lo1 = c2 * m1
-        c0, c1, c2, c3 = hi1 ^ c1 ^ key0, lo1, hi0 ^ c3 ^ key1, lo0
-        key0 = key0 + w0  # uint32 wrap-around
-        key1 = key1 + w1
+    c0, c1, c2, c3 = philox4x32_10(c0, c1, c2, c3, key0, key1)
 
     idx = 4 * blk  # [BLOCK] index of word 0 within the row
     dst = out_ptr + row * n + idx  # [BLOCK] pointers
