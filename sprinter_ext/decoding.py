@@ -26,7 +26,15 @@ from .sampling import SamplingSettings
 
 __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyError"]
 
-ENGINES = ("auto", "reference")
+ENGINES = ("auto", "reference", "fused")
+
+
+def _native_available() -> bool:
+    try:
+        from . import _native  # noqa: F401
+    except ImportError:
+        return False
+    return True
 _DEFAULT = object()  # "use the model's own eos_token_id"
 
 
@@ -105,7 +113,10 @@ class Decoder:
         Draft tokens per round (sd, ersd).
     temperature, top_k, top_p : sampling settings, applied to target and draft alike;
         temperature 0 is greedy.
-    engine : "auto" or "reference".
+    engine : "auto", "reference" or "fused"
+        reference: the plain-PyTorch methods (the specification); fused: the same state
+        machine with sampling/verification in the fused ops (C++ on CPU, Triton on CUDA);
+        auto: fused when the extension is built. Same tokens for the same seed.
     eos_token_id : int, list of ints or None
         Stop tokens (included in the output). Default: the target's; None: never stop early.
     max_length : int, optional
@@ -142,7 +153,9 @@ class Decoder:
         self.settings = SamplingSettings(temperature, top_k, top_p)
         self.pair = pair
         self.method = method
-        self.engine = "reference"
+        # reference: methods/ in plain PyTorch (the spec); fused: the same state machine
+        # with sampling and verification in sprinter_ext.ops (C++ on CPU, Triton on CUDA).
+        self.engine = ("fused" if _native_available() else "reference") if engine == "auto" else engine
         self._module = module
         self._eos = _eos_set(pair, eos_token_id)
         self._options = module.options(pair, **method_options) if hasattr(module, "options") else {}
@@ -181,7 +194,7 @@ class Decoder:
             self._draft.reset_counters()
         s = Session(
             target=self._target, draft=self._draft, settings=self.settings, seed=seed, k=self.k,
-            seq=list(ids), options=self._options,
+            seq=list(ids), options=self._options, fused=self.engine == "fused",
         )  # fmt: skip
         t0 = time.perf_counter()
         n = 0

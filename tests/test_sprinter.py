@@ -101,3 +101,14 @@ def test_bad_inputs(pair):
     with pytest.raises(TypeError, match="takes no options"):
         sprinter_ext.generate(pair, PROMPT, method="sd", verifier=pair.verifier)
     assert isinstance(pair.verifier, Verifier)
+
+
+@pytest.mark.parametrize("verify", ["flagged", "all"])
+@pytest.mark.parametrize("threshold", [None, 0.3, 0.0])
+def test_fused_engine_equals_reference(pair, verify, threshold):
+    for seed in range(3):
+        ref = gen(pair, seed=seed, verify=verify, threshold=threshold, engine="reference", top_k=40)
+        fused = gen(pair, seed=seed, verify=verify, threshold=threshold, engine="fused", top_k=40)
+        assert fused.tokens == ref.tokens
+        for key in ("target_calls", "draft_tokens", "accepted_tokens", "flagged_runs", "unchecked"):
+            assert fused.stats[key] == ref.stats[key], key

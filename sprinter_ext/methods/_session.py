@@ -83,6 +83,7 @@ class Session:
     accepted_tokens: int = 0
     rounds: int = 0
     counters: dict = field(default_factory=dict)  # method-specific stats, merged into res.stats
+    fused: bool = False  # engine="fused": sample() and check() run sprinter_ext.ops (C++/Triton)
 
     @property
     def position(self) -> int:
@@ -105,31 +106,72 @@ class Session:
         logits, _ = self.target.feed(pending + list(drafts))
         return logits[len(pending) - 1 :]
 
-    def propose(
-        self, k: int, stream: _rng.Stream, stop: Callable[..., bool] | None = None
-    ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    def sample(self, logits: torch.Tensor, hidden: torch.Tensor | None, position: int, stream: _rng.Stream,
+               verifier=None) -> tuple[int, torch.Tensor, float | None]:  # fmt: skip
+        """Race-sample position `position` from one logits row [V].
+
+        Returns (token, processed distribution [V], verifier score or None). The spec
+        path is probs() + race() + Verifier.score(); the fused path one ops.draft_sample.
+        """
+        if self.fused:
+            from .. import ops
+
+            h = hidden[None] if hidden is not None else logits.new_zeros(1, 1)
+            pos = torch.tensor([position], device=logits.device)
+            st = self.settings
+            r = ops.draft_sample(logits[None], h, pos, seed=self.seed, temperature=st.temperature, top_k=st.top_k,
+                                 top_p=st.top_p, stream=stream, verifier=verifier)  # fmt: skip
+            return int(r.token[0]), r.probs[0], float(r.score[0]) if verifier is not None else None
+        q = self.probs(logits)
+        tok = int(self.race(q, position, stream))
+        score = None
+        if verifier is not None:
+            score = float(verifier.score(hidden, q, torch.tensor(tok, device=q.device)))
+        return tok, q, score
+
+    def check(self, drafts: list[int], q: torch.Tensor, logits: torch.Tensor, *, offset: int = 0,
+              mode: str = "sd") -> list[int]:  # fmt: skip
+        """Verify `drafts` (at positions L+offset+i) given their q [n, V] and the target's logits
+        [n+1, V] with the SD rule (mode "sd", methods/sd.py) or ERSD's (mode "race",
+        methods/ersd.py); returns the committed tokens and counts the accepted ones."""
+        if self.fused:
+            from .. import ops
+
+            dev = logits.device
+            st = self.settings
+            r = ops.verify_tokens(logits[None], q[None], torch.tensor([drafts], device=dev),
+                                  torch.tensor([self.position + offset], device=dev), seed=self.seed,
+                                  temperature=st.temperature, top_k=st.top_k, top_p=st.top_p, mode=mode)  # fmt: skip
+            n = int(r.num_accepted[0])
+            self.accepted_tokens += n
+            return r.tokens[0, : n + 1].tolist()
+        from . import ersd, sd
+
+        p = self.probs(logits)
+        return sd.verify(self, drafts, q, p, offset) if mode == "sd" else ersd.verify(self, drafts, p, offset)
+
+    def propose(self, k: int, stream: _rng.Stream, verifier=None, threshold: float = 0.0
+                ) -> tuple[list[int], torch.Tensor, bool]:  # fmt: skip
         """Draft up to k tokens one by one, each a race with `stream` noise at its position.
 
-        ``stop(q [V], token, hidden [D]) -> bool`` (optional) ends the run after the
-        token it returns True for. Returns (tokens [n], q [n, V] processed draft
-        distributions, hidden [n, D] draft states that produced them), n <= k.
+        With a verifier, the run stops after the first token scored below `threshold`
+        (flagged). Returns (tokens [n], q [n, V] processed draft distributions, flagged).
         """
         if self.draft is None:
             raise RuntimeError("this method needs a draft model, but the session has none")
         logits, hidden = self.draft.feed(self.draft.pending(self.seq))
-        toks, qs, hs = [], [], []
+        toks, qs, flagged = [], [], False
         for i in range(k):
-            q = self.probs(logits[-1])
-            tok = int(self.race(q, self.position + i, stream))
+            tok, q, score = self.sample(logits[-1], hidden[-1], self.position + i, stream, verifier)
             toks.append(tok)
             qs.append(q)
-            hs.append(hidden[-1])
-            if stop is not None and stop(q, tok, hidden[-1]):
+            if score is not None and score < threshold:
+                flagged = True
                 break
             if i + 1 < k:
                 logits, hidden = self.draft.feed([tok])
         self.draft_tokens += len(toks)
-        return toks, torch.stack(qs), torch.stack(hs)
+        return toks, torch.stack(qs), flagged
 
 
 RoundFn = Callable[[Session], list[int]]

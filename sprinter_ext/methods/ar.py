@@ -11,5 +11,4 @@ NEEDS_DRAFT = False
 def round(s: Session) -> list[int]:
     """One target forward; the next token is the race over p with TARGET noise at its position."""
     logits = s.target_rows([])  # [1, V]
-    p = s.probs(logits[0])
-    return [int(s.race(p, s.position, Stream.TARGET))]
+    return [s.sample(logits[0], None, s.position, Stream.TARGET)[0]]

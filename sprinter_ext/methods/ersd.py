@@ -12,19 +12,26 @@ distribution; a good draft only makes matches, hence speed, more likely.
 
 from __future__ import annotations
 
+import torch
+
 from .._rng import Stream
 from ._session import Session
 
 NEEDS_DRAFT = True
 
 
-def round(s: Session) -> list[int]:
-    drafts, _, _ = s.propose(s.k, Stream.TARGET)
-    p = s.probs(s.target_rows(drafts))  # [k+1, V]
-    winners = s.race(p, s.positions(s.k + 1), Stream.TARGET).tolist()  # [k+1]
+def verify(s: Session, drafts: list[int], p: torch.Tensor, offset: int = 0) -> list[int]:
+    """ERSD's rule for `drafts` at positions L+offset+i given the target's p [k+1, V]."""
+    k = len(drafts)
+    winners = s.race(p, s.positions(offset + k + 1)[offset:], Stream.TARGET).tolist()  # [k+1]
     for i, (x, t) in enumerate(zip(drafts, winners)):
         if x != t:
             s.accepted_tokens += i
             return drafts[:i] + [t]
-    s.accepted_tokens += s.k
-    return drafts + [winners[s.k]]
+    s.accepted_tokens += k
+    return drafts + [winners[k]]
+
+
+def round(s: Session) -> list[int]:
+    drafts, q, _ = s.propose(s.k, Stream.TARGET)  # the draft races with the target's noise
+    return s.check(drafts, q, s.target_rows(drafts), mode="race")  # verify() above, or its fused twin

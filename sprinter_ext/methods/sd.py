@@ -50,5 +50,4 @@ def verify(s: Session, drafts: list[int], q: torch.Tensor, p: torch.Tensor, offs
 
 def round(s: Session) -> list[int]:
     drafts, q, _ = s.propose(s.k, Stream.DRAFT)
-    p = s.probs(s.target_rows(drafts))  # [k+1, V]
-    return verify(s, drafts, q, p)
+    return s.check(drafts, q, s.target_rows(drafts))  # verify() above, or its fused twin

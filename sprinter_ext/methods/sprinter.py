@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from .._rng import Stream
-from . import sd
 from ._session import Session
 
 NEEDS_DRAFT = True
@@ -64,23 +61,14 @@ def lookahead(opts: dict, k: int) -> int:
 
 def round(s: Session) -> list[int]:
     o = s.options
-    verifier, threshold = o["verifier"], o["threshold"]
-
-    run = {"flagged": False}
-
-    def stop(q: torch.Tensor, tok: int, hidden: torch.Tensor) -> bool:
-        run["flagged"] = float(verifier.score(hidden, q, torch.tensor(tok, device=q.device))) < threshold
-        return run["flagged"]
-
-    drafts, q, _ = s.propose(o["max_run"], Stream.DRAFT, stop=stop)
+    drafts, q, flagged = s.propose(o["max_run"], Stream.DRAFT, o["verifier"], o["threshold"])
     n = len(drafts)
-    s.counters["flagged_runs"] = s.counters.get("flagged_runs", 0) + run["flagged"]
+    s.counters["flagged_runs"] = s.counters.get("flagged_runs", 0) + flagged
     s.counters.setdefault("unchecked", 0)
     logits = s.target_rows(drafts)  # [n+1, V]: positions L .. L+n
     if o["verify"] == "all":
-        return sd.verify(s, drafts, q, s.probs(logits))
+        return s.check(drafts, q, logits)
     # flagged: drafts[:n-1] go through unchecked; the last one meets the SD rule
     s.accepted_tokens += n - 1
     s.counters["unchecked"] += n - 1
-    tail = sd.verify(s, drafts[n - 1 :], q[n - 1 :], s.probs(logits[n - 1 :]), offset=n - 1)
-    return drafts[: n - 1] + tail
+    return drafts[: n - 1] + s.check(drafts[n - 1 :], q[n - 1 :], logits[n - 1 :], offset=n - 1)
