@@ -70,7 +70,7 @@ def run_bench(
     prompt_tokens=48,
     max_new_tokens=32,
     k=4,
-    temperature=0.0,
+    temperature=1.0,
     seed=0,
     hf=True,
     max_run=20,
@@ -163,8 +163,10 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=48)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("-k", type=int, default=4, help="draft tokens per round")
-    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    ap.add_argument("--temperature", type=float, default=1.0,
+                    help="0 = greedy (note: the default verifier was trained on T=1 features)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--verifier", default=None, help="verifier file (default: the pair's own)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
     ap.add_argument("--out", default="bench/results", help="directory for the JSON result")
@@ -178,7 +180,7 @@ def main(argv=None) -> int:
     from . import load_pair
 
     if args.pair == "default":
-        pair = load_pair()
+        pair = load_pair(verifier=args.verifier)
     else:
         from .models.tiny import tiny_model
 

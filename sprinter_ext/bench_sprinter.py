@@ -162,6 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("-k", type=int, default=4, help="SD's draft length (the baseline)")
     ap.add_argument("--max-run", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--verifier", default=None, help="verifier file (default: the pair's own)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args(argv)
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from . import load_pair
 
-    pair = load_pair()
+    pair = load_pair(verifier=args.verifier)
     thresholds = tuple(float(t) for t in args.thresholds.split(","))
     result = sweep(pair, thresholds=thresholds, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
                    max_new_tokens=args.max_new_tokens, k=args.k, max_run=args.max_run, seed=args.seed)  # fmt: skip
