@@ -102,6 +102,34 @@ def _keep_block(p, offs, V, kbits, kc, krun, sk, pbits, pg, prun, top_p,
 
 
 @triton.jit
+def _count_gt(row_ptr, V, temperature, m, s, t, BLOCK: tl.constexpr):
+    # row_ptr: logits row [V] -> how many tokens have float bits of p > t (int32)
+    cnt = 0
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK).to(tl.int64)
+        bits = _p_block(row_ptr, offs, V, temperature, m, s).to(tl.int32, bitcast=True)
+        cnt += tl.sum(((bits > t) & (offs < V)).to(tl.int32), axis=0)
+    return cnt
+
+
+@triton.jit
+def _mass_gt(row_ptr, V, temperature, m, s, kbits, kc, sk, top_p, t,
+             USE_K: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    # row_ptr: logits row [V] -> G(t) = mass of r (p after top-k, renormalised) with bits > t
+    g = 0.0
+    krun = 0
+    for start in range(0, V, BLOCK):
+        offs = start + tl.arange(0, BLOCK).to(tl.int64)
+        p = _p_block(row_ptr, offs, V, temperature, m, s)
+        keep, krun, _ = _keep_block(p, offs, V, kbits, kc, krun, sk, 0, 0.0, 0, top_p, USE_K, False)
+        r = p
+        if USE_K:
+            r = tl.where(keep, p / sk, 0.0)
+        g += tl.sum(tl.where(r.to(tl.int32, bitcast=True) > t, r, 0.0), axis=0)
+    return g
+
+
+@triton.jit
 def _row_cuts(row_ptr, V, temperature, m, s, top_k, top_p,
               USE_K: tl.constexpr, USE_P: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     # row_ptr: logits row [V]. Returns (kbits, kc, sk, pbits, pg, S): the cut parameters
@@ -114,21 +142,11 @@ def _row_cuts(row_ptr, V, temperature, m, s, top_k, top_p,
         hi = 0x7F800000
         for _ in range(31):
             mid = lo + (hi - lo) // 2
-            cnt = 0
-            for start in range(0, V, BLOCK):
-                offs = start + tl.arange(0, BLOCK).to(tl.int64)
-                bits = _p_block(row_ptr, offs, V, temperature, m, s).to(tl.int32, bitcast=True)
-                cnt += tl.sum(((bits >= mid) & (offs < V)).to(tl.int32), axis=0)
-            ok = cnt >= top_k
+            ok = _count_gt(row_ptr, V, temperature, m, s, mid - 1, BLOCK) >= top_k  # bits >= mid
             lo = tl.where(ok, mid, lo)
             hi = tl.where(ok, hi, mid)
         kbits = lo
-        gt = 0
-        for start in range(0, V, BLOCK):
-            offs = start + tl.arange(0, BLOCK).to(tl.int64)
-            bits = _p_block(row_ptr, offs, V, temperature, m, s).to(tl.int32, bitcast=True)
-            gt += tl.sum(((bits > kbits) & (offs < V)).to(tl.int32), axis=0)
-        kc = top_k - gt
+        kc = top_k - _count_gt(row_ptr, V, temperature, m, s, kbits, BLOCK)
         sk = 0.0
         krun = 0
         for start in range(0, V, BLOCK):
@@ -143,30 +161,11 @@ def _row_cuts(row_ptr, V, temperature, m, s, top_k, top_p,
         hi = 0x7F800000
         for _ in range(32):
             mid = lo + (hi - lo) // 2
-            g = 0.0
-            krun = 0
-            for start in range(0, V, BLOCK):
-                offs = start + tl.arange(0, BLOCK).to(tl.int64)
-                p = _p_block(row_ptr, offs, V, temperature, m, s)
-                keep, krun, _ = _keep_block(p, offs, V, kbits, kc, krun, sk, 0, 0.0, 0, top_p, USE_K, False)
-                r = p
-                if USE_K:
-                    r = tl.where(keep, p / sk, 0.0)
-                g += tl.sum(tl.where(r.to(tl.int32, bitcast=True) > mid, r, 0.0), axis=0)
-            ok = g < top_p
+            ok = _mass_gt(row_ptr, V, temperature, m, s, kbits, kc, sk, top_p, mid, USE_K, BLOCK) < top_p
             hi = tl.where(ok, mid, hi)
             lo = tl.where(ok, lo, mid)
         pbits = hi
-        pg = 0.0
-        krun = 0
-        for start in range(0, V, BLOCK):
-            offs = start + tl.arange(0, BLOCK).to(tl.int64)
-            p = _p_block(row_ptr, offs, V, temperature, m, s)
-            keep, krun, _ = _keep_block(p, offs, V, kbits, kc, krun, sk, 0, 0.0, 0, top_p, USE_K, False)
-            r = p
-            if USE_K:
-                r = tl.where(keep, p / sk, 0.0)
-            pg += tl.sum(tl.where(r.to(tl.int32, bitcast=True) > pbits, r, 0.0), axis=0)
+        pg = _mass_gt(row_ptr, V, temperature, m, s, kbits, kc, sk, top_p, pbits, USE_K, BLOCK)
     total = 0.0
     krun = 0
     prun = 0
