@@ -279,13 +279,15 @@ def generate(
         raise TypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
     ids = encode_prompt(pair, prompt)
     max_length = None
-    if isinstance(max_new_tokens, int) and isinstance(k, int):
-        run = method_options.get("max_run", 20) if method == "sprinter" else 0
-        need = len(ids) + max(0, max_new_tokens) + max(k, run if isinstance(run, int) else 0)
-        max_length = max(64, -(-need // 64) * 64)
-        limit = position_limit(pair.target)
-        if limit:
-            max_length = min(max_length, limit)
+    module = METHODS.get(method) if isinstance(method, str) else None
+    if module is not None and isinstance(max_new_tokens, int) and isinstance(k, int):
+        lookahead = module.lookahead(method_options, k) if hasattr(module, "lookahead") else k
+        if isinstance(lookahead, int) and not isinstance(lookahead, bool):
+            need = len(ids) + max(0, max_new_tokens) + max(k, lookahead)
+            max_length = max(64, -(-need // 64) * 64)
+            limit = position_limit(pair.target)
+            if limit:
+                max_length = min(max_length, limit)
     dec = Decoder(
         pair, method, k=k, temperature=temperature, top_k=top_k, top_p=top_p, engine=engine,
         eos_token_id=eos_token_id, max_length=max_length, **method_options,

@@ -28,6 +28,7 @@ class Lane:
     def __init__(self, runner: ModelRunner):
         self.runner = runner
         self.tokens: list[int] = []
+        self.agreed = 0  # leading cached tokens known to equal the committed sequence
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -38,6 +39,7 @@ class Lane:
     def prefill(self, ids: Sequence[int]) -> None:
         self.runner.prefill(list(ids))
         self.tokens = list(ids)
+        self.agreed = len(self.tokens)
 
     def feed(self, tokens: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Run `tokens` (>= 1) after the cached ones: (logits [n, V], hidden [n, D])."""
@@ -60,12 +62,13 @@ class Lane:
     def sync(self, seq: Sequence[int]) -> None:
         """Roll back to the longest prefix agreeing with `seq`, leaving >= 1 token pending."""
         limit = min(len(self.tokens), len(seq) - 1)
-        n = 0
+        n = min(self.agreed, limit)  # NOTE: only tokens added since the last sync need comparing
         while n < limit and self.tokens[n] == seq[n]:
             n += 1
         if n < len(self.tokens):
             self.runner.truncate(n)
             del self.tokens[n:]
+        self.agreed = n
 
 
 @dataclass

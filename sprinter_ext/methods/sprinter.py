@@ -27,9 +27,10 @@ from ._session import Session
 
 NEEDS_DRAFT = True
 VERIFY_MODES = ("flagged", "all")
+DEFAULT_MAX_RUN = 20
 
 
-def options(pair, *, verifier=None, threshold=None, max_run: int = 20, verify: str = "flagged") -> dict:
+def options(pair, *, verifier=None, threshold=None, max_run: int = DEFAULT_MAX_RUN, verify: str = "flagged") -> dict:
     """Validate SPRINTER's options (named errors, before anything runs)."""
     from ..verifier import Verifier, check_draft
 
@@ -55,8 +56,8 @@ def options(pair, *, verifier=None, threshold=None, max_run: int = 20, verify: s
 
 
 def lookahead(opts: dict, k: int) -> int:
-    """Most tokens one round may draft (sizes the KV cache check)."""
-    return opts["max_run"]
+    """Most tokens one round may draft (sizes the KV cache); `opts` as given or validated."""
+    return opts.get("max_run", DEFAULT_MAX_RUN)
 
 
 def round(s: Session) -> list[int]:

@@ -239,9 +239,10 @@ def load_pair(
         from ..verifier import Verifier, check_draft
 
         if isinstance(verifier, (str, os.PathLike)):
-            verifier = Verifier.load(verifier, pair=pair)
-        elif not isinstance(verifier, Verifier):
+            verifier = Verifier.load(verifier, pair=pair)  # checks it against the draft
+        elif isinstance(verifier, Verifier):
+            check_draft(verifier, d_model, tv)
+        else:
             raise TypeError(f"verifier must be a Verifier, a path, False or None, got {type(verifier).__name__}")
-        check_draft(verifier, d_model, tv)
         pair.verifier = verifier.to(pair.device)
     return pair
