@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "engine_py.h"
 #include "ops_cpu.h"
 #include "philox.h"
 
@@ -291,4 +292,6 @@ PYBIND11_MODULE(_C, m) {
       "int64 padded with -1, num_accepted [B] int64, status [B] int8; 1 = non-finite logits).");
 
   m.attr("MAX_N") = py::int_(kMaxN);
+
+  sprinter::engine::register_engine(m);
 }

@@ -74,9 +74,10 @@ def run_bench(
     seed=0,
     hf=True,
     max_run=20,
+    engines=("native", "reference"),
     progress=True,
 ) -> dict:
-    """Run the comparison; returns {"rows": [...], "config": {...}}."""
+    """Run the comparison, every method on every engine; returns {"rows": [...], "config": {...}}."""
     from tqdm.auto import tqdm
 
     for m in methods:
@@ -88,14 +89,15 @@ def run_bench(
     lookahead = max(k, max_run if "sprinter" in methods else 0)
     max_length = -(-(prompt_tokens + max_new_tokens + lookahead) // 64) * 64  # static cache sized to the job
     opts = {"sprinter": {"max_run": max_run}}
-    decoders = {m: Decoder(pair, m, k=k, temperature=temperature, eos_token_id=None, max_length=max_length,
-                           **opts.get(m, {})) for m in methods}  # fmt: skip
+    decoders = {(m, e): Decoder(pair, m, k=k, temperature=temperature, eos_token_id=None, max_length=max_length,
+                                engine=e, **opts.get(m, {})) for m in methods for e in engines}  # fmt: skip
     for dec in decoders.values():  # warm-up: allocate caches, first-call overheads
         dec.generate(ps[0][:8], max_new_tokens=4, seed=seed)
-    runs = [(m, i) for m in methods for i in range(len(ps))]
+    # NOTE: prompt-major order, so slow drift of a shared machine hits every row alike
+    runs = [((m, e), i) for i in range(len(ps)) for m in methods for e in engines]
     baselines = [("hf_ar", False), ("hf_assisted", True)] if hf else []
-    runs += [(b, i) for b, _ in baselines for i in range(len(ps))]
-    per: dict[str, list[dict]] = {}
+    runs += [((b, "hf"), i) for i in range(len(ps)) for b, _ in baselines]
+    per: dict[tuple[str, str], list[dict]] = {}
     for name, i in tqdm(runs, desc="bench", disable=not progress, file=sys.stderr):
         if name in decoders:
             res = decoders[name].generate(ps[i], max_new_tokens=max_new_tokens, seed=seed + i)
@@ -106,13 +108,13 @@ def run_bench(
                      flops=generation_flops(pair, s))  # fmt: skip
             )
         else:
-            n, wall = _hf_generate(pair, ps[i], max_new_tokens, temperature, dict(baselines)[name], k)
+            n, wall = _hf_generate(pair, ps[i], max_new_tokens, temperature, dict(baselines)[name[0]], k)
             per.setdefault(name, []).append(dict(ms_per_token=1e3 * wall / max(1, n), new_tokens=n))
     rows = []
-    for name, rs in per.items():
+    for (name, engine), rs in per.items():
         med = statistics.median(r["ms_per_token"] for r in rs)
         tokens = sum(r["new_tokens"] for r in rs)
-        row = dict(method=name, ms_per_token=med, new_tokens=tokens)
+        row = dict(method=name, engine=engine, ms_per_token=med, new_tokens=tokens)
         if "target_calls" in rs[0]:
             calls = sum(r["target_calls"] for r in rs)
             row.update(
@@ -121,22 +123,23 @@ def run_bench(
                 gflops_per_token=sum(r["flops"] for r in rs) / tokens / 1e9,
             )
         rows.append(row)
-    ar = next((r["ms_per_token"] for r in rows if r["method"] == "ar"), None)
+    ar = next((r["ms_per_token"] for r in rows if r["method"] == "ar" and r["engine"] == engines[0]), None)
     hfa = next((r["ms_per_token"] for r in rows if r["method"] == "hf_assisted"), None)
     for r in rows:
         r["speedup_vs_ar"] = ar / r["ms_per_token"] if ar else None
         r["speedup_vs_hf_assisted"] = hfa / r["ms_per_token"] if hfa else None
     config = dict(pair=pair.name, prompts=len(ps), prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
                   k=k, temperature=temperature, seed=seed, dtype=str(pair.dtype), max_run=max_run,
+                  engines=list(engines), speedups_relative_to=f"ar on engine {engines[0]}",
                   verifier_threshold=pair.verifier.threshold if getattr(pair, "verifier", None) else None)  # fmt: skip
     return {"rows": rows, "config": config}
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = [("method", "{}"), ("ms_per_token", "{:.1f}"), ("speedup_vs_ar", "{:.2f}x"),
+    cols = [("method", "{}"), ("engine", "{}"), ("ms_per_token", "{:.2f}"), ("speedup_vs_ar", "{:.2f}x"),
             ("speedup_vs_hf_assisted", "{:.2f}x"), ("target_calls_per_token", "{:.2f}"),
             ("mean_accepted", "{:.2f}"), ("gflops_per_token", "{:.3f}")]  # fmt: skip
-    head = ["method", "ms/token", "vs AR", "vs HF assisted", "target calls/token", "mean accepted", "GFLOP/token"]
+    head = ["method", "engine", "ms/token", "vs AR", "vs HF assisted", "target calls/token", "mean accepted", "GFLOP/token"]
     body = [[fmt.format(r[c]) if r.get(c) is not None else "-" for c, fmt in cols] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
@@ -169,6 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--verifier", default=None, help="verifier file (default: the pair's own)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
+    ap.add_argument("--engines", default="native,reference",
+                    help="comma-separated engines to time side by side (first = the speed-up baseline's)")
     ap.add_argument("--out", default="bench/results", help="directory for the JSON result")
     args = ap.parse_args(argv)
     if args.threads:
@@ -197,7 +202,8 @@ def main(argv=None) -> int:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     result = run_bench(pair, methods=methods, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
                        max_new_tokens=args.max_new_tokens, k=args.k, temperature=args.temperature,
-                       seed=args.seed, hf=not args.no_hf)  # fmt: skip
+                       seed=args.seed, hf=not args.no_hf,
+                       engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()))  # fmt: skip
     result["environment"] = environment()
     result["command"] = "python -m sprinter_ext bench " + " ".join(argv if argv is not None else sys.argv[2:])
     print(f"\n{pair.name} | {args.prompts} held-out prompts x {args.max_new_tokens} new tokens | "

@@ -26,7 +26,8 @@ from .sampling import SamplingSettings
 
 __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyError"]
 
-ENGINES = ("auto", "reference", "fused")
+ENGINES = ("auto", "reference", "fused", "native")
+NATIVE_METHODS = ("ar", "sd", "ersd", "sprinter")  # what csrc/engine.cpp implements
 
 
 def _native_available() -> bool:
@@ -35,6 +36,27 @@ def _native_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _pick_engine(engine: str, method: str, device: torch.device) -> str:
+    """auto: the native loop where it runs (built, CPU, its methods), else fused, else reference."""
+    built = _native_available()
+    native_ok = built and method in NATIVE_METHODS and device.type == "cpu"
+    if engine == "auto":
+        return "native" if native_ok else ("fused" if built else "reference")
+    if engine == "native" and not native_ok:
+        if not built:
+            why = "the compiled extension sprinter_ext._C is not built (see the README's install command)"
+        elif method not in NATIVE_METHODS:
+            why = f"it runs {list(NATIVE_METHODS)}, not {method!r}"
+        else:
+            why = f"it drives CPU models only for now, and this pair is on {device}"
+        raise ValueError(f"engine='native' is not available: {why}; use engine='fused' or 'auto'")
+    if engine == "fused" and not built:
+        raise ValueError("engine='fused' needs the compiled extension sprinter_ext._C; build it or use 'reference'")
+    return engine
+
+
 _DEFAULT = object()  # "use the model's own eos_token_id"
 
 
@@ -113,10 +135,13 @@ class Decoder:
         Draft tokens per round (sd, ersd).
     temperature, top_k, top_p : sampling settings, applied to target and draft alike;
         temperature 0 is greedy.
-    engine : "auto", "reference" or "fused"
+    engine : "auto", "reference", "fused" or "native"
         reference: the plain-PyTorch methods (the specification); fused: the same state
         machine with sampling/verification in the fused ops (C++ on CPU, Triton on CUDA);
-        auto: fused when the extension is built. Same tokens for the same seed.
+        native: the whole round loop in C++ (csrc/engine.cpp) with the GIL released,
+        calling the fused ops directly (CPU; ar, sd, ersd, sprinter); auto: native where
+        it runs, else fused when the extension is built, else reference. Same tokens for
+        the same seed on every engine.
     eos_token_id : int, list of ints or None
         Stop tokens (included in the output). Default: the target's; None: never stop early.
     max_length : int, optional
@@ -155,14 +180,24 @@ class Decoder:
         self.method = method
         # reference: methods/ in plain PyTorch (the spec); fused: the same state machine
         # with sampling and verification in sprinter_ext.ops (C++ on CPU, Triton on CUDA).
-        self.engine = ("fused" if _native_available() else "reference") if engine == "auto" else engine
+        # native: the whole round loop in C++ (csrc/engine.cpp) calling the same fused ops.
+        self.engine = _pick_engine(engine, method, pair.device)
         self._module = module
         self._eos = _eos_set(pair, eos_token_id)
         self._options = module.options(pair, **method_options) if hasattr(module, "options") else {}
         self._lookahead = module.lookahead(self._options, self.k) if hasattr(module, "lookahead") else self.k
         self._target = Lane(ModelRunner(pair.target, max_length))
         self._draft = Lane(ModelRunner(pair.draft, self._target.runner.max_len)) if self._module.NEEDS_DRAFT else None
+        self._native = self._native_runners() if self.engine == "native" else None
         self._lock = threading.Lock()
+
+    def _native_runners(self):
+        from . import _native
+
+        C = _native._C
+        target = C.PyRunner(self._target.runner)
+        draft = C.PyRunner(self._draft.runner) if self._draft is not None else None
+        return target, draft
 
     @property
     def max_length(self) -> int:
@@ -188,7 +223,36 @@ class Decoder:
 
     # -- generation -----------------------------------------------------------------
 
+    def _native_rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
+        from . import _native
+        from .ops import _feature_codes, _verifier_layers
+
+        o, st = self._options, self.settings
+        verifier = o.get("verifier")
+        layers = _verifier_layers(verifier, self.pair.device, "cpu") if verifier is not None else []
+        g = _native._C.Generation(
+            self._native[0], self._native[1], self.method, self.k, float(st.temperature), st.top_k,
+            float(st.top_p), sorted(self._eos), [w for w, _ in layers], [b for _, b in layers],
+            _feature_codes(verifier) if verifier is not None else [], float(o.get("threshold", 0.0)),
+            o.get("max_run", 1), o.get("verify") == "all", ids, seed, max_new_tokens,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        while not g.done:
+            toks = g.round()
+            if toks:
+                yield toks
+        out = g.stats()
+        if self.method != "sprinter":
+            del out["flagged_runs"], out["unchecked"]
+        if self._draft is None:
+            for key in ("draft_calls", "draft_fed", "draft_attended"):
+                out[key] = 0
+        stats.update(out, wall_s=time.perf_counter() - t0, method=self.method, engine=self.engine)
+
     def _rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
+        if self._native is not None:
+            yield from self._native_rounds(ids, max_new_tokens, seed, stats)
+            return
         self._target.reset_counters()
         if self._draft is not None:
             self._draft.reset_counters()

@@ -19,9 +19,10 @@ def test_bench_cli_on_the_tiny_pair(tmp_path):
     )
     assert "ms/token" in out.stdout and "hf_assisted" in out.stdout
     result = json.loads((tmp_path / "methods_tiny.json").read_text())
-    names = {r["method"] for r in result["rows"]}
-    assert names == {"ar", "sd", "ersd", "sprinter", "hf_ar", "hf_assisted"}
-    ar = next(r for r in result["rows"] if r["method"] == "ar")
+    names = {(r["method"], r["engine"]) for r in result["rows"]}
+    ours = {(m, e) for m in ("ar", "sd", "ersd", "sprinter") for e in ("native", "reference")}
+    assert names == ours | {("hf_ar", "hf"), ("hf_assisted", "hf")}
+    ar = next(r for r in result["rows"] if r["method"] == "ar" and r["engine"] == "native")
     assert ar["speedup_vs_ar"] == 1.0 and ar["target_calls_per_token"] == 1.0
     assert {"environment", "config", "command"} <= set(result)
 

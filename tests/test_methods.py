@@ -82,7 +82,7 @@ def test_stats_are_consistent(tiny):
     assert ar.stats["target_calls"] == ar.stats["new_tokens"] == N and ar.stats["draft_tokens"] == 0
     sd = gen(tiny, "sd", k=3)
     s = sd.stats
-    assert s["method"] == "sd" and s["engine"] == "fused" and s["new_tokens"] == N  # auto, built
+    assert s["method"] == "sd" and s["engine"] == "native" and s["new_tokens"] == N  # auto, built
     assert s["target_calls"] == s["rounds"] and s["draft_tokens"] == 3 * s["rounds"]
     assert 0 <= s["accepted_tokens"] <= s["draft_tokens"]
     assert s["accepted_tokens"] + s["rounds"] >= N  # each round commits accepted + 1 (last may be cut)
@@ -113,15 +113,19 @@ def test_one_generation_at_a_time(tiny):
     assert not errors
 
 
+@pytest.mark.parametrize("engine", ["fused", "native"])
 @pytest.mark.parametrize("method", ["ar", "sd", "ersd"])
 @pytest.mark.parametrize("sampling", SAMPLING + [dict(temperature=0.0)])
-def test_fused_engine_equals_reference(tiny, method, sampling):
-    """engine='fused' (sprinter_ext.ops) gives the reference engine's tokens and counts."""
+def test_engines_equal_reference(tiny, method, sampling, engine):
+    """engine='fused' (sprinter_ext.ops) and 'native' (the C++ loop) give the reference
+    engine's tokens and counts."""
     for seed in range(4):
         ref = gen(tiny, method, seed=seed, k=3, engine="reference", **sampling)
-        fused = gen(tiny, method, seed=seed, k=3, engine="fused", **sampling)
-        assert fused.tokens == ref.tokens
-        assert fused.stats["engine"] == "fused" and ref.stats["engine"] == "reference"
-        for key in ("target_calls", "draft_tokens", "accepted_tokens", "rounds"):
-            assert fused.stats[key] == ref.stats[key], key
-    assert sprinter_ext.Decoder(tiny, method).engine == "fused"  # auto picks it when built
+        other = gen(tiny, method, seed=seed, k=3, engine=engine, **sampling)
+        assert other.tokens == ref.tokens
+        assert other.stats["engine"] == engine and ref.stats["engine"] == "reference"
+        assert sorted(other.stats) == sorted(ref.stats)
+        for key in ("target_calls", "target_fed", "target_attended", "draft_calls", "draft_fed", "draft_tokens",
+                    "accepted_tokens", "rounds", "new_tokens"):  # fmt: skip
+            assert other.stats[key] == ref.stats[key], key
+    assert sprinter_ext.Decoder(tiny, method).engine == "native"  # auto picks it when built

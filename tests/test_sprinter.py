@@ -103,12 +103,14 @@ def test_bad_inputs(pair):
     assert isinstance(pair.verifier, Verifier)
 
 
+@pytest.mark.parametrize("engine", ["fused", "native"])
 @pytest.mark.parametrize("verify", ["flagged", "all"])
 @pytest.mark.parametrize("threshold", [None, 0.3, 0.0])
-def test_fused_engine_equals_reference(pair, verify, threshold):
+def test_engines_equal_reference(pair, verify, threshold, engine):
     for seed in range(3):
         ref = gen(pair, seed=seed, verify=verify, threshold=threshold, engine="reference", top_k=40)
-        fused = gen(pair, seed=seed, verify=verify, threshold=threshold, engine="fused", top_k=40)
-        assert fused.tokens == ref.tokens
+        other = gen(pair, seed=seed, verify=verify, threshold=threshold, engine=engine, top_k=40)
+        assert other.tokens == ref.tokens
+        assert other.stats["engine"] == engine and sorted(other.stats) == sorted(ref.stats)
         for key in ("target_calls", "draft_tokens", "accepted_tokens", "flagged_runs", "unchecked"):
-            assert fused.stats[key] == ref.stats[key], key
+            assert other.stats[key] == ref.stats[key], key

@@ -1,0 +1,227 @@
+// The native decode loop (see engine.h). Each function names the Python
+// function of sprinter_ext/methods/ it mirrors; keep the two in step.
+#include "engine.h"
+
+#include <ATen/ops/stack.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "ops_cpu.h"
+
+namespace sprinter {
+namespace engine {
+
+Method parse_method(const std::string& name) {
+  if (name == "ar") return Method::AR;
+  if (name == "sd") return Method::SD;
+  if (name == "ersd") return Method::ERSD;
+  if (name == "sprinter") return Method::SPRINTER;
+  throw std::invalid_argument("the native engine runs ar, sd, ersd and sprinter, not '" + name + "'");
+}
+
+// ------------------------------------------------------------------- Lane ----
+
+void Lane::prefill(const std::vector<int64_t>& ids) {
+  runner->prefill(ids);
+  tokens = ids;
+  agreed = tokens.size();
+}
+
+std::pair<at::Tensor, at::Tensor> Lane::feed(const std::vector<int64_t>& toks) {
+  const int64_t start = static_cast<int64_t>(tokens.size());
+  const int64_t n = static_cast<int64_t>(toks.size());
+  calls += 1;
+  fed += n;
+  attended += n * start + n * (n + 1) / 2;
+  auto out = runner->feed(toks);
+  tokens.insert(tokens.end(), toks.begin(), toks.end());
+  return out;
+}
+
+std::vector<int64_t> Lane::pending(const std::vector<int64_t>& seq) const {
+  return std::vector<int64_t>(seq.begin() + static_cast<std::ptrdiff_t>(tokens.size()), seq.end());
+}
+
+void Lane::sync(const std::vector<int64_t>& seq) {
+  const size_t limit = std::min(tokens.size(), seq.size() - 1);
+  size_t n = std::min(agreed, limit);  // only tokens added since the last sync need comparing
+  while (n < limit && tokens[n] == seq[n]) ++n;
+  if (n < tokens.size()) {
+    runner->truncate(static_cast<int64_t>(n));
+    tokens.resize(n);
+  }
+  agreed = n;
+}
+
+// ------------------------------------------------------------- Generation ----
+
+Generation::Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, Config config,
+                       std::vector<int64_t> prompt, uint64_t seed, int64_t max_new_tokens)
+    : cfg_(std::move(config)), eos_(cfg_.eos.begin(), cfg_.eos.end()), seq_(std::move(prompt)),
+      seed_(seed), max_new_(max_new_tokens) {
+  if (!target) throw std::invalid_argument("the native engine needs a target runner");
+  if (seq_.empty()) throw std::invalid_argument("the prompt is empty: give at least one token");
+  if (cfg_.method != Method::AR && !draft) {
+    throw std::invalid_argument("this method needs a draft runner, but none was given");
+  }
+  if (cfg_.k < 1 || cfg_.max_run < 1) throw std::invalid_argument("k and max_run must be >= 1");
+  target_.runner = std::move(target);
+  if (cfg_.method != Method::AR) draft_.runner = std::move(draft);
+}
+
+// Session.sample (fused path): one ops.draft_sample row.
+Generation::Sampled Generation::sample(const at::Tensor& logits, const at::Tensor* hidden, int64_t position,
+                                       uint32_t stream, bool with_verifier) {
+  const auto dev = logits.device();
+  at::Tensor h = hidden != nullptr ? hidden->unsqueeze(0).to(at::kFloat)
+                                   : at::zeros({1, 1}, logits.options().dtype(at::kFloat));
+  at::Tensor pos = at::tensor({position}, at::TensorOptions().dtype(at::kLong).device(dev));
+  static const std::vector<at::Tensor> kNone;
+  static const std::vector<int64_t> kNoFeatures;
+  auto [token, q, q_token, score, status] = cpu::draft_sample(
+      logits.unsqueeze(0), h, pos, seed_, stream, cfg_.temperature, cfg_.top_k, cfg_.top_p,
+      with_verifier ? cfg_.verifier_weights : kNone, with_verifier ? cfg_.verifier_biases : kNone,
+      with_verifier ? cfg_.verifier_features : kNoFeatures);
+  if (status.data_ptr<int8_t>()[0] != 0) {
+    throw NonFiniteLogits(
+        "the model produced NaN/inf logits; generation stopped without output. "
+        "Check the weights, the dtype (fp16 overflow?) and the inputs");
+  }
+  return Sampled{token.data_ptr<int64_t>()[0], q[0], with_verifier ? score.data_ptr<float>()[0] : 0.0f};
+}
+
+// Session.propose: draft up to k tokens, stopping after the first flagged one.
+Generation::Proposal Generation::propose(int64_t k, uint32_t stream, bool with_verifier) {
+  auto [logits, hidden] = draft_.feed(draft_.pending(seq_));
+  Proposal out{{}, {}, false};
+  std::vector<at::Tensor> qs;
+  out.tokens.reserve(k);
+  qs.reserve(k);
+  for (int64_t i = 0; i < k; ++i) {
+    at::Tensor lrow = logits[logits.size(0) - 1];
+    at::Tensor hrow = hidden[hidden.size(0) - 1];
+    Sampled s = sample(lrow, &hrow, position() + i, stream, with_verifier);
+    out.tokens.push_back(s.token);
+    qs.push_back(s.q);
+    if (with_verifier && static_cast<double>(s.score) < cfg_.threshold) {
+      out.flagged = true;
+      break;
+    }
+    if (i + 1 < k) std::tie(logits, hidden) = draft_.feed({s.token});
+  }
+  stats_.draft_tokens += static_cast<int64_t>(out.tokens.size());
+  out.q = at::stack(qs);
+  return out;
+}
+
+// Session.target_rows: target logits for positions L .. L+len(drafts).
+at::Tensor Generation::target_rows(const std::vector<int64_t>& drafts) {
+  std::vector<int64_t> fed = target_.pending(seq_);
+  const int64_t n_pending = static_cast<int64_t>(fed.size());
+  fed.insert(fed.end(), drafts.begin(), drafts.end());
+  auto [logits, hidden] = target_.feed(fed);
+  return logits.slice(0, n_pending - 1);
+}
+
+// Session.check (fused path): one ops.verify_tokens call.
+std::vector<int64_t> Generation::check(const std::vector<int64_t>& drafts, const at::Tensor& q,
+                                       const at::Tensor& logits, int64_t offset, bool sd) {
+  const auto opts = at::TensorOptions().dtype(at::kLong).device(logits.device());
+  at::Tensor x = at::tensor(drafts, opts).view({1, static_cast<int64_t>(drafts.size())});
+  at::Tensor start = at::tensor({position() + offset}, opts);
+  auto [tokens, num, status] = cpu::verify_tokens(logits.unsqueeze(0), q.unsqueeze(0), x, start, seed_,
+                                                  cfg_.temperature, cfg_.top_k, cfg_.top_p, sd);
+  if (status.data_ptr<int8_t>()[0] != 0) {
+    throw NonFiniteLogits(
+        "the model produced NaN/inf logits; generation stopped without output. "
+        "Check the weights, the dtype (fp16 overflow?) and the inputs");
+  }
+  const int64_t n = num.data_ptr<int64_t>()[0];
+  stats_.accepted_tokens += n;
+  const int64_t* t = tokens.data_ptr<int64_t>();
+  return std::vector<int64_t>(t, t + n + 1);
+}
+
+// methods/{ar,sd,ersd,sprinter}.py round().
+std::vector<int64_t> Generation::decide() {
+  switch (cfg_.method) {
+    case Method::AR: {
+      at::Tensor logits = target_rows({});
+      at::Tensor row = logits[0];
+      return {sample(row, nullptr, position(), TARGET, false).token};
+    }
+    case Method::SD: {
+      Proposal p = propose(cfg_.k, DRAFT, false);
+      return check(p.tokens, p.q, target_rows(p.tokens), 0, true);
+    }
+    case Method::ERSD: {
+      Proposal p = propose(cfg_.k, TARGET, false);  // the draft races with the target's noise
+      return check(p.tokens, p.q, target_rows(p.tokens), 0, false);
+    }
+    case Method::SPRINTER: {
+      Proposal p = propose(cfg_.max_run, DRAFT, true);
+      const int64_t n = static_cast<int64_t>(p.tokens.size());
+      stats_.flagged_runs += p.flagged;
+      at::Tensor logits = target_rows(p.tokens);  // [n+1, V]
+      if (cfg_.verify_all) return check(p.tokens, p.q, logits, 0, true);
+      // flagged: tokens[:n-1] go through unchecked; the last one meets the SD rule
+      stats_.accepted_tokens += n - 1;
+      stats_.unchecked += n - 1;
+      std::vector<int64_t> out(p.tokens.begin(), p.tokens.end() - 1);
+      auto tail = check({p.tokens.back()}, p.q.slice(0, n - 1), logits.slice(0, n - 1), n - 1, true);
+      out.insert(out.end(), tail.begin(), tail.end());
+      return out;
+    }
+  }
+  throw std::logic_error("unknown method");
+}
+
+// methods/_session.py run(): one iteration of the driver.
+std::vector<int64_t> Generation::round() {
+  if (done_) return {};
+  c10::InferenceMode guard;
+  if (!started_) {
+    std::vector<int64_t> head(seq_.begin(), seq_.end() - 1);
+    target_.prefill(head);
+    if (draft_.runner) draft_.prefill(head);
+    started_ = true;
+    if (max_new_ <= 0) {
+      done_ = true;
+      return {};
+    }
+  }
+  std::vector<int64_t> toks = decide();
+  stats_.rounds += 1;
+  const int64_t room = max_new_ - stats_.new_tokens;
+  if (static_cast<int64_t>(toks.size()) > room) toks.resize(room);
+  bool stop = false;
+  for (size_t i = 0; i < toks.size(); ++i) {
+    if (eos_.count(toks[i])) {
+      toks.resize(i + 1);
+      stop = true;
+      break;
+    }
+  }
+  seq_.insert(seq_.end(), toks.begin(), toks.end());
+  stats_.new_tokens += static_cast<int64_t>(toks.size());
+  target_.sync(seq_);
+  if (draft_.runner) draft_.sync(seq_);
+  if (stop || stats_.new_tokens >= max_new_) done_ = true;
+  return toks;
+}
+
+std::vector<int64_t> Generation::run() {
+  std::vector<int64_t> out;
+  while (!done_) {
+    auto toks = round();
+    out.insert(out.end(), toks.begin(), toks.end());
+  }
+  return out;
+}
+
+}  // namespace engine
+}  // namespace sprinter
