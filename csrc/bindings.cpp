@@ -5,6 +5,7 @@
 //   philox_uniform(seed, position, stream, n) -> float32 [n]     (int position)
 //                                             -> float32 [B, n]  (int64 tensor [B])
 //   philox_uniform_batched(seed, positions, stream, n) -> float32 [B, n]
+// and the model interface: Runner (csrc/runner.h) and NativeModel (native_model_py.cpp).
 // Arguments are validated here; bad values raise ValueError, wrong types
 // TypeError (pybind11 translates py::value_error / py::type_error).
 #include <ATen/Parallel.h>
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "native_model.h"
 #include "ops_cpu.h"
 #include "philox.h"
 
@@ -291,4 +293,10 @@ PYBIND11_MODULE(_C, m) {
       "int64 padded with -1, num_accepted [B] int64, status [B] int8; 1 = non-finite logits).");
 
   m.attr("MAX_N") = py::int_(kMaxN);
+
+  // The model interface of runner.h and its native implementation (native_model_py.cpp).
+  // NOTE: the native loop (engine.cpp) registers this same base; merge the two blocks.
+  auto runner_base = py::class_<sprinter::engine::Runner, std::shared_ptr<sprinter::engine::Runner>>(
+      m, "Runner", "The C++ model interface the native decode loop drives (csrc/runner.h).");
+  sprinter::engine::register_native_model(m, runner_base);
 }
