@@ -255,8 +255,8 @@ void NativeModel::check_tokens(const std::vector<int64_t>& ids) const {
 }
 
 // ModelRunner._forward's mask: 0 where key position <= query position, finfo.min elsewhere.
-Tensor NativeModel::causal_mask(int64_t start, int64_t n) const {
-  Tensor cache_position = positions_.narrow(0, start, n);                   // [n]
+Tensor NativeModel::causal_mask(const Tensor& cache_position) const {
+  const int64_t n = cache_position.size(0);
   Tensor allowed = positions_.unsqueeze(0).le(cache_position.unsqueeze(1));  // [n, max_len]
   Tensor mask = at::zeros({1, 1, n, config_.max_len}, positions_.options().dtype(dtype()));
   mask.masked_fill_(allowed.bitwise_not(), mask_min_);
@@ -316,7 +316,7 @@ Tensor NativeModel::attend(int64_t i, const Tensor& q, const Tensor& mask) {
 
 // LlamaDecoderLayer.forward with LlamaAttention, apply_rotary_pos_emb and LlamaMLP.
 Tensor NativeModel::llama_layer(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin,
-                                const Tensor& mask, int64_t start) {
+                                const Tensor& mask, const Tensor& cache_position) {
   const auto& L = weights_.layers[i];
   const int64_t n = x.size(1), hd = config_.head_dim;
   Tensor residual = x;
@@ -326,8 +326,8 @@ Tensor NativeModel::llama_layer(int64_t i, const Tensor& x, const Tensor& cos, c
   Tensor v = at::linear(h, L.v_w, L.v_b).view({1, n, -1, hd}).transpose(1, 2);
   q = (q * cos) + (rotate_half(q) * sin);
   k = (k * cos) + (rotate_half(k) * sin);
-  k_cache_[i].narrow(2, start, n).copy_(k);
-  v_cache_[i].narrow(2, start, n).copy_(v);
+  k_cache_[i].index_copy_(2, cache_position, k);  // StaticLayer.update
+  v_cache_[i].index_copy_(2, cache_position, v);
   h = at::linear(attend(i, q, mask), L.o_w, L.o_b);
   h = residual + h;
   residual = h;
@@ -338,7 +338,7 @@ Tensor NativeModel::llama_layer(int64_t i, const Tensor& x, const Tensor& cos, c
 }
 
 // GPT2Block.forward with GPT2Attention and GPT2MLP (dropout is the identity in eval).
-Tensor NativeModel::gpt2_layer(int64_t i, const Tensor& x, const Tensor& mask, int64_t start) {
+Tensor NativeModel::gpt2_layer(int64_t i, const Tensor& x, const Tensor& mask, const Tensor& cache_position) {
   const auto& L = weights_.layers[i];
   const int64_t n = x.size(1), D = config_.hidden_size, hd = config_.head_dim;
   Tensor residual = x;
@@ -347,8 +347,8 @@ Tensor NativeModel::gpt2_layer(int64_t i, const Tensor& x, const Tensor& mask, i
   Tensor k = qkv[1].view({1, n, -1, hd}).transpose(1, 2);
   Tensor v = qkv[2].view({1, n, -1, hd}).transpose(1, 2);
   Tensor q = qkv[0].view({1, n, -1, hd}).transpose(1, 2);
-  k_cache_[i].narrow(2, start, n).copy_(k);
-  v_cache_[i].narrow(2, start, n).copy_(v);
+  k_cache_[i].index_copy_(2, cache_position, k);  // StaticLayer.update
+  v_cache_[i].index_copy_(2, cache_position, v);
   h = conv1d(attend(i, q, mask), L.attn_proj_w, L.attn_proj_b);
   h = h + residual;
   residual = h;
@@ -385,10 +385,17 @@ std::pair<Tensor, Tensor> NativeModel::forward(const std::vector<int64_t>& ids, 
   c10::InferenceMode guard;
   Tensor input_ids = at::empty({n}, at::TensorOptions().dtype(at::kLong));
   std::memcpy(input_ids.mutable_data_ptr<int64_t>(), ids.data(), sizeof(int64_t) * n);
-  input_ids = input_ids.to(device()).unsqueeze(0);                       // [1, n]
-  Tensor position_ids = positions_.narrow(0, start, n).unsqueeze(0);     // [1, n]
-  Tensor mask = causal_mask(start, n);                                   // [1, 1, n, max_len]
-  Tensor x = at::embedding(weights_.embed, input_ids);                   // [1, n, D]
+  auto out = forward_at(input_ids.to(device()), positions_.narrow(0, start, n), last_only);
+  length_.store(start + n, std::memory_order_release);
+  return out;
+}
+
+std::pair<Tensor, Tensor> NativeModel::forward_at(const Tensor& ids, const Tensor& cache_position, bool last_only) {
+  const int64_t n = ids.size(0);
+  Tensor input_ids = ids.unsqueeze(0);                   // [1, n]
+  Tensor position_ids = cache_position.unsqueeze(0);     // [1, n]
+  Tensor mask = causal_mask(cache_position);             // [1, 1, n, max_len]
+  Tensor x = at::embedding(weights_.embed, input_ids);   // [1, n, D]
   if (config_.family == ModelFamily::kLlama) {
     // LlamaRotaryEmbedding.forward (default rope: attention_scaling is 1.0, and the
     // multiplications by it are left out: x * 1.0 == x exactly).
@@ -396,14 +403,13 @@ std::pair<Tensor, Tensor> NativeModel::forward(const std::vector<int64_t>& ids, 
     Tensor emb = at::cat({freqs, freqs}, -1);
     Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);  // [1, 1, n, hd]
     Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
-    for (int64_t i = 0; i < num_layers(); ++i) x = llama_layer(i, x, cos, sin, mask, start);
+    for (int64_t i = 0; i < num_layers(); ++i) x = llama_layer(i, x, cos, sin, mask, cache_position);
     x = rms_norm(x, weights_.norm_w, config_.norm_eps);
   } else {
     x = x + at::embedding(weights_.pos_embed, position_ids);
-    for (int64_t i = 0; i < num_layers(); ++i) x = gpt2_layer(i, x, mask, start);
+    for (int64_t i = 0; i < num_layers(); ++i) x = gpt2_layer(i, x, mask, cache_position);
     x = at::layer_norm(x, {config_.hidden_size}, weights_.norm_w, weights_.norm_b, config_.norm_eps, true);
   }
-  length_.store(start + n, std::memory_order_release);
   Tensor hidden = x.select(0, 0);  // [n, D]: last_hidden_state[0]
   if (last_only) hidden = hidden.narrow(0, n - 1, 1);
   return {head(hidden), hidden};

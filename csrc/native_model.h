@@ -126,13 +126,21 @@ class NativeModel : public Runner {
   c10::ScalarType dtype() const { return weights_.embed.scalar_type(); }
 
  private:
-  // Runs `ids` at positions length() .. length()+n-1; the caller holds mutex_.
+  friend class GraphModel;  // cuda/graph_model.cpp captures forward_at
+
+  // Runs `ids` at positions length() .. length()+n-1 and moves the length; the caller
+  // holds mutex_.
   std::pair<at::Tensor, at::Tensor> forward(const std::vector<int64_t>& ids, bool last_only);
+  // The forward proper: ids [n] int64 written to the cache slots cache_position [n]
+  // (int64), both on the device. No host synchronisation and no host-dependent
+  // addresses, so a CUDA graph can capture it; it neither checks nor moves the length.
+  std::pair<at::Tensor, at::Tensor> forward_at(const at::Tensor& ids, const at::Tensor& cache_position,
+                                               bool last_only);
   void check_tokens(const std::vector<int64_t>& ids) const;
-  at::Tensor causal_mask(int64_t start, int64_t n) const;
+  at::Tensor causal_mask(const at::Tensor& cache_position) const;
   at::Tensor llama_layer(int64_t i, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                         const at::Tensor& mask, int64_t start);
-  at::Tensor gpt2_layer(int64_t i, const at::Tensor& x, const at::Tensor& mask, int64_t start);
+                         const at::Tensor& mask, const at::Tensor& cache_position);
+  at::Tensor gpt2_layer(int64_t i, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& cache_position);
   // q [1, H, n, hd] against the cache of layer i (already written); returns [1, n, H * hd].
   at::Tensor attend(int64_t i, const at::Tensor& q, const at::Tensor& mask);
   at::Tensor activation(const at::Tensor& x) const;
