@@ -244,6 +244,14 @@ void NativeModel::truncate(int64_t length) {
   length_.store(length, std::memory_order_release);
 }
 
+void NativeModel::check_room(int64_t start, int64_t n) const {
+  if (start + n > config_.max_len) {
+    throw CacheOverflowError(std::to_string(start + n) + " tokens do not fit the static KV cache of " +
+                             std::to_string(config_.max_len) +
+                             "; use a shorter prompt, fewer new tokens, or a larger max_length");
+  }
+}
+
 void NativeModel::check_tokens(const std::vector<int64_t>& ids) const {
   const int64_t rows = weights_.embed.size(0);
   for (const int64_t t : ids) {
@@ -376,11 +384,7 @@ Tensor NativeModel::head(const Tensor& hidden) const {
 std::pair<Tensor, Tensor> NativeModel::forward(const std::vector<int64_t>& ids, bool last_only) {
   const int64_t n = static_cast<int64_t>(ids.size());
   const int64_t start = length_.load(std::memory_order_acquire);
-  if (start + n > config_.max_len) {
-    throw CacheOverflowError(std::to_string(start + n) + " tokens do not fit the static KV cache of " +
-                             std::to_string(config_.max_len) +
-                             "; use a shorter prompt, fewer new tokens, or a larger max_length");
-  }
+  check_room(start, n);
   check_tokens(ids);
   c10::InferenceMode guard;
   Tensor input_ids = at::empty({n}, at::TensorOptions().dtype(at::kLong));

@@ -136,7 +136,8 @@ class NativeModel : public Runner {
   // addresses, so a CUDA graph can capture it; it neither checks nor moves the length.
   std::pair<at::Tensor, at::Tensor> forward_at(const at::Tensor& ids, const at::Tensor& cache_position,
                                                bool last_only);
-  void check_tokens(const std::vector<int64_t>& ids) const;
+  void check_room(int64_t start, int64_t n) const;  // CacheOverflowError unless start + n <= max_len
+  void check_tokens(const std::vector<int64_t>& ids) const;  // std::out_of_range for ids outside the embedding
   at::Tensor causal_mask(const at::Tensor& cache_position) const;
   at::Tensor llama_layer(int64_t i, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                          const at::Tensor& mask, const at::Tensor& cache_position);

@@ -1,4 +1,5 @@
-// Python binding of NativeModel (native_model.h): sprinter_ext._C.NativeModel.
+// Python binding of NativeModel (native_model.h): sprinter_ext._C.NativeModel, and in
+// CUDA builds of GraphModel (cuda/graph_model.h): sprinter_ext._C.GraphModel.
 //
 // The Python object speaks ModelRunner's protocol (sprinter_ext/models/runner.py):
 //   prefill(ids) -> (logits [V], hidden [D]) | None    step(token) -> (logits [V], hidden [D])
@@ -21,6 +22,10 @@
 #include <vector>
 
 #include "native_model.h"
+
+#ifdef SPRINTER_WITH_CUDA
+#include "cuda/graph_model.h"
+#endif
 
 namespace py = pybind11;
 
@@ -233,40 +238,27 @@ void translate_cache_overflow(std::exception_ptr p) {
   }
 }
 
-}  // namespace
-
-void register_native_model(py::module_& m, py::handle runner_base) {
-  const auto* info = py::detail::get_type_info(typeid(Runner));
-  if (info == nullptr || runner_base.ptr() != reinterpret_cast<PyObject*>(info->type)) {
-    throw std::runtime_error(
-        "register_native_model: runner_base must be the py::class_<sprinter::engine::Runner, "
-        "std::shared_ptr<sprinter::engine::Runner>> registered before it");
-  }
-  py::register_local_exception_translator(&translate_cache_overflow);
-
-  py::class_<NativeModel, Runner, std::shared_ptr<NativeModel>>(
-      m, "NativeModel",
-      "Llama / GPT-2 forward in ATen with a static KV cache; a drop-in for ModelRunner.\n\n"
-      "Build it with sprinter_ext.models.native.native_runner(model).")
-      .def(py::init(&make_native_model), py::arg("config"), py::arg("tensors"))
-      .def(
-          "prefill",
-          [](NativeModel& self, py::handle ids) -> py::object {
-            const auto v = token_list(ids, "ids");
-            auto out = without_gil([&] {
-              auto r = self.prefill_last(v);
-              if (r.first.defined()) r = {r.first.select(0, 0), r.second.select(0, 0)};
-              return r;
-            });
-            if (!out.first.defined()) return py::none();
-            return py::make_tuple(out.first, out.second);
-          },
-          py::arg("ids"),
-          "Reset the cache and run `ids`; returns (logits [V] float32, hidden [D]) of the last "
-          "position, None if `ids` is empty.")
+// prefill / step / extend / truncate and the properties, for NativeModel and GraphModel.
+template <typename R, typename Cls>
+void def_runner_protocol(Cls& cls, const char* name) {
+  cls.def(
+         "prefill",
+         [](R& self, py::handle ids) -> py::object {
+           const auto v = token_list(ids, "ids");
+           auto out = without_gil([&] {
+             auto r = self.prefill_last(v);
+             if (r.first.defined()) r = {r.first.select(0, 0), r.second.select(0, 0)};
+             return r;
+           });
+           if (!out.first.defined()) return py::none();
+           return py::make_tuple(out.first, out.second);
+         },
+         py::arg("ids"),
+         "Reset the cache and run `ids`; returns (logits [V] float32, hidden [D]) of the last "
+         "position, None if `ids` is empty.")
       .def(
           "step",
-          [](NativeModel& self, py::handle token) {
+          [](R& self, py::handle token) {
             const auto v = token_list(token, "token");
             if (v.size() != 1) {
               throw py::value_error("step() takes one token, got " + std::to_string(v.size()));
@@ -280,7 +272,7 @@ void register_native_model(py::module_& m, py::handle runner_base) {
           py::arg("token"), "Feed one token; returns (logits [V] float32, hidden [D]) for the next position.")
       .def(
           "extend",
-          [](NativeModel& self, py::handle tokens) {
+          [](R& self, py::handle tokens) {
             const auto v = token_list(tokens, "tokens");
             if (v.empty()) throw py::value_error("extend() needs at least one token");
             auto out = without_gil([&] { return self.feed(v); });
@@ -289,7 +281,7 @@ void register_native_model(py::module_& m, py::handle runner_base) {
           py::arg("tokens"), "Feed n >= 1 tokens in one forward; returns (logits [n, V] float32, hidden [n, D]).")
       .def(
           "truncate",
-          [](NativeModel& self, py::handle length) {
+          [](R& self, py::handle length) {
             if (PyBool_Check(length.ptr()) || !PyLong_Check(length.ptr())) {
               throw py::type_error("length must be an int, got " + type_name(length));
             }
@@ -298,20 +290,54 @@ void register_native_model(py::module_& m, py::handle runner_base) {
             self.truncate(static_cast<int64_t>(v));
           },
           py::arg("length"), "Keep the first `length` cached tokens (rollback); later entries are masked.")
-      .def_property_readonly("length", &NativeModel::length, "Tokens currently in the cache.")
-      .def_property_readonly("max_len", &NativeModel::max_len)
-      .def_property_readonly("vocab_size", &NativeModel::vocab_size)
-      .def_property_readonly("hidden_size", &NativeModel::hidden_size)
-      .def_property_readonly("num_layers", &NativeModel::num_layers)
-      .def_property_readonly("device", &NativeModel::device)
-      .def_property_readonly("dtype", &NativeModel::dtype)
-      .def("__repr__", [](const NativeModel& self) {
+      .def_property_readonly("length", &R::length, "Tokens currently in the cache.")
+      .def_property_readonly("max_len", &R::max_len)
+      .def_property_readonly("vocab_size", &R::vocab_size)
+      .def_property_readonly("hidden_size", &R::hidden_size)
+      .def_property_readonly("num_layers", &R::num_layers)
+      .def_property_readonly("device", &R::device)
+      .def_property_readonly("dtype", &R::dtype)
+      .def("__repr__", [name](const R& self) {
         const auto& c = self.config();
-        return std::string("NativeModel(") + (c.family == ModelFamily::kLlama ? "llama" : "gpt2") +
+        return std::string(name) + "(" + (c.family == ModelFamily::kLlama ? "llama" : "gpt2") +
                ", layers=" + std::to_string(self.num_layers()) + ", hidden=" + std::to_string(c.hidden_size) +
                ", vocab=" + std::to_string(c.vocab_size) + ", max_len=" + std::to_string(c.max_len) +
                ", length=" + std::to_string(self.length()) + ")";
       });
+}
+
+}  // namespace
+
+void register_native_model(py::module_& m, py::handle runner_base) {
+  const auto* info = py::detail::get_type_info(typeid(Runner));
+  if (info == nullptr || runner_base.ptr() != reinterpret_cast<PyObject*>(info->type)) {
+    throw std::runtime_error(
+        "register_native_model: runner_base must be the py::class_<sprinter::engine::Runner, "
+        "std::shared_ptr<sprinter::engine::Runner>> registered before it");
+  }
+  py::register_local_exception_translator(&translate_cache_overflow);
+
+  py::class_<NativeModel, Runner, std::shared_ptr<NativeModel>> native(
+      m, "NativeModel",
+      "Llama / GPT-2 forward in ATen with a static KV cache; a drop-in for ModelRunner.\n\n"
+      "Build it with sprinter_ext.models.native.native_runner(model).");
+  native.def(py::init(&make_native_model), py::arg("config"), py::arg("tensors"));
+  def_runner_protocol<NativeModel>(native, "NativeModel");
+
+#ifdef SPRINTER_WITH_CUDA
+  py::class_<GraphModel, Runner, std::shared_ptr<GraphModel>> graph(
+      m, "GraphModel",
+      "A NativeModel (on a CUDA device) whose forwards of the captured lengths replay CUDA graphs.\n\n"
+      "Build it with sprinter_ext.models.native.cuda_graph_runner(model, lengths).");
+  graph.def(py::init([](std::shared_ptr<NativeModel> model, std::vector<int64_t> lengths) {
+              py::gil_scoped_release no_gil;
+              return std::make_shared<GraphModel>(std::move(model), std::move(lengths));
+            }),
+            py::arg("model"), py::arg("lengths"))
+      .def_property_readonly("captured_lengths", &GraphModel::captured_lengths)
+      .def_property_readonly("model", &GraphModel::model);
+  def_runner_protocol<GraphModel>(graph, "GraphModel");
+#endif
 }
 
 }  // namespace engine

@@ -13,7 +13,7 @@ import torch
 
 import sprinter_ext
 from sprinter_ext.errors import CacheOverflowError, UnsupportedModelError
-from sprinter_ext.models.native import native_runner, supports, unsupported_reason
+from sprinter_ext.models.native import cuda_graph_runner, native_runner, supports, unsupported_reason
 from sprinter_ext.models.runner import ModelRunner
 from sprinter_ext.models.smol_draft import RestrictedVocabHead
 from sprinter_ext.models.tiny import _config, tiny_model
@@ -206,6 +206,32 @@ def test_unsupported_models_and_max_len():
     for bad in (1, 65, 2.0, True):
         with pytest.raises(ValueError, match="max_len"):
             native_runner(model, max_len=bad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_cuda_graph_runner_equals_native_runner(family):
+    """Replayed graphs give the eager NativeModel's numbers (close: cuBLAS may pick other kernels in a graph)."""
+    model = tiny_model(family, vocab=97, layers=2, hidden=48, heads=4, seed=11).cuda()
+    eager, graphed = native_runner(model, max_len=64), cuda_graph_runner(model, lengths=(1, 3), max_len=64)
+    assert graphed.captured_lengths == [1, 3] and graphed.length == 0
+    torch.testing.assert_close(graphed.prefill([1, 2, 3, 4]), eager.prefill([1, 2, 3, 4]), atol=1e-5, rtol=1e-5)
+    for tokens in ([5], [6, 7, 8], [9, 10], [11], [12, 13, 14]):
+        torch.testing.assert_close(graphed.extend(tokens), eager.extend(tokens), atol=1e-5, rtol=1e-5)
+        graphed.truncate(graphed.length - 1)
+        eager.truncate(eager.length - 1)
+        assert graphed.length == eager.length
+    graphed.prefill(list(range(62)))
+    with pytest.raises(CacheOverflowError):
+        graphed.extend([1, 2, 3])  # a captured length
+    assert graphed.length == 62
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_cuda_graph_runner_needs_cuda():
+    model = tiny_model("llama", vocab=64)
+    with pytest.raises((RuntimeError, ValueError), match="CUDA"):
+        cuda_graph_runner(model)
 
 
 def test_default_pair_is_bitwise_equal(default_pair):

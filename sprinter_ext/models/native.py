@@ -29,7 +29,7 @@ from ..errors import UnsupportedModelError
 from .runner import resolve_max_len
 from .smol_draft import RestrictedVocabHead
 
-__all__ = ["native_runner", "supports", "unsupported_reason"]
+__all__ = ["native_runner", "cuda_graph_runner", "supports", "unsupported_reason"]
 
 # transformers' ACT2FN names -> the NativeModel activation that computes them
 _ACTIVATIONS = {
@@ -233,3 +233,45 @@ def native_runner(model, max_len: int | None = None):
 
     cfg, tensors = _config_and_tensors(model, max_len)
     return _C.NativeModel(cfg, tensors)
+
+
+def cuda_graph_runner(model, lengths=(1, 2, 3, 4, 5), max_len: int | None = None):
+    """A ``sprinter_ext._C.GraphModel``: :func:`native_runner` whose forwards of `lengths` tokens replay CUDA graphs.
+
+    Parameters
+    ----------
+    model : transformers.LlamaForCausalLM or transformers.GPT2LMHeadModel
+        As for :func:`native_runner`, on a CUDA device.
+    lengths : sequence of int
+        Forward lengths to capture, each in [1, max_len]: 1 for decode steps, k + 1
+        for verifying k drafted tokens. Other lengths and prefill run eagerly.
+    max_len : int, optional
+        As for :func:`native_runner`.
+
+    Returns
+    -------
+    sprinter_ext._C.GraphModel
+        The same protocol as ModelRunner (and a ``sprinter_ext._C.Runner``);
+        capturing resets the cache.
+
+    Raises
+    ------
+    RuntimeError
+        This build of ``sprinter_ext._C`` has no CUDA.
+    ValueError
+        The model is not on a CUDA device, a length is out of range, or as
+        :func:`native_runner`.
+    """
+    from .._native import _C
+
+    if not hasattr(_C, "GraphModel"):
+        raise RuntimeError(
+            "cuda_graph_runner needs a CUDA build of sprinter_ext._C (SPRINTER_WITH_CUDA); "
+            "this one has none: use native_runner"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"cuda_graph_runner needs a transformers model, got {type(model).__name__}")
+    if model.device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a model on a CUDA device, got {model.device}")
+    lengths = [int(n) for n in lengths]
+    return _C.GraphModel(native_runner(model, max_len), lengths)
