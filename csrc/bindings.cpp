@@ -5,6 +5,7 @@
 //   philox_uniform(seed, position, stream, n) -> float32 [n]     (int position)
 //                                             -> float32 [B, n]  (int64 tensor [B])
 //   philox_uniform_batched(seed, positions, stream, n) -> float32 [B, n]
+// and the model interface: Runner (csrc/runner.h) and NativeModel (native_model_py.cpp).
 // Arguments are validated here; bad values raise ValueError, wrong types
 // TypeError (pybind11 translates py::value_error / py::type_error).
 #include <ATen/Parallel.h>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "engine_py.h"
+#include "native_model.h"
 #include "ops_cpu.h"
 #include "philox.h"
 
@@ -293,5 +295,8 @@ PYBIND11_MODULE(_C, m) {
 
   m.attr("MAX_N") = py::int_(kMaxN);
 
-  sprinter::engine::register_engine(m);
+  // The model interface of runner.h, the native loop over it (engine_py.cpp) and its
+  // native implementation (native_model_py.cpp).
+  py::handle runner_base = sprinter::engine::register_engine(m);
+  sprinter::engine::register_native_model(m, runner_base);
 }

@@ -28,6 +28,7 @@ __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyErr
 
 ENGINES = ("auto", "reference", "fused", "native")
 NATIVE_METHODS = ("ar", "sd", "ersd", "sprinter")  # what csrc/engine.cpp implements
+RUNNERS = ("auto", "python", "native")
 
 
 def _native_available() -> bool:
@@ -142,6 +143,12 @@ class Decoder:
         calling the fused ops directly (CPU; ar, sd, ersd, sprinter); auto: native where
         it runs, else fused when the extension is built, else reference. Same tokens for
         the same seed on every engine.
+    runner : "auto", "python" or "native"
+        How each model's forward runs: python = transformers' modules over a static cache
+        (sprinter_ext.models.runner.ModelRunner, any causal LM); native = the C++/ATen
+        forward of Llama and GPT-2 (sprinter_ext.models.native, bitwise-equal logits on
+        CPU, no Python per call); auto = native under engine="native" when both models are
+        supported, else python.
     eos_token_id : int, list of ints or None
         Stop tokens (included in the output). Default: the target's; None: never stop early.
     max_length : int, optional
@@ -161,6 +168,7 @@ class Decoder:
         top_k: int = 0,
         top_p: float = 1.0,
         engine: str = "auto",
+        runner: str = "auto",
         eos_token_id=_DEFAULT,
         max_length: int | None = None,
         **method_options,
@@ -171,6 +179,8 @@ class Decoder:
             raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
         if not isinstance(engine, str) or engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
+        if not isinstance(runner, str) or runner not in RUNNERS:
+            raise ValueError(f"unknown runner {runner!r}; choose one of {list(RUNNERS)}")
         module = METHODS[method]
         if method_options and not hasattr(module, "options"):
             raise TypeError(f"method {method!r} takes no options {sorted(method_options)}")
@@ -186,18 +196,34 @@ class Decoder:
         self._eos = _eos_set(pair, eos_token_id)
         self._options = module.options(pair, **method_options) if hasattr(module, "options") else {}
         self._lookahead = module.lookahead(self._options, self.k) if hasattr(module, "lookahead") else self.k
-        self._target = Lane(ModelRunner(pair.target, max_length))
-        self._draft = Lane(ModelRunner(pair.draft, self._target.runner.max_len)) if self._module.NEEDS_DRAFT else None
+        make = self._runner_factory(runner, module.NEEDS_DRAFT)
+        self._target = Lane(make(pair.target, max_length))
+        self._draft = Lane(make(pair.draft, self._target.runner.max_len)) if self._module.NEEDS_DRAFT else None
+        self.runner = "native" if make is not ModelRunner else "python"
         self._native = self._native_runners() if self.engine == "native" else None
         self._lock = threading.Lock()
+
+    def _runner_factory(self, runner: str, needs_draft: bool):
+        """ModelRunner (transformers' forward) or the C++ NativeModel (same protocol, bitwise
+        equal logits on CPU); auto: native under engine='native' when every model supports it."""
+        if runner == "python":
+            return ModelRunner
+        from .models import native
+
+        models = [self.pair.target] + ([self.pair.draft] if needs_draft else [])
+        reasons = [r for r in map(native.unsupported_reason, models) if r] if _native_available() else ["not built"]
+        if runner == "native" and reasons:
+            raise ValueError(f"runner='native' cannot run this pair: {reasons[0]}; use runner='python'")
+        if runner == "native" or (self.engine == "native" and not reasons):
+            return native.native_runner
+        return ModelRunner
 
     def _native_runners(self):
         from . import _native
 
         C = _native._C
-        target = C.PyRunner(self._target.runner)
-        draft = C.PyRunner(self._draft.runner) if self._draft is not None else None
-        return target, draft
+        wrap = lambda r: r if isinstance(r, C.Runner) else C.PyRunner(r)  # noqa: E731
+        return wrap(self._target.runner), wrap(self._draft.runner) if self._draft is not None else None
 
     @property
     def max_length(self) -> int:
@@ -247,7 +273,7 @@ class Decoder:
         if self._draft is None:
             for key in ("draft_calls", "draft_fed", "draft_attended"):
                 out[key] = 0
-        stats.update(out, wall_s=time.perf_counter() - t0, method=self.method, engine=self.engine)
+        stats.update(out, wall_s=time.perf_counter() - t0, method=self.method, engine=self.engine, runner=self.runner)
 
     def _rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
         if self._native is not None:
@@ -279,6 +305,7 @@ class Decoder:
             wall_s=time.perf_counter() - t0,
             method=self.method,
             engine=self.engine,
+            runner=self.runner,
             **s.counters,
         )
 
@@ -327,6 +354,7 @@ def generate(
     seed: int = 0,
     k: int = 4,
     engine: str = "auto",
+    runner: str = "auto",
     eos_token_id=_DEFAULT,
     **method_options,
 ) -> GenerationResult:
@@ -353,7 +381,7 @@ def generate(
             if limit:
                 max_length = min(max_length, limit)
     dec = Decoder(
-        pair, method, k=k, temperature=temperature, top_k=top_k, top_p=top_p, engine=engine,
+        pair, method, k=k, temperature=temperature, top_k=top_k, top_p=top_p, engine=engine, runner=runner,
         eos_token_id=eos_token_id, max_length=max_length, **method_options,
     )  # fmt: skip
     return dec.generate(ids, max_new_tokens=max_new_tokens, seed=seed)

@@ -10,6 +10,7 @@ __all__ = [
     "CacheOverflowError",
     "NonFiniteLogitsError",
     "TokenizerRequiredError",
+    "UnsupportedModelError",
 ]
 
 
@@ -39,3 +40,7 @@ class NonFiniteLogitsError(SprinterError, FloatingPointError):
 
 class TokenizerRequiredError(SprinterError, ValueError):
     """Text was given but the pair has no tokenizer."""
+
+
+class UnsupportedModelError(SprinterError, ValueError):
+    """The native runner cannot run this model; the Python ModelRunner can."""

@@ -157,3 +157,32 @@ def test_generation_object_rounds(tiny):
     s = a.stats()
     assert s["new_tokens"] == 17 and s["rounds"] == len(steps) == s["target_calls"]
     assert t1.length == len(PROMPT) + 17 - 1  # the last committed token is pending, as in the reference
+
+
+@pytest.mark.parametrize("method", NATIVE_METHODS)
+def test_native_model_and_python_runners_agree(tiny, method):
+    """The C++ loop over NativeModel (no Python per forward) and over PyRunner(ModelRunner)."""
+    kw = {}
+    if method == "sprinter":
+        from sprinter_ext.verifier import Verifier
+
+        kw = dict(verifier=Verifier(tiny.draft.config.get_text_config().hidden_size, hidden=(8,)), threshold=0.5)
+    auto = sprinter_ext.Decoder(tiny, method, engine="native", eos_token_id=None, **kw)
+    py = sprinter_ext.Decoder(tiny, method, engine="native", runner="python", eos_token_id=None, **kw)
+    assert auto.runner == "native" and py.runner == "python"
+    assert sprinter_ext.Decoder(tiny, method, engine="reference", **kw).runner == "python"
+    for seed in range(3):
+        a, b = auto.generate(PROMPT, max_new_tokens=20, seed=seed), py.generate(PROMPT, max_new_tokens=20, seed=seed)
+        assert a.tokens == b.tokens and a.stats["runner"] == "native" and b.stats["runner"] == "python"
+        assert a.stats["target_calls"] == b.stats["target_calls"]
+
+
+def test_runner_option_errors(tiny):
+    with pytest.raises(ValueError, match="unknown runner"):
+        sprinter_ext.Decoder(tiny, "sd", runner="jax")
+    draft, target = tiny_pair("llama", vocab=64)
+    target.config.hidden_act = "sigmoid"  # an activation the C++ forward does not implement
+    pair = sprinter_ext.load_pair(draft, target)
+    with pytest.raises(ValueError, match="runner='native' cannot run this pair"):
+        sprinter_ext.Decoder(pair, "sd", runner="native")
+    assert sprinter_ext.Decoder(pair, "sd", engine="native").runner == "python"  # auto falls back

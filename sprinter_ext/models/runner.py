@@ -40,6 +40,20 @@ def position_limit(model) -> int | None:
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
+def resolve_max_len(model, max_len: int | None) -> int:
+    """The cache size a runner of `model` gets for `max_len` (None: min(2048, the model's limit))."""
+    limit = position_limit(model)
+    if max_len is None:
+        max_len = min(DEFAULT_MAX_LEN, limit) if limit else DEFAULT_MAX_LEN
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
+        raise ValueError(f"max_len must be an int >= 2, got {max_len!r}")
+    if limit and max_len > limit:
+        raise ValueError(
+            f"max_len={max_len} exceeds the model's max_position_embeddings={limit}; pass max_len <= {limit}"
+        )
+    return max_len
+
+
 class ModelRunner:
     """Static-KV-cache runner for one ``PreTrainedModel`` (batch 1)."""
 
@@ -47,15 +61,7 @@ class ModelRunner:
         from transformers import StaticCache
 
         config = model.config
-        limit = position_limit(model)
-        if max_len is None:
-            max_len = min(DEFAULT_MAX_LEN, limit) if limit else DEFAULT_MAX_LEN
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
-            raise ValueError(f"max_len must be an int >= 2, got {max_len!r}")
-        if limit and max_len > limit:
-            raise ValueError(
-                f"max_len={max_len} exceeds the model's max_position_embeddings={limit}; pass max_len <= {limit}"
-            )
+        max_len = resolve_max_len(model, max_len)
         self.model = model
         self.config = config
         self.max_len = max_len

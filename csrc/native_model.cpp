@@ -1,0 +1,422 @@
+// NativeModel (native_model.h): transformers' Llama / GPT-2 forward, op for op, in ATen.
+//
+// Every function below names the transformers 5.23 code it mirrors. "Op for op" is
+// literal: the same ATen ops on tensors of the same shapes and strides in the same
+// order, because ATen's CPU kernels are only reproducible under that condition (a
+// vectorised kernel computes the tail of a buffer with the scalar formula, so e.g.
+// cos() of one element can differ by an ulp with the buffer's length; GEMMs pick
+// their blocking from the shapes). Do not "simplify" a reshape or fuse two ops here
+// without re-running tests/test_native_model.py, which checks bitwise equality.
+#include "native_model.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/pow.h>
+#include <ATen/ops/relu.h>
+#include <ATen/ops/rsqrt.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/silu.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/tanh.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+
+namespace sprinter {
+namespace engine {
+namespace {
+
+using at::Tensor;
+
+// sqrt(2 / pi), as Python's math.sqrt(2.0 / math.pi) computes it (both correctly rounded).
+const double kSqrt2OverPi = std::sqrt(2.0 / 3.141592653589793);
+
+std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << sizes;
+  return s.str();
+}
+
+[[noreturn]] void invalid(const std::string& msg) { throw std::invalid_argument("NativeModel: " + msg); }
+
+// `t` must be defined (unless optional), on `device`, of `dtype`, with `shape`.
+void expect(const Tensor& t, const std::string& name, std::vector<int64_t> shape, c10::ScalarType dtype,
+            c10::Device device, bool optional = false) {
+  if (!t.defined()) {
+    if (optional) return;
+    invalid(name + " is missing");
+  }
+  if (t.sizes() != at::IntArrayRef(shape)) {
+    invalid(name + " has shape " + shape_str(t.sizes()) + ", expected " + shape_str(shape));
+  }
+  if (t.scalar_type() != dtype) {
+    invalid(name + " has dtype " + std::string(c10::toString(t.scalar_type())) + ", expected " +
+            c10::toString(dtype) + " (all weights share the embedding's dtype)");
+  }
+  if (t.device() != device) {
+    invalid(name + " is on " + t.device().str() + ", expected " + device.str() + " (the embedding's device)");
+  }
+}
+
+double dtype_min(c10::ScalarType dtype) {  // torch.finfo(dtype).min
+  switch (dtype) {
+    case at::kFloat: return std::numeric_limits<float>::lowest();
+    case at::kDouble: return std::numeric_limits<double>::lowest();
+    case at::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
+    case at::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
+    default: invalid("the model dtype must be float32, float64, float16 or bfloat16, got " +
+                     std::string(c10::toString(dtype)));
+  }
+}
+
+// LlamaRMSNorm.forward.
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
+  const auto input_dtype = x.scalar_type();
+  Tensor h = x.to(at::kFloat);
+  Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * at::rsqrt(variance + eps);
+  return weight * h.to(input_dtype);
+}
+
+// rotate_half (modeling_llama.py).
+Tensor rotate_half(const Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  Tensor x1 = x.slice(-1, 0, half);
+  Tensor x2 = x.slice(-1, half);
+  return at::cat({-x2, x1}, -1);
+}
+
+// repeat_kv (modeling_llama.py / sdpa_attention.py): [1, H_kv, L, d] -> [1, H_kv * n_rep, L, d].
+Tensor repeat_kv(const Tensor& x, int64_t n_rep) {
+  if (n_rep == 1) return x;
+  const int64_t b = x.size(0), h = x.size(1), l = x.size(2), d = x.size(3);
+  return x.unsqueeze(2).expand({b, h, n_rep, l, d}).reshape({b, h * n_rep, l, d});
+}
+
+// pytorch_utils.Conv1D.forward: addmm(bias, x.view(-1, in), weight [in, out]).
+Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  std::vector<int64_t> size_out(x.sizes().begin(), x.sizes().end());
+  size_out.back() = weight.size(1);
+  return at::addmm(bias, x.view({-1, x.size(-1)}), weight).view(size_out);
+}
+
+}  // namespace
+
+NativeModel::NativeModel(NativeModelConfig config, NativeModelWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  const auto& c = config_;
+  auto& w = weights_;
+  if (!w.embed.defined() || w.embed.dim() != 2) invalid("embed must be a 2-D tensor [V, D]");
+  const auto dtype = w.embed.scalar_type();
+  const auto device = w.embed.device();
+  mask_min_ = dtype_min(dtype);
+  const int64_t D = c.hidden_size, H = c.num_heads, Hkv = c.num_kv_heads, hd = c.head_dim;
+  const int64_t n_layers = static_cast<int64_t>(w.layers.size());
+  if (D <= 0 || H <= 0 || Hkv <= 0 || hd <= 0 || c.vocab_size <= 0) {
+    invalid("hidden_size, num_heads, num_kv_heads, head_dim and vocab_size must be positive");
+  }
+  if (H % Hkv != 0) invalid("num_heads must be a multiple of num_kv_heads");
+  if (c.max_len < 2) invalid("max_len must be >= 2, got " + std::to_string(c.max_len));
+  if (n_layers == 0) invalid("the model has no layers");
+  if (static_cast<int64_t>(c.attn_scaling.size()) != n_layers) {
+    invalid("attn_scaling has " + std::to_string(c.attn_scaling.size()) + " entries for " +
+            std::to_string(n_layers) + " layers");
+  }
+  if (!(c.logit_softcap >= 0.0)) invalid("logit_softcap must be >= 0 (0: none)");
+  expect(w.embed, "embed", {w.embed.size(0), D}, dtype, device);
+  const bool llama = c.family == ModelFamily::kLlama;
+  if (llama) {
+    if (!w.inv_freq.defined() || w.inv_freq.sizes() != at::IntArrayRef({hd / 2}) || hd % 2 != 0) {
+      invalid("inv_freq must have shape [head_dim / 2] = [" + std::to_string(hd / 2) + "]");
+    }
+    if (w.inv_freq.device() != device) invalid("inv_freq is not on the embedding's device");
+    // LlamaRotaryEmbedding.forward: self.inv_freq.to(dtype=torch.float) on every call.
+    w.inv_freq = w.inv_freq.to(at::kFloat);
+  } else {
+    if (H != Hkv || H * hd != D) invalid("GPT-2 needs num_kv_heads == num_heads and num_heads * head_dim == hidden_size");
+    expect(w.pos_embed, "pos_embed", {w.pos_embed.defined() ? w.pos_embed.size(0) : 0, D}, dtype, device);
+    if (w.pos_embed.size(0) < c.max_len) {
+      invalid("pos_embed has " + std::to_string(w.pos_embed.size(0)) + " positions, fewer than max_len=" +
+              std::to_string(c.max_len));
+    }
+  }
+  for (int64_t i = 0; i < n_layers; ++i) {
+    const auto& L = w.layers[i];
+    const std::string p = "layers[" + std::to_string(i) + "].";
+    expect(L.norm1_w, p + "norm1_w", {D}, dtype, device);
+    expect(L.norm2_w, p + "norm2_w", {D}, dtype, device);
+    if (llama) {
+      if (!L.gate_w.defined()) invalid(p + "gate_w is missing");
+      const int64_t I = L.gate_w.size(0);
+      expect(L.q_w, p + "q_w", {H * hd, D}, dtype, device);
+      expect(L.k_w, p + "k_w", {Hkv * hd, D}, dtype, device);
+      expect(L.v_w, p + "v_w", {Hkv * hd, D}, dtype, device);
+      expect(L.o_w, p + "o_w", {D, H * hd}, dtype, device);
+      expect(L.q_b, p + "q_b", {H * hd}, dtype, device, true);
+      expect(L.k_b, p + "k_b", {Hkv * hd}, dtype, device, true);
+      expect(L.v_b, p + "v_b", {Hkv * hd}, dtype, device, true);
+      expect(L.o_b, p + "o_b", {D}, dtype, device, true);
+      expect(L.gate_w, p + "gate_w", {I, D}, dtype, device);
+      expect(L.up_w, p + "up_w", {I, D}, dtype, device);
+      expect(L.down_w, p + "down_w", {D, I}, dtype, device);
+      expect(L.gate_b, p + "gate_b", {I}, dtype, device, true);
+      expect(L.up_b, p + "up_b", {I}, dtype, device, true);
+      expect(L.down_b, p + "down_b", {D}, dtype, device, true);
+    } else {
+      if (!L.c_fc_w.defined()) invalid(p + "c_fc_w is missing");
+      const int64_t I = L.c_fc_w.size(-1);
+      expect(L.norm1_b, p + "norm1_b", {D}, dtype, device);
+      expect(L.norm2_b, p + "norm2_b", {D}, dtype, device);
+      expect(L.c_attn_w, p + "c_attn_w", {D, 3 * D}, dtype, device);
+      expect(L.c_attn_b, p + "c_attn_b", {3 * D}, dtype, device);
+      expect(L.attn_proj_w, p + "attn_proj_w", {D, D}, dtype, device);
+      expect(L.attn_proj_b, p + "attn_proj_b", {D}, dtype, device);
+      expect(L.c_fc_w, p + "c_fc_w", {D, I}, dtype, device);
+      expect(L.c_fc_b, p + "c_fc_b", {I}, dtype, device);
+      expect(L.mlp_proj_w, p + "mlp_proj_w", {I, D}, dtype, device);
+      expect(L.mlp_proj_b, p + "mlp_proj_b", {D}, dtype, device);
+    }
+  }
+  expect(w.norm_w, "norm_w", {D}, dtype, device);
+  expect(w.norm_b, "norm_b", {D}, dtype, device, /*optional=*/llama);
+  if (!w.head_w.defined()) invalid("head_w is missing");
+  const int64_t rows = w.head_ids.defined() ? w.head_ids.numel() : c.vocab_size;
+  expect(w.head_w, "head_w", {rows, D}, dtype, device);
+  expect(w.head_b, "head_b", {rows}, dtype, device, true);
+  if (w.head_ids.defined()) {
+    expect(w.head_ids, "head_ids", {rows}, at::kLong, device);
+    const Tensor ids = w.head_ids.cpu();
+    const int64_t* v = ids.const_data_ptr<int64_t>();
+    if (rows == 0 || *std::min_element(v, v + rows) < 0 || *std::max_element(v, v + rows) >= c.vocab_size) {
+      invalid("head_ids must be a non-empty set of token ids in [0, " + std::to_string(c.vocab_size) + ")");
+    }
+  }
+
+  c10::InferenceMode guard;  // the cache is only ever touched in inference mode
+  const auto opts = at::TensorOptions().dtype(dtype).device(device);
+  for (int64_t i = 0; i < n_layers; ++i) {
+    // transformers' StaticLayer allocates zeros as well
+    k_cache_.push_back(at::zeros({1, Hkv, c.max_len, hd}, opts));
+    v_cache_.push_back(at::zeros({1, Hkv, c.max_len, hd}, opts));
+  }
+  positions_ = at::arange(c.max_len, at::TensorOptions().dtype(at::kLong).device(device));
+}
+
+void NativeModel::prefill(const std::vector<int64_t>& ids) { prefill_last(ids); }
+
+std::pair<Tensor, Tensor> NativeModel::prefill_last(const std::vector<int64_t>& ids) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  length_.store(0, std::memory_order_release);
+  if (ids.empty()) return {Tensor(), Tensor()};
+  return forward(ids, /*last_only=*/true);
+}
+
+std::pair<Tensor, Tensor> NativeModel::feed(const std::vector<int64_t>& tokens) {
+  if (tokens.empty()) throw std::invalid_argument("feed() needs at least one token");
+  std::lock_guard<std::mutex> lock(mutex_);
+  return forward(tokens, /*last_only=*/false);
+}
+
+void NativeModel::truncate(int64_t length) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int64_t held = length_.load(std::memory_order_acquire);
+  if (length < 0 || length > held) {
+    throw std::invalid_argument("cannot truncate to " + std::to_string(length) + ": the cache holds " +
+                                std::to_string(held) + " tokens");
+  }
+  length_.store(length, std::memory_order_release);
+}
+
+void NativeModel::check_room(int64_t start, int64_t n) const {
+  if (start + n > config_.max_len) {
+    throw CacheOverflowError(std::to_string(start + n) + " tokens do not fit the static KV cache of " +
+                             std::to_string(config_.max_len) +
+                             "; use a shorter prompt, fewer new tokens, or a larger max_length");
+  }
+}
+
+void NativeModel::check_tokens(const std::vector<int64_t>& ids) const {
+  const int64_t rows = weights_.embed.size(0);
+  for (const int64_t t : ids) {
+    if (t < 0 || t >= rows) {
+      throw std::out_of_range("token id " + std::to_string(t) + " is out of range for the embedding of " +
+                              std::to_string(rows) + " rows");
+    }
+  }
+}
+
+// ModelRunner._forward's mask: 0 where key position <= query position, finfo.min elsewhere.
+Tensor NativeModel::causal_mask(const Tensor& cache_position) const {
+  const int64_t n = cache_position.size(0);
+  Tensor allowed = positions_.unsqueeze(0).le(cache_position.unsqueeze(1));  // [n, max_len]
+  Tensor mask = at::zeros({1, 1, n, config_.max_len}, positions_.options().dtype(dtype()));
+  mask.masked_fill_(allowed.bitwise_not(), mask_min_);
+  return mask;
+}
+
+Tensor NativeModel::activation(const Tensor& x) const {
+  switch (config_.activation) {
+    case Activation::kSilu: return at::silu(x);
+    case Activation::kGelu: return at::gelu(x);
+    case Activation::kGeluTanh: return at::gelu(x, "tanh");
+    case Activation::kRelu: return at::relu(x);
+    case Activation::kGeluNew:
+      // NewGELUActivation: 0.5 * x * (1.0 + tanh(sqrt(2 / pi) * (x + 0.044715 * pow(x, 3.0))))
+      return (x * 0.5) * (at::tanh((x + at::pow(x, 3.0) * 0.044715) * kSqrt2OverPi) + 1.0);
+  }
+  invalid("unknown activation");
+}
+
+// sdpa_attention_forward (integrations/sdpa_attention.py, CPU with a float mask) or the
+// family's eager_attention_forward, then the reshape of the attention module.
+Tensor NativeModel::attend(int64_t i, const Tensor& q, const Tensor& mask) {
+  const int64_t n = q.size(2);
+  const double scale = config_.attn_scaling[i];
+  const bool llama = config_.family == ModelFamily::kLlama;
+  const int64_t n_rep = config_.num_heads / config_.num_kv_heads;
+  Tensor key = k_cache_[i], value = v_cache_[i];
+  Tensor out;
+  if (config_.attention == AttentionImpl::kSdpa) {
+    Tensor query = q;
+    if (n_rep > 1) {  // GPT-2 has no num_key_value_groups: n_rep is 1
+      if (n == 1) {
+        query = q.reshape({q.size(0), config_.num_kv_heads, n_rep, q.size(3)});  // pack_gqa; the mask stays
+      } else {
+        key = repeat_kv(key, n_rep);
+        value = repeat_kv(value, n_rep);
+      }
+    }
+    out = at::scaled_dot_product_attention(query, key, value, mask, /*dropout_p=*/0.0, /*is_causal=*/false, scale);
+    out = out.reshape({out.size(0), -1, n, value.size(-1)}).transpose(1, 2).contiguous();
+  } else if (llama) {
+    key = repeat_kv(key, n_rep);
+    value = repeat_kv(value, n_rep);
+    Tensor w = at::matmul(q, key.transpose(2, 3)) * scale;
+    w = w + mask;
+    w = at::softmax(w, -1, at::kFloat).to(q.scalar_type());
+    out = at::matmul(w, value).transpose(1, 2).contiguous();
+  } else {
+    Tensor w = at::matmul(q, key.transpose(-1, -2)) * scale;
+    w = w + mask;
+    w = at::softmax(w, -1).to(value.scalar_type());
+    out = at::matmul(w, value).transpose(1, 2);
+  }
+  // LlamaAttention: reshape(*input_shape, -1).contiguous(); GPT2Attention: reshape(*shape[:-2], -1).contiguous()
+  return out.reshape({out.size(0), n, -1}).contiguous();
+}
+
+// LlamaDecoderLayer.forward with LlamaAttention, apply_rotary_pos_emb and LlamaMLP.
+Tensor NativeModel::llama_layer(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin,
+                                const Tensor& mask, const Tensor& cache_position) {
+  const auto& L = weights_.layers[i];
+  const int64_t n = x.size(1), hd = config_.head_dim;
+  Tensor residual = x;
+  Tensor h = rms_norm(x, L.norm1_w, config_.norm_eps);
+  Tensor q = at::linear(h, L.q_w, L.q_b).view({1, n, -1, hd}).transpose(1, 2);
+  Tensor k = at::linear(h, L.k_w, L.k_b).view({1, n, -1, hd}).transpose(1, 2);
+  Tensor v = at::linear(h, L.v_w, L.v_b).view({1, n, -1, hd}).transpose(1, 2);
+  q = (q * cos) + (rotate_half(q) * sin);
+  k = (k * cos) + (rotate_half(k) * sin);
+  k_cache_[i].index_copy_(2, cache_position, k);  // StaticLayer.update
+  v_cache_[i].index_copy_(2, cache_position, v);
+  h = at::linear(attend(i, q, mask), L.o_w, L.o_b);
+  h = residual + h;
+  residual = h;
+  h = rms_norm(h, L.norm2_w, config_.norm_eps);
+  h = at::linear(activation(at::linear(h, L.gate_w, L.gate_b)) * at::linear(h, L.up_w, L.up_b), L.down_w,
+                 L.down_b);
+  return residual + h;
+}
+
+// GPT2Block.forward with GPT2Attention and GPT2MLP (dropout is the identity in eval).
+Tensor NativeModel::gpt2_layer(int64_t i, const Tensor& x, const Tensor& mask, const Tensor& cache_position) {
+  const auto& L = weights_.layers[i];
+  const int64_t n = x.size(1), D = config_.hidden_size, hd = config_.head_dim;
+  Tensor residual = x;
+  Tensor h = at::layer_norm(x, {D}, L.norm1_w, L.norm1_b, config_.norm_eps, /*cudnn_enable=*/true);
+  auto qkv = conv1d(h, L.c_attn_w, L.c_attn_b).split(D, 2);
+  Tensor k = qkv[1].view({1, n, -1, hd}).transpose(1, 2);
+  Tensor v = qkv[2].view({1, n, -1, hd}).transpose(1, 2);
+  Tensor q = qkv[0].view({1, n, -1, hd}).transpose(1, 2);
+  k_cache_[i].index_copy_(2, cache_position, k);  // StaticLayer.update
+  v_cache_[i].index_copy_(2, cache_position, v);
+  h = conv1d(attend(i, q, mask), L.attn_proj_w, L.attn_proj_b);
+  h = h + residual;
+  residual = h;
+  h = at::layer_norm(h, {D}, L.norm2_w, L.norm2_b, config_.norm_eps, /*cudnn_enable=*/true);
+  h = conv1d(activation(conv1d(h, L.c_fc_w, L.c_fc_b)), L.mlp_proj_w, L.mlp_proj_b);
+  return residual + h;
+}
+
+// ModelRunner._forward after the base model: the head (nn.Linear or RestrictedVocabHead),
+// softcapping, .float().
+Tensor NativeModel::head(const Tensor& hidden) const {
+  const auto& w = weights_;
+  Tensor logits = at::linear(hidden, w.head_w, w.head_b);
+  if (w.head_ids.defined()) {  // RestrictedVocabHead.forward
+    Tensor out = at::full({logits.size(0), config_.vocab_size}, -std::numeric_limits<double>::infinity(),
+                          logits.options());
+    logits = out.index_copy_(-1, w.head_ids, logits);
+  }
+  if (config_.logit_softcap > 0.0) {
+    logits = at::tanh(logits / config_.logit_softcap) * config_.logit_softcap;
+  }
+  return logits.to(at::kFloat);
+}
+
+std::pair<Tensor, Tensor> NativeModel::forward(const std::vector<int64_t>& ids, bool last_only) {
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const int64_t start = length_.load(std::memory_order_acquire);
+  check_room(start, n);
+  check_tokens(ids);
+  c10::InferenceMode guard;
+  Tensor input_ids = at::empty({n}, at::TensorOptions().dtype(at::kLong));
+  std::memcpy(input_ids.mutable_data_ptr<int64_t>(), ids.data(), sizeof(int64_t) * n);
+  auto out = forward_at(input_ids.to(device()), positions_.narrow(0, start, n), last_only);
+  length_.store(start + n, std::memory_order_release);
+  return out;
+}
+
+std::pair<Tensor, Tensor> NativeModel::forward_at(const Tensor& ids, const Tensor& cache_position, bool last_only) {
+  const int64_t n = ids.size(0);
+  Tensor input_ids = ids.unsqueeze(0);                   // [1, n]
+  Tensor position_ids = cache_position.unsqueeze(0);     // [1, n]
+  Tensor mask = causal_mask(cache_position);             // [1, 1, n, max_len]
+  Tensor x = at::embedding(weights_.embed, input_ids);   // [1, n, D]
+  if (config_.family == ModelFamily::kLlama) {
+    // LlamaRotaryEmbedding.forward (default rope: attention_scaling is 1.0, and the
+    // multiplications by it are left out: x * 1.0 == x exactly).
+    Tensor freqs = position_ids.unsqueeze(-1).to(at::kFloat) * weights_.inv_freq;  // [1, n, hd / 2]
+    Tensor emb = at::cat({freqs, freqs}, -1);
+    Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);  // [1, 1, n, hd]
+    Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
+    for (int64_t i = 0; i < num_layers(); ++i) x = llama_layer(i, x, cos, sin, mask, cache_position);
+    x = rms_norm(x, weights_.norm_w, config_.norm_eps);
+  } else {
+    x = x + at::embedding(weights_.pos_embed, position_ids);
+    for (int64_t i = 0; i < num_layers(); ++i) x = gpt2_layer(i, x, mask, cache_position);
+    x = at::layer_norm(x, {config_.hidden_size}, weights_.norm_w, weights_.norm_b, config_.norm_eps, true);
+  }
+  Tensor hidden = x.select(0, 0);  // [n, D]: last_hidden_state[0]
+  if (last_only) hidden = hidden.narrow(0, n - 1, 1);
+  return {head(hidden), hidden};
+}
+
+}  // namespace engine
+}  // namespace sprinter

@@ -1,0 +1,344 @@
+// Python binding of NativeModel (native_model.h): sprinter_ext._C.NativeModel, and in
+// CUDA builds of GraphModel (cuda/graph_model.h): sprinter_ext._C.GraphModel.
+//
+// The Python object speaks ModelRunner's protocol (sprinter_ext/models/runner.py):
+//   prefill(ids) -> (logits [V], hidden [D]) | None    step(token) -> (logits [V], hidden [D])
+//   extend(tokens) -> (logits [n, V], hidden [n, D])   truncate(length)
+//   length, max_len, vocab_size, device, dtype, hidden_size
+// ids/tokens: an int, a sequence of ints, or an integer tensor. Forwards run without the
+// GIL. Errors: TypeError for wrong argument types, ValueError for bad values (bad
+// truncate length, empty extend), IndexError for a token outside the embedding,
+// sprinter_ext.errors.CacheOverflowError when the tokens do not fit the cache.
+//
+// Constructor: NativeModel(config: dict, tensors: dict[str, Tensor]), normally called by
+// sprinter_ext.models.native.native_runner. `tensors` uses transformers' parameter names
+// relative to the base model (LlamaModel / GPT2Model), plus lm_head.weight / .bias /
+// .token_ids (RestrictedVocabHead) and rotary_emb.inv_freq (a buffer).
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "native_model.h"
+
+#ifdef SPRINTER_WITH_CUDA
+#include "cuda/graph_model.h"
+#endif
+
+namespace py = pybind11;
+
+namespace sprinter {
+namespace engine {
+namespace {
+
+std::string type_name(py::handle obj) { return Py_TYPE(obj.ptr())->tp_name; }
+
+// ids for prefill/step/extend: an int, a sequence of ints, or an integer tensor (any shape).
+std::vector<int64_t> token_list(py::handle obj, const char* what) {
+  if (THPVariable_Check(obj.ptr())) {
+    at::Tensor t = THPVariable_Unpack(obj.ptr());
+    if (!at::isIntegralType(t.scalar_type(), /*includeBool=*/false)) {
+      throw py::type_error(std::string(what) + " must hold integer token ids, got a tensor of dtype " +
+                           c10::toString(t.scalar_type()));
+    }
+    t = t.reshape(-1).to(at::kCPU, at::kLong).contiguous();
+    const int64_t* p = t.const_data_ptr<int64_t>();
+    return std::vector<int64_t>(p, p + t.numel());
+  }
+  auto as_int = [&](py::handle item) -> int64_t {
+    if (PyBool_Check(item.ptr()) || !PyIndex_Check(item.ptr())) {
+      throw py::type_error(std::string(what) + " must be token ids (ints), got " + type_name(item));
+    }
+    py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(item.ptr()));
+    if (!value) throw py::error_already_set();
+    const long long v = PyLong_AsLongLong(value.ptr());
+    if (PyErr_Occurred()) throw py::error_already_set();
+    return static_cast<int64_t>(v);
+  };
+  const bool sequence = PySequence_Check(obj.ptr()) && !PyUnicode_Check(obj.ptr()) && !PyBytes_Check(obj.ptr());
+  if (!sequence) {
+    if (PyIndex_Check(obj.ptr()) || PyBool_Check(obj.ptr())) return {as_int(obj)};
+    throw py::type_error(std::string(what) + " must be an int, a sequence of ints or an integer tensor, got " +
+                         type_name(obj));
+  }
+  py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
+  std::vector<int64_t> ids;
+  ids.reserve(seq.size());
+  for (py::handle item : seq) ids.push_back(as_int(item));
+  return ids;
+}
+
+// Runs fn() without the GIL, in inference mode (its tensors outlive the call).
+template <typename Fn>
+auto without_gil(Fn&& fn) {
+  py::gil_scoped_release no_gil;
+  c10::InferenceMode guard;
+  return fn();
+}
+
+// ----------------------------------------------------------- construction ----
+
+template <typename T>
+T config_item(const py::dict& config, const char* key) {
+  if (!config.contains(key)) throw py::value_error(std::string("NativeModel config is missing '") + key + "'");
+  try {
+    return config[key].cast<T>();
+  } catch (const py::cast_error&) {
+    throw py::type_error(std::string("NativeModel config '") + key + "' has the wrong type: " +
+                         type_name(config[key]));
+  }
+}
+
+template <typename E>
+E enum_item(const py::dict& config, const char* key, const std::map<std::string, E>& names) {
+  const auto name = config_item<std::string>(config, key);
+  const auto it = names.find(name);
+  if (it == names.end()) {
+    std::string known;
+    for (const auto& kv : names) known += (known.empty() ? "" : ", ") + kv.first;
+    throw py::value_error(std::string("NativeModel config '") + key + "' is '" + name + "'; supported: " + known);
+  }
+  return it->second;
+}
+
+NativeModelConfig parse_config(const py::dict& config) {
+  NativeModelConfig c;
+  c.family = enum_item<ModelFamily>(config, "family", {{"llama", ModelFamily::kLlama}, {"gpt2", ModelFamily::kGpt2}});
+  c.vocab_size = config_item<int64_t>(config, "vocab_size");
+  c.hidden_size = config_item<int64_t>(config, "hidden_size");
+  c.num_heads = config_item<int64_t>(config, "num_heads");
+  c.num_kv_heads = config_item<int64_t>(config, "num_kv_heads");
+  c.head_dim = config_item<int64_t>(config, "head_dim");
+  c.max_len = config_item<int64_t>(config, "max_len");
+  c.norm_eps = config_item<double>(config, "norm_eps");
+  c.activation = enum_item<Activation>(config, "activation",
+                                       {{"silu", Activation::kSilu},
+                                        {"gelu", Activation::kGelu},
+                                        {"gelu_pytorch_tanh", Activation::kGeluTanh},
+                                        {"gelu_new", Activation::kGeluNew},
+                                        {"relu", Activation::kRelu}});
+  c.attention = enum_item<AttentionImpl>(config, "attention",
+                                         {{"sdpa", AttentionImpl::kSdpa}, {"eager", AttentionImpl::kEager}});
+  c.attn_scaling = config_item<std::vector<double>>(config, "attn_scaling");
+  if (config.contains("logit_softcap") && !config["logit_softcap"].is_none()) {
+    c.logit_softcap = config_item<double>(config, "logit_softcap");
+  }
+  return c;
+}
+
+// Takes tensors out of the dict by name; whatever is left at the end is an error.
+class TensorTable {
+ public:
+  explicit TensorTable(const py::dict& tensors) {
+    for (auto item : tensors) {
+      const auto name = py::str(item.first).cast<std::string>();
+      if (!THPVariable_Check(item.second.ptr())) {
+        throw py::type_error("NativeModel tensor '" + name + "' must be a torch.Tensor, got " +
+                             type_name(item.second));
+      }
+      table_[name] = THPVariable_Unpack(item.second.ptr());
+    }
+  }
+  at::Tensor take(const std::string& name, bool optional = false) {
+    const auto it = table_.find(name);
+    if (it == table_.end()) {
+      if (optional) return at::Tensor();
+      throw py::value_error("NativeModel tensors are missing '" + name + "'");
+    }
+    at::Tensor t = it->second;
+    table_.erase(it);
+    return t;
+  }
+  void check_empty() const {
+    if (table_.empty()) return;
+    std::string names;
+    for (const auto& kv : table_) names += (names.empty() ? "" : ", ") + kv.first;
+    throw py::value_error("NativeModel got tensors it does not use (unsupported model parts?): " + names);
+  }
+
+ private:
+  std::map<std::string, at::Tensor> table_;
+};
+
+NativeModelWeights parse_weights(const py::dict& tensors, const NativeModelConfig& c, int64_t n_layers) {
+  TensorTable t(tensors);
+  NativeModelWeights w;
+  const bool llama = c.family == ModelFamily::kLlama;
+  if (llama) {
+    w.embed = t.take("embed_tokens.weight");
+    w.inv_freq = t.take("rotary_emb.inv_freq");
+    w.norm_w = t.take("norm.weight");
+  } else {
+    w.embed = t.take("wte.weight");
+    w.pos_embed = t.take("wpe.weight");
+    w.norm_w = t.take("ln_f.weight");
+    w.norm_b = t.take("ln_f.bias");
+  }
+  for (int64_t i = 0; i < n_layers; ++i) {
+    LayerWeights L;
+    if (llama) {
+      const std::string p = "layers." + std::to_string(i) + ".";
+      L.norm1_w = t.take(p + "input_layernorm.weight");
+      L.norm2_w = t.take(p + "post_attention_layernorm.weight");
+      std::pair<at::Tensor*, const char*> linears[] = {
+          {&L.q_w, "self_attn.q_proj"}, {&L.k_w, "self_attn.k_proj"}, {&L.v_w, "self_attn.v_proj"},
+          {&L.o_w, "self_attn.o_proj"}, {&L.gate_w, "mlp.gate_proj"},  {&L.up_w, "mlp.up_proj"},
+          {&L.down_w, "mlp.down_proj"}};
+      at::Tensor* biases[] = {&L.q_b, &L.k_b, &L.v_b, &L.o_b, &L.gate_b, &L.up_b, &L.down_b};
+      for (size_t j = 0; j < 7; ++j) {
+        *linears[j].first = t.take(p + linears[j].second + ".weight");
+        *biases[j] = t.take(p + linears[j].second + ".bias", /*optional=*/true);
+      }
+    } else {
+      const std::string p = "h." + std::to_string(i) + ".";
+      L.norm1_w = t.take(p + "ln_1.weight");
+      L.norm1_b = t.take(p + "ln_1.bias");
+      L.norm2_w = t.take(p + "ln_2.weight");
+      L.norm2_b = t.take(p + "ln_2.bias");
+      L.c_attn_w = t.take(p + "attn.c_attn.weight");
+      L.c_attn_b = t.take(p + "attn.c_attn.bias");
+      L.attn_proj_w = t.take(p + "attn.c_proj.weight");
+      L.attn_proj_b = t.take(p + "attn.c_proj.bias");
+      L.c_fc_w = t.take(p + "mlp.c_fc.weight");
+      L.c_fc_b = t.take(p + "mlp.c_fc.bias");
+      L.mlp_proj_w = t.take(p + "mlp.c_proj.weight");
+      L.mlp_proj_b = t.take(p + "mlp.c_proj.bias");
+    }
+    w.layers.push_back(std::move(L));
+  }
+  w.head_w = t.take("lm_head.weight");
+  w.head_b = t.take("lm_head.bias", /*optional=*/true);
+  w.head_ids = t.take("lm_head.token_ids", /*optional=*/true);
+  t.check_empty();
+  return w;
+}
+
+std::shared_ptr<NativeModel> make_native_model(const py::dict& config, const py::dict& tensors) {
+  NativeModelConfig c = parse_config(config);
+  const auto n_layers = config_item<int64_t>(config, "num_layers");
+  if (n_layers < 1) throw py::value_error("NativeModel config 'num_layers' must be >= 1");
+  NativeModelWeights w = parse_weights(tensors, c, n_layers);
+  return std::make_shared<NativeModel>(std::move(c), std::move(w));
+}
+
+void translate_cache_overflow(std::exception_ptr p) {
+  try {
+    if (p) std::rethrow_exception(p);
+  } catch (const CacheOverflowError& e) {
+    PyObject* cls = PyExc_ValueError;  // CacheOverflowError's builtin base, if the import fails
+    py::object holder;
+    try {
+      holder = py::module_::import("sprinter_ext.errors").attr("CacheOverflowError");
+      cls = holder.ptr();
+    } catch (const py::error_already_set&) {
+    }
+    PyErr_SetString(cls, e.what());
+  }
+}
+
+// prefill / step / extend / truncate and the properties, for NativeModel and GraphModel.
+template <typename R, typename Cls>
+void def_runner_protocol(Cls& cls, const char* name) {
+  cls.def(
+         "prefill",
+         [](R& self, py::handle ids) -> py::object {
+           const auto v = token_list(ids, "ids");
+           auto out = without_gil([&] {
+             auto r = self.prefill_last(v);
+             if (r.first.defined()) r = {r.first.select(0, 0), r.second.select(0, 0)};
+             return r;
+           });
+           if (!out.first.defined()) return py::none();
+           return py::make_tuple(out.first, out.second);
+         },
+         py::arg("ids"),
+         "Reset the cache and run `ids`; returns (logits [V] float32, hidden [D]) of the last "
+         "position, None if `ids` is empty.")
+      .def(
+          "step",
+          [](R& self, py::handle token) {
+            const auto v = token_list(token, "token");
+            if (v.size() != 1) {
+              throw py::value_error("step() takes one token, got " + std::to_string(v.size()));
+            }
+            auto out = without_gil([&] {
+              auto r = self.feed(v);
+              return std::make_pair(r.first.select(0, 0), r.second.select(0, 0));
+            });
+            return py::make_tuple(out.first, out.second);
+          },
+          py::arg("token"), "Feed one token; returns (logits [V] float32, hidden [D]) for the next position.")
+      .def(
+          "extend",
+          [](R& self, py::handle tokens) {
+            const auto v = token_list(tokens, "tokens");
+            if (v.empty()) throw py::value_error("extend() needs at least one token");
+            auto out = without_gil([&] { return self.feed(v); });
+            return py::make_tuple(out.first, out.second);
+          },
+          py::arg("tokens"), "Feed n >= 1 tokens in one forward; returns (logits [n, V] float32, hidden [n, D]).")
+      .def(
+          "truncate",
+          [](R& self, py::handle length) {
+            if (PyBool_Check(length.ptr()) || !PyLong_Check(length.ptr())) {
+              throw py::type_error("length must be an int, got " + type_name(length));
+            }
+            const long long v = PyLong_AsLongLong(length.ptr());
+            if (PyErr_Occurred()) throw py::error_already_set();
+            self.truncate(static_cast<int64_t>(v));
+          },
+          py::arg("length"), "Keep the first `length` cached tokens (rollback); later entries are masked.")
+      .def_property_readonly("length", &R::length, "Tokens currently in the cache.")
+      .def_property_readonly("max_len", &R::max_len)
+      .def_property_readonly("vocab_size", &R::vocab_size)
+      .def_property_readonly("hidden_size", &R::hidden_size)
+      .def_property_readonly("num_layers", &R::num_layers)
+      .def_property_readonly("device", &R::device)
+      .def_property_readonly("dtype", &R::dtype)
+      .def("__repr__", [name](const R& self) {
+        const auto& c = self.config();
+        return std::string(name) + "(" + (c.family == ModelFamily::kLlama ? "llama" : "gpt2") +
+               ", layers=" + std::to_string(self.num_layers()) + ", hidden=" + std::to_string(c.hidden_size) +
+               ", vocab=" + std::to_string(c.vocab_size) + ", max_len=" + std::to_string(c.max_len) +
+               ", length=" + std::to_string(self.length()) + ")";
+      });
+}
+
+}  // namespace
+
+void register_native_model(py::module_& m, py::handle runner_base) {
+  const auto* info = py::detail::get_type_info(typeid(Runner));
+  if (info == nullptr || runner_base.ptr() != reinterpret_cast<PyObject*>(info->type)) {
+    throw std::runtime_error(
+        "register_native_model: runner_base must be the py::class_<sprinter::engine::Runner, "
+        "std::shared_ptr<sprinter::engine::Runner>> registered before it");
+  }
+  py::register_local_exception_translator(&translate_cache_overflow);
+
+  py::class_<NativeModel, Runner, std::shared_ptr<NativeModel>> native(
+      m, "NativeModel",
+      "Llama / GPT-2 forward in ATen with a static KV cache; a drop-in for ModelRunner.\n\n"
+      "Build it with sprinter_ext.models.native.native_runner(model).");
+  native.def(py::init(&make_native_model), py::arg("config"), py::arg("tensors"));
+  def_runner_protocol<NativeModel>(native, "NativeModel");
+
+#ifdef SPRINTER_WITH_CUDA
+  py::class_<GraphModel, Runner, std::shared_ptr<GraphModel>> graph(
+      m, "GraphModel",
+      "A NativeModel (on a CUDA device) whose forwards of the captured lengths replay CUDA graphs.\n\n"
+      "Build it with sprinter_ext.models.native.cuda_graph_runner(model, lengths).");
+  graph.def(py::init([](std::shared_ptr<NativeModel> model, std::vector<int64_t> lengths) {
+              py::gil_scoped_release no_gil;
+              return std::make_shared<GraphModel>(std::move(model), std::move(lengths));
+            }),
+            py::arg("model"), py::arg("lengths"))
+      .def_property_readonly("captured_lengths", &GraphModel::captured_lengths)
+      .def_property_readonly("model", &GraphModel::model);
+  def_runner_protocol<GraphModel>(graph, "GraphModel");
+#endif
+}
+
+}  // namespace engine
+}  // namespace sprinter
