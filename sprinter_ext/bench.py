@@ -104,6 +104,7 @@ def run_bench(
             s = res.stats
             per.setdefault(name, []).append(
                 dict(ms_per_token=1e3 * s["wall_s"] / max(1, s["new_tokens"]), new_tokens=s["new_tokens"],
+                     runner=s["runner"],
                      target_calls=s["target_calls"], rounds=s["rounds"], accepted=s["accepted_tokens"],
                      flops=generation_flops(pair, s))  # fmt: skip
             )
@@ -114,7 +115,7 @@ def run_bench(
     for (name, engine), rs in per.items():
         med = statistics.median(r["ms_per_token"] for r in rs)
         tokens = sum(r["new_tokens"] for r in rs)
-        row = dict(method=name, engine=engine, ms_per_token=med, new_tokens=tokens)
+        row = dict(method=name, engine=engine, runner=rs[0].get("runner", "hf"), ms_per_token=med, new_tokens=tokens)
         if "target_calls" in rs[0]:
             calls = sum(r["target_calls"] for r in rs)
             row.update(
@@ -136,10 +137,10 @@ def run_bench(
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = [("method", "{}"), ("engine", "{}"), ("ms_per_token", "{:.2f}"), ("speedup_vs_ar", "{:.2f}x"),
+    cols = [("method", "{}"), ("engine", "{}"), ("runner", "{}"), ("ms_per_token", "{:.2f}"), ("speedup_vs_ar", "{:.2f}x"),
             ("speedup_vs_hf_assisted", "{:.2f}x"), ("target_calls_per_token", "{:.2f}"),
             ("mean_accepted", "{:.2f}"), ("gflops_per_token", "{:.3f}")]  # fmt: skip
-    head = ["method", "engine", "ms/token", "vs AR", "vs HF assisted", "target calls/token", "mean accepted", "GFLOP/token"]
+    head = ["method", "engine", "runner", "ms/token", "vs AR", "vs HF assisted", "target calls/token", "mean accepted", "GFLOP/token"]
     body = [[fmt.format(r[c]) if r.get(c) is not None else "-" for c, fmt in cols] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
