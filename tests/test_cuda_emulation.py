@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from cuda_cases import DRAFT_CASES, VERIFY_CASES, case_id, draft_inputs, verify_inputs
+from cuda_toolchain import REPO, cuda_include
 from ops_cases import assert_close, make_verifier
 
 from sprinter_ext import ops
@@ -27,22 +28,13 @@ from sprinter_ext._rng import Stream
 from sprinter_ext.sampling import SamplingSettings, probs
 from sprinter_ext.verifier.model import FEATURES
 
-REPO = Path(__file__).resolve().parents[1]
 THREADS = 64
 _DTYPE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
-def _cuda_include() -> Path | None:
-    nvcc = shutil.which("nvcc")
-    candidates = [Path("/usr/local/cuda/include")]
-    if nvcc:
-        candidates.insert(0, Path(nvcc).resolve().parent.parent / "include")
-    return next((c for c in candidates if (c / "cuda_fp16.h").is_file()), None)
-
-
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory) -> Path:
-    gxx, inc = shutil.which("g++"), _cuda_include()
+    gxx, inc = shutil.which("g++"), cuda_include()
     if gxx is None or inc is None:
         pytest.skip("needs g++ and the CUDA toolkit headers (cuda_fp16.h) to build the emulation")
     exe = tmp_path_factory.mktemp("emu") / "emu"
