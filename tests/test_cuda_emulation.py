@@ -12,6 +12,7 @@ runs the real kernels where a GPU is present.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,7 +29,7 @@ from sprinter_ext._rng import Stream
 from sprinter_ext.sampling import SamplingSettings, probs
 from sprinter_ext.verifier.model import FEATURES
 
-THREADS = 64
+THREADS = int(os.environ.get("SPRINTER_EMU_THREADS", "64"))  # a multiple of 32; the GPU uses 1024
 _DTYPE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 

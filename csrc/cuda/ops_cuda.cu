@@ -158,11 +158,11 @@ __global__ void __launch_bounds__(kThreads)
   if (best.i >= V) best = Best{0.0f, 0, qrow[0]};  // unreachable: q sums to 1
   float sc = 0.0f;
   if (mlp.num_layers > 0) {
-    const float feat[3] = {
-        mlp.num_features > 0 ? (mlp.features[0] == 0 ? best.q : mlp.features[0] == 1 ? qmax : entropy) : 0.0f,
-        mlp.num_features > 1 ? (mlp.features[1] == 0 ? best.q : mlp.features[1] == 1 ? qmax : entropy) : 0.0f,
-        mlp.num_features > 2 ? (mlp.features[2] == 0 ? best.q : mlp.features[2] == 1 ? qmax : entropy) : 0.0f,
-    };
+    float feat[3] = {0.0f, 0.0f, 0.0f};  // codes: 0 q_token, 1 max_q, 2 entropy
+    for (int f = 0; f < mlp.num_features; ++f) {
+      const int code = mlp.features[f];
+      feat[f] = code == 0 ? best.q : code == 1 ? qmax : entropy;
+    }
     sc = verifier_score(mlp, hidden + row * D, D, feat, mlp_buf);
   }
   if (threadIdx.x == 0) {
