@@ -17,10 +17,17 @@ Backends: ``"torch"`` (the plain-PyTorch statement below: the spec, built from
 :func:`sprinter_ext.sampling.probs`, :mod:`sprinter_ext._rng` and the
 :class:`~sprinter_ext.verifier.model.Verifier`), ``"cpu"`` (C++ in csrc/ops_cpu.cpp,
 ``sprinter_ext._C``), ``"triton"`` (kernels/draft_sample.py, kernels/verify_tokens.py;
-CUDA, or CPU tensors under ``TRITON_INTERPRET=1``). ``"auto"`` picks triton for CUDA
-tensors and cpu otherwise. All backends give the same tokens, counts and accept flags
-(up to ties caused by float rounding, e.g. two race scores within an ulp) and
+CUDA, or CPU tensors under ``TRITON_INTERPRET=1``), ``"cuda"`` (CUDA C++ in
+csrc/cuda/ops_cuda.cu, ``sprinter_ext._C`` built against a CUDA torch; CUDA tensors).
+``"auto"`` picks cuda for CUDA tensors when ``sprinter_ext._C`` has the CUDA ops, else
+triton, and cpu for CPU tensors. All backends give the same tokens, counts and accept
+flags (up to ties caused by float rounding, e.g. two race scores within an ulp) and
 probabilities/scores equal to float32 rounding.
+
+NOTE: the triton and cuda backends never synchronise with the host. Where the torch
+and cpu backends raise NonFiniteLogitsError, they return a flagged row instead
+(draft: token -1, q_token 0, score 0, accept False; verify: num_accepted -1 and a row
+of -1); the caller checks for it when it reads the results anyway.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from .verifier.model import FEATURES, Verifier
 
 __all__ = ["DraftSample", "VerifyResult", "draft_sample", "verify_tokens", "BACKENDS"]
 
-BACKENDS = ("auto", "torch", "cpu", "triton")
+BACKENDS = ("auto", "torch", "cpu", "triton", "cuda")
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 _MODES = ("sd", "race")
 
@@ -101,13 +108,32 @@ def _stream(stream) -> int:
     return int(stream)
 
 
+def _has_cuda_ops() -> bool:
+    """Whether sprinter_ext._C was built with the CUDA fused ops (a CUDA build of torch)."""
+    try:
+        from . import _native as native
+    except ImportError:
+        return False
+    return hasattr(native._C, "draft_sample_cuda")
+
+
 def _backend(backend, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" else "cpu"
+        if device.type == "cuda":
+            return "cuda" if _has_cuda_ops() else "triton"
+        return "cpu"
     if backend == "cpu" and device.type != "cpu":
-        raise ValueError(f"backend='cpu' needs CPU tensors, got device {device}; use 'auto' or 'triton'")
+        raise ValueError(f"backend='cpu' needs CPU tensors, got device {device}; use 'auto' or 'cuda'")
+    if backend == "cuda":
+        if device.type != "cuda":
+            raise ValueError(f"backend='cuda' needs CUDA tensors, got device {device}; use 'auto' or 'cpu'")
+        if not _has_cuda_ops():
+            raise ValueError(
+                "backend='cuda' needs sprinter_ext._C built against a CUDA torch (this build has no CUDA "
+                "ops); use 'triton', or rebuild with `pip install --no-build-isolation -e .`"
+            )
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
         raise ValueError(
             f"backend='triton' needs CUDA tensors (got device {device}); to run it on CPU set "
@@ -143,7 +169,7 @@ _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _verifier_layers(verifier: Verifier, device: torch.device, backend: str):
     """verifier.layers in the backend's form, cached per verifier, device and parameter version.
 
-    cpu: [(W [out, in], b [out]) float32 contiguous]; triton: the packed buffers of
+    cpu, cuda: [(W [out, in], b [out]) float32 contiguous]; triton: the packed buffers of
     kernels/draft_sample.py (pack_layers).
     """
     key = (device, backend, tuple((w.data_ptr(), w._version, b.data_ptr(), b._version) for w, b in verifier.layers))
@@ -194,8 +220,8 @@ def draft_sample(
         Draft logits, shape ``[B, V]``, float32, float16 or bfloat16 (computed in
         float32). ``-inf`` marks a masked token; NaN/+inf raise
         :class:`~sprinter_ext.errors.NonFiniteLogitsError` (torch and cpu backends;
-        the triton backend does not synchronise, it returns token ``-1``, q_token 0,
-        score 0 and accept False for such a row).
+        the triton and cuda backends do not synchronise, they return token ``-1``,
+        q_token 0, score 0 and accept False for such a row).
     hidden : torch.Tensor
         The draft's last hidden state per row, shape ``[B, D]``, same float dtypes.
     position : torch.Tensor
@@ -208,7 +234,7 @@ def draft_sample(
         Noise stream of the race: ``Stream.DRAFT`` for sd, ``Stream.TARGET`` for ersd.
     verifier : Verifier, optional
         When given (``input_size == D``), ``score`` and ``accept`` are filled.
-    backend : {"auto", "torch", "cpu", "triton"}
+    backend : {"auto", "torch", "cpu", "triton", "cuda"}
 
     Returns
     -------
@@ -247,12 +273,14 @@ def draft_sample(
         return _draft_sample_torch(logits, hidden, position, seed, s, stream, verifier)
     layers = _verifier_layers(verifier, dev, backend) if verifier is not None else []
     codes = _feature_codes(verifier) if verifier is not None else []
-    if backend == "cpu":
-        token, q, q_token, score, bad = _native().draft_sample_cpu(
+    if backend in ("cpu", "cuda"):
+        native = _native()
+        fn = native.draft_sample_cpu if backend == "cpu" else native.draft_sample_cuda
+        token, q, q_token, score, bad = fn(
             logits, hidden.float(), position, seed, stream, float(s.temperature), s.top_k, float(s.top_p),
             [w for w, _ in layers], [b for _, b in layers], codes,
         )  # fmt: skip
-        if bool(bad.any()):
+        if backend == "cpu" and bool(bad.any()):  # cuda: no host sync, the row is flagged (see top)
             _raise_non_finite()
     else:
         from .kernels.draft_sample import draft_sample_triton, pack_layers
@@ -263,7 +291,8 @@ def draft_sample(
         )
     if verifier is None:
         return DraftSample(token, q, q_token, None, None)
-    return DraftSample(token, q, q_token, score, score >= verifier.threshold)
+    # token -1 (a flagged row of triton/cuda) is never accepted, whatever the threshold
+    return DraftSample(token, q, q_token, score, (score >= verifier.threshold) & (token >= 0))
 
 
 def _raise_non_finite():
@@ -335,15 +364,15 @@ def verify_tokens(
     temperature, top_k, top_p : float, int, float
         The target's sampling settings.
     mode : {"sd", "race"}
-    backend : {"auto", "torch", "cpu", "triton"}
+    backend : {"auto", "torch", "cpu", "triton", "cuda"}
 
     Returns
     -------
     VerifyResult
         ``tokens [B, n + 1]`` int64: the accepted draft tokens, then the recovered or
         bonus token, then -1 padding; ``num_accepted [B]`` int64. NaN/+inf target
-        logits raise NonFiniteLogitsError (torch, cpu); the triton backend returns
-        ``num_accepted = -1`` and a row of -1 instead (no host sync).
+        logits raise NonFiniteLogitsError (torch, cpu); the triton and cuda backends
+        return ``num_accepted = -1`` and a row of -1 instead (no host sync).
 
     Examples
     --------
@@ -380,12 +409,14 @@ def verify_tokens(
 
     if backend == "torch":
         return _verify_tokens_torch(target_logits, draft_probs, draft_tokens, start_position, seed, s, mode)
-    if backend == "cpu":
-        tokens, num, bad = _native().verify_tokens_cpu(
+    if backend in ("cpu", "cuda"):
+        native = _native()
+        fn = native.verify_tokens_cpu if backend == "cpu" else native.verify_tokens_cuda
+        tokens, num, bad = fn(
             target_logits, draft_probs, draft_tokens, start_position, seed,
             float(s.temperature), s.top_k, float(s.top_p), mode == "sd",
         )  # fmt: skip
-        if bool(bad.any()):
+        if backend == "cpu" and bool(bad.any()):  # cuda: no host sync, the row is flagged (see top)
             _raise_non_finite()
         return VerifyResult(tokens, num)
     from .kernels.verify_tokens import verify_tokens_triton

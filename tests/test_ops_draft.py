@@ -184,6 +184,8 @@ def test_bad_tensors_raise_named_errors(mutate, exc, match):
 def test_bad_arguments_raise_named_errors():
     logits, hidden, pos = _ok()
     with pytest.raises(ValueError, match="backend must be one of"):
+        ops.draft_sample(logits, hidden, pos, seed=0, backend="gpu")
+    with pytest.raises(ValueError, match="backend='cuda' needs CUDA tensors"):
         ops.draft_sample(logits, hidden, pos, seed=0, backend="cuda")
     with pytest.raises(ValueError, match="seed must be in"):
         ops.draft_sample(logits, hidden, pos, seed=-1)
