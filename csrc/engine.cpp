@@ -11,9 +11,48 @@
 #include <stdexcept>
 
 #include "ops_cpu.h"
+#ifdef SPRINTER_WITH_CUDA
+#include "cuda/ops_cuda_torch.h"
+#endif
 
 namespace sprinter {
 namespace engine {
+namespace {
+
+// The fused ops on the logits' device: the C++ twins on CPU, the CUDA kernels on CUDA
+// (csrc/cuda/ops_cuda_torch.h, same signatures; their status stays on the device).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sample_on(
+    const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, uint64_t seed,
+    uint32_t stream, double temperature, int64_t top_k, double top_p, const std::vector<at::Tensor>& weights,
+    const std::vector<at::Tensor>& biases, const std::vector<int64_t>& features) {
+  if (logits.is_cuda()) {
+#ifdef SPRINTER_WITH_CUDA
+    return cuda::draft_sample(logits, hidden, position, seed, stream, temperature, top_k, top_p, weights, biases,
+                              features);
+#else
+    throw std::invalid_argument("the native loop got CUDA logits, but this build of sprinter_ext._C has no CUDA");
+#endif
+  }
+  return cpu::draft_sample(logits, hidden, position, seed, stream, temperature, top_k, top_p, weights, biases,
+                           features);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> verify_tokens_on(
+    const at::Tensor& target_logits, const at::Tensor& draft_probs, const at::Tensor& draft_tokens,
+    const at::Tensor& start_position, uint64_t seed, double temperature, int64_t top_k, double top_p, bool sd) {
+  if (target_logits.is_cuda()) {
+#ifdef SPRINTER_WITH_CUDA
+    return cuda::verify_tokens(target_logits, draft_probs, draft_tokens, start_position, seed, temperature, top_k,
+                               top_p, sd);
+#else
+    throw std::invalid_argument("the native loop got CUDA logits, but this build of sprinter_ext._C has no CUDA");
+#endif
+  }
+  return cpu::verify_tokens(target_logits, draft_probs, draft_tokens, start_position, seed, temperature, top_k,
+                            top_p, sd);
+}
+
+}  // namespace
 
 Method parse_method(const std::string& name) {
   if (name == "ar") return Method::AR;
@@ -82,11 +121,13 @@ Generation::Sampled Generation::sample(const at::Tensor& logits, const at::Tenso
   at::Tensor pos = at::tensor({position}, at::TensorOptions().dtype(at::kLong).device(dev));
   static const std::vector<at::Tensor> kNone;
   static const std::vector<int64_t> kNoFeatures;
-  auto [token, q, q_token, score, status] = cpu::draft_sample(
+  auto [token_d, q, q_token, score_d, status_d] = draft_sample_on(
       logits.unsqueeze(0), h, pos, seed_, stream, cfg_.temperature, cfg_.top_k, cfg_.top_p,
       with_verifier ? cfg_.verifier_weights : kNone, with_verifier ? cfg_.verifier_biases : kNone,
       with_verifier ? cfg_.verifier_features : kNoFeatures);
-  if (status.data_ptr<int8_t>()[0] != 0) {
+  // The decision buffers only (3 scalars) come back to the host; q stays on the device.
+  const at::Tensor token = token_d.cpu(), score = score_d.cpu(), status = status_d.cpu();
+  if (status.data_ptr<int8_t>()[0] != 0 || token.data_ptr<int64_t>()[0] < 0) {
     throw NonFiniteLogits(
         "the model produced NaN/inf logits; generation stopped without output. "
         "Check the weights, the dtype (fp16 overflow?) and the inputs");
@@ -133,9 +174,10 @@ std::vector<int64_t> Generation::check(const std::vector<int64_t>& drafts, const
   const auto opts = at::TensorOptions().dtype(at::kLong).device(logits.device());
   at::Tensor x = at::tensor(drafts, opts).view({1, static_cast<int64_t>(drafts.size())});
   at::Tensor start = at::tensor({position() + offset}, opts);
-  auto [tokens, num, status] = cpu::verify_tokens(logits.unsqueeze(0), q.unsqueeze(0), x, start, seed_,
-                                                  cfg_.temperature, cfg_.top_k, cfg_.top_p, sd);
-  if (status.data_ptr<int8_t>()[0] != 0) {
+  auto [tokens_d, num_d, status_d] = verify_tokens_on(logits.unsqueeze(0), q.unsqueeze(0), x, start, seed_,
+                                                       cfg_.temperature, cfg_.top_k, cfg_.top_p, sd);
+  const at::Tensor tokens = tokens_d.cpu(), num = num_d.cpu(), status = status_d.cpu();
+  if (status.data_ptr<int8_t>()[0] != 0 || num.data_ptr<int64_t>()[0] < 0) {
     throw NonFiniteLogits(
         "the model produced NaN/inf logits; generation stopped without output. "
         "Check the weights, the dtype (fp16 overflow?) and the inputs");

@@ -39,10 +39,17 @@ def _native_available() -> bool:
     return True
 
 
+def _has_cuda_ops() -> bool:
+    from .ops import _has_cuda_ops as has
+
+    return has()
+
+
 def _pick_engine(engine: str, method: str, device: torch.device) -> str:
     """auto: the native loop where it runs (built, CPU, its methods), else fused, else reference."""
     built = _native_available()
-    native_ok = built and method in NATIVE_METHODS and device.type == "cpu"
+    on_device = device.type == "cpu" or (device.type == "cuda" and built and _has_cuda_ops())
+    native_ok = built and method in NATIVE_METHODS and on_device
     if engine == "auto":
         return "native" if native_ok else ("fused" if built else "reference")
     if engine == "native" and not native_ok:
@@ -51,7 +58,7 @@ def _pick_engine(engine: str, method: str, device: torch.device) -> str:
         elif method not in NATIVE_METHODS:
             why = f"it runs {list(NATIVE_METHODS)}, not {method!r}"
         else:
-            why = f"it drives CPU models only for now, and this pair is on {device}"
+            why = f"this build has no CUDA ops for a pair on {device} (rebuild against a CUDA torch)"
         raise ValueError(f"engine='native' is not available: {why}; use engine='fused' or 'auto'")
     if engine == "fused" and not built:
         raise ValueError("engine='fused' needs the compiled extension sprinter_ext._C; build it or use 'reference'")
@@ -214,9 +221,21 @@ class Decoder:
         reasons = [r for r in map(native.unsupported_reason, models) if r] if _native_available() else ["not built"]
         if runner == "native" and reasons:
             raise ValueError(f"runner='native' cannot run this pair: {reasons[0]}; use runner='python'")
-        if runner == "native" or (self.engine == "native" and not reasons):
+        if not (runner == "native" or (self.engine == "native" and not reasons)):
+            return ModelRunner
+        if self.pair.device.type != "cuda":
             return native.native_runner
-        return ModelRunner
+        # CUDA: one captured graph per forward length the loop uses most (a draft step, the
+        # draft catching up on 2 tokens, the target verifying k drafts); others run eagerly.
+        # Captured here, once per Decoder.
+        lengths = sorted({1, 2, self.k + 1})
+        from .models.runner import resolve_max_len
+
+        def graphed(model, max_len):
+            max_len = resolve_max_len(model, max_len)
+            return native.cuda_graph_runner(model, [n for n in lengths if n <= max_len], max_len)
+
+        return graphed
 
     def _native_runners(self):
         from . import _native
@@ -255,7 +274,8 @@ class Decoder:
 
         o, st = self._options, self.settings
         verifier = o.get("verifier")
-        layers = _verifier_layers(verifier, self.pair.device, "cpu") if verifier is not None else []
+        backend = "cuda" if self.pair.device.type == "cuda" else "cpu"
+        layers = _verifier_layers(verifier, self.pair.device, backend) if verifier is not None else []
         g = _native._C.Generation(
             self._native[0], self._native[1], self.method, self.k, float(st.temperature), st.top_k,
             float(st.top_p), sorted(self._eos), [w for w, _ in layers], [b for _, b in layers],

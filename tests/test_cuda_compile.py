@@ -46,9 +46,13 @@ def test_cu_sources_compile_for_sm90(tmp_path, source):
 
 
 @needs_gxx
-@pytest.mark.parametrize("source", ["cuda/ops_cuda_torch.cpp", "bindings.cpp"])
+@pytest.mark.parametrize(
+    "source", ["cuda/ops_cuda_torch.cpp", "bindings.cpp", "engine.cpp", "cuda/graph_model.cpp", "native_model_py.cpp"]
+)
 def test_torch_side_sources_parse_with_cuda(tmp_path, source):
-    extra = python_includes() if source == "bindings.cpp" else []
+    """Everything compiled only with SPRINTER_WITH_CUDA: the ops' wrapper, the bindings, the
+    native loop's CUDA dispatch, and the CUDA-graph runner."""
+    extra = python_includes() if source in ("bindings.cpp", "native_model_py.cpp") else []
     cmd = ["g++", *GXX_FLAGS, *torch_includes(tmp_path), "-isystem", str(cuda_include()), *extra,
            "-I", "csrc", f"csrc/{source}"]  # fmt: skip
     err = _run(cmd)
@@ -57,6 +61,7 @@ def test_torch_side_sources_parse_with_cuda(tmp_path, source):
 
 def test_cuda_sources_are_built_by_cmake():
     cmake = (REPO / "CMakeLists.txt").read_text()
-    for src in ("csrc/cuda/ops_cuda.cu", "csrc/cuda/ops_cuda_torch.cpp", "csrc/cuda/philox_cuda.cu"):
+    for src in ("csrc/cuda/ops_cuda.cu", "csrc/cuda/ops_cuda_torch.cpp", "csrc/cuda/philox_cuda.cu",
+                "csrc/cuda/graph_model.cpp"):
         assert src in cmake
     assert "use_fast_math" not in cmake  # the kernels rely on IEEE division and precise expf/logf
