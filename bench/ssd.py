@@ -165,12 +165,13 @@ def run(pair, args) -> dict:
                            new_tokens=sum(s["new_tokens"] for s in st))  # fmt: skip
                 if VARIANTS[name][0] == "ssd":
                     wall = sum(s["wall_s"] for s in st)
+                    rounds = sum(s["rounds"] for s in st)
                     row.update(
                         hit_rate=sum(s["ssd_hits"] for s in st) / lookups if lookups else 0.0,
                         target_waited_frac=sum(s["target_waited_s"] for s in st) / wall,
                         jit_draft_frac=sum(s["jit_draft_s"] for s in st) / wall,
-                        branches_per_round=sum(s["spec_branches"] for s in st) / sum(s["rounds"] for s in st),
-                        spec_draft_steps_per_round=sum(s["spec_draft_steps"] for s in st) / sum(s["rounds"] for s in st),
+                        branches_per_round=sum(s["spec_branches"] for s in st) / rounds,
+                        spec_draft_steps_per_round=sum(s["spec_draft_steps"] for s in st) / rounds,
                     )  # fmt: skip
                     if VARIANTS[name][1].get("saguaro_c", 1.0) == 1.0:
                         row["same_tokens_as_sd"] = sum(a.tokens == b.tokens for a, b in zip(rs, per["sd"])) / len(rs)
@@ -179,7 +180,8 @@ def run(pair, args) -> dict:
     return dict(rows=rows, prompts=len(ps))
 
 
-COLS = [("temperature", "t", "{:g}"), ("k", "k", "{}"), ("variant", "variant", "{}"), ("ms_per_token", "ms/tok", "{:.1f}"),
+COLS = [("temperature", "t", "{:g}"), ("k", "k", "{}"), ("variant", "variant", "{}"),
+        ("ms_per_token", "ms/tok", "{:.1f}"),
         ("vs_sd", "vs sync SD", "{:.2f}x"), ("hit_rate", "hit rate", "{:.2f}"), ("mean_accepted", "mean acc", "{:.2f}"),
         ("target_waited_frac", "target waited", "{:.0%}"), ("jit_draft_frac", "JIT draft", "{:.0%}"),
         ("branches_per_round", "branches/round", "{:.1f}"), ("same_tokens_as_sd", "= sd tokens", "{:.0%}")]  # fmt: skip
