@@ -138,9 +138,9 @@ class Decoder:
     pair : ModelPair
         From :func:`sprinter_ext.load_pair`.
     method : str
-        One of ``sprinter_ext.METHODS``: "ar", "sd", "ersd", "sprinter".
+        One of ``sprinter_ext.METHODS``: "ar", "sd", "ersd", "sprinter", "ssd".
     k : int
-        Draft tokens per round (sd, ersd).
+        Draft tokens per round (sd, ersd, ssd).
     temperature, top_k, top_p : sampling settings, applied to target and draft alike;
         temperature 0 is greedy.
     engine : "auto", "reference", "fused" or "native"
@@ -163,6 +163,9 @@ class Decoder:
     **method_options
         sprinter: ``verifier`` (default: the pair's), ``threshold`` (default: the
         verifier's), ``max_run=20``, ``verify="flagged"`` or ``"all"``.
+        ssd: ``budget=4``, ``saguaro_c=1.0``, ``fanout=None``, ``accept_rate=None``, ``r=None``,
+        ``stop_early=True``, ``pin=True`` (see :func:`sprinter_ext.methods.ssd.options`);
+        engine "fused" runs the draft on its own thread, "reference" sequentially.
     """
 
     def __init__(

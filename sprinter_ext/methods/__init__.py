@@ -8,8 +8,8 @@ and ``lookahead(opts, k) -> int`` (most tokens a round drafts; default k). See
 
 from __future__ import annotations
 
-from . import ar, ersd, sd, sprinter
+from . import ar, ersd, sd, sprinter, ssd
 
-METHODS = {"ar": ar, "sd": sd, "ersd": ersd, "sprinter": sprinter}
+METHODS = {"ar": ar, "sd": sd, "ersd": ersd, "sprinter": sprinter, "ssd": ssd}
 
 __all__ = ["METHODS"]

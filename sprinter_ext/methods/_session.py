@@ -87,6 +87,8 @@ class Session:
     rounds: int = 0
     counters: dict = field(default_factory=dict)  # method-specific stats, merged into res.stats
     fused: bool = False  # engine="fused": sample() and check() run sprinter_ext.ops (C++/Triton)
+    end: int = 0  # len(seq) at which run() stops (prompt + max_new_tokens; EOS may stop it sooner)
+    state: dict = field(default_factory=dict)  # a method's per-generation scratch (ssd: its speculation cache)
 
     @property
     def position(self) -> int:
@@ -188,6 +190,7 @@ def run(
 ) -> Iterator[list[int]]:
     """Drive rounds until max_new_tokens or EOS; yields each round's committed tokens."""
     prompt = session.seq
+    session.end = len(prompt) + max_new_tokens
     session.target.prefill(prompt[:-1])
     if session.draft is not None:
         session.draft.prefill(prompt[:-1])

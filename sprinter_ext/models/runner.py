@@ -7,6 +7,9 @@ The protocol every engine drives (DESIGN.md, "models/"):
     runner.extend(tokens)     n tokens -> (logits [n, V], hidden [n, D]), one forward
     runner.truncate(length)   roll the cache back to its first `length` tokens
     runner.length             tokens currently in the cache
+    runner.snapshot(start, end) / runner.restore(start, snap)
+                              copy KV entries [start, end) out / back in (methods/ssd.py keeps
+                              several speculated continuations of one prefix this way)
 
 The cache is a transformers ``StaticCache`` allocated once for ``max_len``
 tokens; every forward writes at explicit ``cache_position``s and attends through
@@ -110,7 +113,51 @@ class ModelRunner:
             raise ValueError(f"cannot truncate to {length}: the cache holds {self.length} tokens")
         self._set_length(length)
 
+    @torch.inference_mode()
+    def snapshot(self, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Copies of the cached keys and values of positions [start, end), one pair per layer.
+
+        Each tensor is ``[1, heads, end - start, head_dim]`` (a clone: later forwards do not
+        change it). ``0 <= start <= end <= length``.
+        """
+        for name, v in (("start", start), ("end", end)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+        if not 0 <= start <= end <= self.length:
+            raise ValueError(f"cannot snapshot [{start}, {end}): the cache holds {self.length} tokens")
+        return [(layer.keys[:, :, start:end].clone(), layer.values[:, :, start:end].clone())
+                for layer in self._layers()]  # fmt: skip
+
+    def restore(self, start: int, snap: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Write a :meth:`snapshot` back at positions [start, start + n); the cache then holds
+        exactly start + n tokens (later entries are dropped, as by :meth:`truncate`).
+
+        The restored entries are bitwise the snapshot's, so the next forward sees the same
+        cache as the one that followed the snapshotted computation. ``0 <= start <= length``.
+        """
+        if isinstance(start, bool) or not isinstance(start, int):
+            raise TypeError(f"start must be an int, got {type(start).__name__}")
+        layers = self._layers()
+        if not isinstance(snap, list) or len(snap) != len(layers):
+            raise ValueError(f"snap must be a snapshot of this runner ({len(layers)} layers)")
+        n = snap[0][0].shape[2] if snap else 0
+        if not 0 <= start <= self.length or start + n > self.max_len:
+            raise ValueError(
+                f"cannot restore {n} entries at {start}: the cache holds {self.length} of {self.max_len} tokens"
+            )
+        with torch.inference_mode():
+            for layer, (k, v) in zip(layers, snap):
+                layer.keys[:, :, start : start + n].copy_(k)
+                layer.values[:, :, start : start + n].copy_(v)
+        self._set_length(start + n)
+
     # -- internals ------------------------------------------------------------------
+
+    def _layers(self):
+        layers = self._cache.layers
+        if not all(getattr(layer, "is_initialized", False) for layer in layers):
+            raise RuntimeError("the KV cache is empty: prefill() the runner before snapshot/restore")
+        return layers
 
     def _set_length(self, length: int) -> None:
         # NOTE: transformers' StaticLayer writes new keys/values at its own
