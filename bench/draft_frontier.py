@@ -30,6 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sprinter_ext.bench import cpu_name  # noqa: E402
 from sprinter_ext.models.default_pair import load_default_target  # noqa: E402
 from sprinter_ext.models.smol_draft import (  # noqa: E402
     assemble_draft,
@@ -46,13 +47,9 @@ MAX_LEN = 128
 
 def cpu_info() -> dict:
     info = {"machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["model_name"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = cpu_name()
+    if name:
+        info["model_name"] = name
     return info
 
 

@@ -30,22 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sprinter_ext  # noqa: E402
+from sprinter_ext.bench import cpu_name  # noqa: E402
 from sprinter_ext.models.native import native_runner  # noqa: E402
 from sprinter_ext.models.runner import ModelRunner  # noqa: E402
 from sprinter_ext.models.tiny import tiny_model  # noqa: E402
 
 BLOCK = 25  # calls per runner before switching to the other
 EXTEND = 5
-
-
-def cpu_name() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def quantiles(xs: list[float]) -> dict:

@@ -24,6 +24,7 @@ import torch
 
 from sprinter_ext import ops
 from sprinter_ext._rng import Stream
+from sprinter_ext.bench import cpu_name
 from sprinter_ext.sampling import SamplingSettings, probs
 from sprinter_ext.verifier.model import Verifier
 
@@ -92,13 +93,7 @@ def test_verify_tokens(benchmark, config, mode, backend):
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name() or platform.processor() or platform.machine()
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -242,6 +242,22 @@ py::dict build_info() {
   return info;
 }
 
+// The fused ops' twins (CPU, CUDA) share one Python signature each; the GIL is
+// released while they run.
+template <class Fn>
+void def_draft_sample(py::module_& m, const char* name, Fn fn, const char* doc) {
+  m.def(name, fn, py::call_guard<py::gil_scoped_release>(), py::arg("logits"), py::arg("hidden"),
+        py::arg("position"), py::arg("seed"), py::arg("stream"), py::arg("temperature"), py::arg("top_k"),
+        py::arg("top_p"), py::arg("weights"), py::arg("biases"), py::arg("features"), doc);
+}
+
+template <class Fn>
+void def_verify_tokens(py::module_& m, const char* name, Fn fn, const char* doc) {
+  m.def(name, fn, py::call_guard<py::gil_scoped_release>(), py::arg("target_logits"), py::arg("draft_probs"),
+        py::arg("draft_tokens"), py::arg("start_position"), py::arg("seed"), py::arg("temperature"),
+        py::arg("top_k"), py::arg("top_p"), py::arg("sd"), doc);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -265,70 +281,25 @@ PYBIND11_MODULE(_C, m) {
         py::arg("stream"), py::arg("n"),
         "u(seed, positions[b], stream, index) -> float32 [B, n] on positions' device.");
 
-  m.def(
-      "draft_sample_cpu",
-      [](const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, uint64_t seed,
-         uint32_t stream, double temperature, int64_t top_k, double top_p,
-         const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
-         const std::vector<int64_t>& features) {
-        py::gil_scoped_release no_gil;
-        return sprinter::cpu::draft_sample(logits, hidden, position, seed, stream, temperature, top_k,
-                                           top_p, weights, biases, features);
-      },
-      py::arg("logits"), py::arg("hidden"), py::arg("position"), py::arg("seed"), py::arg("stream"),
-      py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("weights"),
-      py::arg("biases"), py::arg("features"),
-      "CPU twin of sprinter_ext.ops.draft_sample (inputs checked there): returns (token [B] int64, "
-      "probs [B, V] f32, q_token [B] f32, score [B] f32, status [B] int8; 1 = non-finite logits).");
-
-  m.def(
-      "verify_tokens_cpu",
-      [](const at::Tensor& target_logits, const at::Tensor& draft_probs, const at::Tensor& draft_tokens,
-         const at::Tensor& start_position, uint64_t seed, double temperature, int64_t top_k,
-         double top_p, bool sd) {
-        py::gil_scoped_release no_gil;
-        return sprinter::cpu::verify_tokens(target_logits, draft_probs, draft_tokens, start_position,
-                                            seed, temperature, top_k, top_p, sd);
-      },
-      py::arg("target_logits"), py::arg("draft_probs"), py::arg("draft_tokens"),
-      py::arg("start_position"), py::arg("seed"), py::arg("temperature"), py::arg("top_k"),
-      py::arg("top_p"), py::arg("sd"),
-      "CPU twin of sprinter_ext.ops.verify_tokens (inputs checked there): returns (tokens [B, n+1] "
-      "int64 padded with -1, num_accepted [B] int64, status [B] int8; 1 = non-finite logits).");
-
+  def_draft_sample(m, "draft_sample_cpu", &sprinter::cpu::draft_sample,
+                   "CPU twin of sprinter_ext.ops.draft_sample (inputs checked there): returns (token [B] "
+                   "int64, probs [B, V] f32, q_token [B] f32, score [B] f32, status [B] int8; 1 = "
+                   "non-finite logits).");
+  def_verify_tokens(m, "verify_tokens_cpu", &sprinter::cpu::verify_tokens,
+                    "CPU twin of sprinter_ext.ops.verify_tokens (inputs checked there): returns (tokens "
+                    "[B, n+1] int64 padded with -1, num_accepted [B] int64, status [B] int8; 1 = "
+                    "non-finite logits).");
 #ifdef SPRINTER_WITH_CUDA
-  m.def(
-      "draft_sample_cuda",
-      [](const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, uint64_t seed,
-         uint32_t stream, double temperature, int64_t top_k, double top_p,
-         const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
-         const std::vector<int64_t>& features) {
-        py::gil_scoped_release no_gil;
-        return sprinter::cuda::draft_sample(logits, hidden, position, seed, stream, temperature, top_k,
-                                            top_p, weights, biases, features);
-      },
-      py::arg("logits"), py::arg("hidden"), py::arg("position"), py::arg("seed"), py::arg("stream"),
-      py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("weights"),
-      py::arg("biases"), py::arg("features"),
-      "CUDA twin of sprinter_ext.ops.draft_sample (inputs checked there), on the current stream, "
-      "without a host sync: returns (token [B] int64, probs [B, V] f32, q_token [B] f32, score [B] "
-      "f32, status [B] int8; 1 = non-finite logits, then token -1, q_token 0, score 0).");
-
-  m.def(
-      "verify_tokens_cuda",
-      [](const at::Tensor& target_logits, const at::Tensor& draft_probs, const at::Tensor& draft_tokens,
-         const at::Tensor& start_position, uint64_t seed, double temperature, int64_t top_k,
-         double top_p, bool sd) {
-        py::gil_scoped_release no_gil;
-        return sprinter::cuda::verify_tokens(target_logits, draft_probs, draft_tokens, start_position,
-                                             seed, temperature, top_k, top_p, sd);
-      },
-      py::arg("target_logits"), py::arg("draft_probs"), py::arg("draft_tokens"),
-      py::arg("start_position"), py::arg("seed"), py::arg("temperature"), py::arg("top_k"),
-      py::arg("top_p"), py::arg("sd"),
-      "CUDA twin of sprinter_ext.ops.verify_tokens (inputs checked there), on the current stream, "
-      "without a host sync: returns (tokens [B, n+1] int64 padded with -1, num_accepted [B] int64, "
-      "status [B] int8; 1 = non-finite logits, then num_accepted -1 and a row of -1).");
+  def_draft_sample(m, "draft_sample_cuda", &sprinter::cuda::draft_sample,
+                   "CUDA twin of sprinter_ext.ops.draft_sample (inputs checked there), on the current "
+                   "stream, without a host sync: returns (token [B] int64, probs [B, V] f32, q_token [B] "
+                   "f32, score [B] f32, status [B] int8; 1 = non-finite logits, then token -1, q_token 0, "
+                   "score 0).");
+  def_verify_tokens(m, "verify_tokens_cuda", &sprinter::cuda::verify_tokens,
+                    "CUDA twin of sprinter_ext.ops.verify_tokens (inputs checked there), on the current "
+                    "stream, without a host sync: returns (tokens [B, n+1] int64 padded with -1, "
+                    "num_accepted [B] int64, status [B] int8; 1 = non-finite logits, then num_accepted -1 "
+                    "and a row of -1).");
 #endif
 
   m.attr("MAX_N") = py::int_(kMaxN);

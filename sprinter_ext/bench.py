@@ -147,6 +147,17 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
 
 
+def cpu_name() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (None where there is none, e.g. not Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def environment() -> dict:
     import transformers
 

@@ -293,9 +293,6 @@ class Decoder:
         out = g.stats()
         if self.method != "sprinter":
             del out["flagged_runs"], out["unchecked"]
-        if self._draft is None:
-            for key in ("draft_calls", "draft_fed", "draft_attended"):
-                out[key] = 0
         stats.update(out, wall_s=time.perf_counter() - t0, method=self.method, engine=self.engine, runner=self.runner)
 
     def _rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:

@@ -42,11 +42,11 @@ def exact_joint(target, settings: SamplingSettings) -> torch.Tensor:
     return p1[:, None] * p2
 
 
-def sample_counts(pair, method, settings, k=2, engine="auto", **options) -> torch.Tensor:
+def sample_counts(pair, method, settings, k=2, engine="auto", seeds=SEEDS, **options) -> torch.Tensor:
     dec = sprinter_ext.Decoder(pair, method, k=k, eos_token_id=None, temperature=settings.temperature,
                                top_k=settings.top_k, top_p=settings.top_p, engine=engine, **options)  # fmt: skip
     counts = torch.zeros(V, V, dtype=torch.float64)
-    for seed in range(SEEDS):
+    for seed in range(seeds):
         t1, t2 = dec.generate(PROMPT, max_new_tokens=2, seed=seed).tokens
         counts[t1, t2] += 1
     return counts

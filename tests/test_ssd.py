@@ -10,8 +10,7 @@ import threading
 
 import pytest
 import torch
-from stats_helpers import ALPHA, SETTINGS, V, exact_joint, g_test_pvalue, small_pair
-from stats_helpers import PROMPT as STATS_PROMPT
+from stats_helpers import ALPHA, SETTINGS, exact_joint, g_test_pvalue, sample_counts, small_pair
 
 import sprinter_ext
 from sprinter_ext.methods import _ssd_spec as spec
@@ -332,20 +331,10 @@ def small():
     return small_pair()
 
 
-def sample_counts(pair, method, settings, k=2, engine="reference", **options) -> torch.Tensor:
-    dec = sprinter_ext.Decoder(pair, method, k=k, eos_token_id=None, temperature=settings.temperature,
-                               top_k=settings.top_k, top_p=settings.top_p, engine=engine, **options)  # fmt: skip
-    counts = torch.zeros(V, V, dtype=torch.float64)
-    for seed in range(SSD_SEEDS):
-        t1, t2 = dec.generate(STATS_PROMPT, max_new_tokens=2, seed=seed).tokens
-        counts[t1, t2] += 1
-    return counts
-
-
 @pytest.mark.parametrize("c,name", [(1.0, "t1"), (0.5, "t1"), (0.5, "topk_topp"), (0.0, "t1")])
 def test_output_distribution_is_the_targets(small, c, name):
     settings = SETTINGS[name]
-    counts = sample_counts(small, "ssd", settings, 2, engine="reference", saguaro_c=c, budget=2)
+    counts = sample_counts(small, "ssd", settings, 2, engine="reference", seeds=SSD_SEEDS, saguaro_c=c, budget=2)
     p = g_test_pvalue(counts, exact_joint(small.target, settings))
     assert p > ALPHA, f"ssd C={c} {name}: G-test p={p:.2e}"
 
@@ -361,7 +350,7 @@ def test_the_test_has_power_against_saguaro_bugs(small, monkeypatch):
 
     monkeypatch.setattr(spec, "draft", wrong)
     settings = SETTINGS["t1"]
-    counts = sample_counts(small, "ssd", settings, 2, engine="reference", saguaro_c=0.0, budget=2)
+    counts = sample_counts(small, "ssd", settings, 2, engine="reference", seeds=SSD_SEEDS, saguaro_c=0.0, budget=2)
     p = g_test_pvalue(counts, exact_joint(small.target, settings))
     assert p < ALPHA, f"the biased ssd passed (p={p:.2e}): the test has no power"
 
@@ -369,5 +358,5 @@ def test_the_test_has_power_against_saguaro_bugs(small, monkeypatch):
 def test_the_test_has_power_against_the_residual_bug(small, monkeypatch):
     monkeypatch.setattr(sd_module, "residual", lambda p, q: p)
     settings = SETTINGS["t1"]
-    counts = sample_counts(small, "ssd", settings, 2, engine="reference", budget=2)
+    counts = sample_counts(small, "ssd", settings, 2, engine="reference", seeds=SSD_SEEDS, budget=2)
     assert g_test_pvalue(counts, exact_joint(small.target, settings)) < ALPHA
