@@ -16,6 +16,7 @@ import triton.language as tl
 
 from ._sampling import _keep_block, _load_x, _p_block, _row_cuts, _row_max, _row_sum, _uniform
 from ._sampling import block_size, seed_words
+from ..errors import InvalidArgumentError
 
 __all__ = ["draft_sample_triton"]
 
@@ -154,7 +155,7 @@ def pack_layers(layers: list[tuple[torch.Tensor, torch.Tensor]], device) -> tupl
     widths = [w.shape[0] for w, _ in layers] + [w.shape[1] for w, _ in layers[1:]]
     max_w = max(16, triton.next_power_of_2(max(widths)))
     if max_w > _MAX_WIDTH:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the triton draft_sample kernel supports verifier layers up to {_MAX_WIDTH} wide, "
             f"got widths {widths}; use backend='cpu' or 'torch' for this verifier"
         )
@@ -175,7 +176,7 @@ def draft_sample_triton(logits, hidden, position, seed, stream, temperature, top
     B, V = logits.shape
     D = hidden.shape[1]
     if B > _MAX_ROWS:
-        raise ValueError(f"draft_sample supports at most {_MAX_ROWS} rows, got {B}")
+        raise InvalidArgumentError(f"draft_sample supports at most {_MAX_ROWS} rows, got {B}")
     dev = logits.device
     token = torch.empty(B, dtype=torch.int64, device=dev)
     probs = torch.empty((B, V), dtype=torch.float32, device=dev)

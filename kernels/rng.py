@@ -13,6 +13,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from ..errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["philox_uniform"]
 
@@ -85,9 +86,9 @@ def _philox_uniform_kernel(
 
 def _int(value, name: str, lo: int, hi: int, range_text: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__}")
     if not lo <= value <= hi:
-        raise ValueError(f"{name} must be in {range_text}, got {value}")
+        raise InvalidArgumentError(f"{name} must be in {range_text}, got {value}")
     return value
 
 
@@ -101,13 +102,13 @@ def philox_uniform(seed: int, positions: torch.Tensor, stream: int, n: int) -> t
     stream = _int(stream, "stream", 0, _MAX_U32, "[0, 2**32)")
     n = _int(n, "n", 0, _MAX_N, "[0, 2**34]")
     if not isinstance(positions, torch.Tensor):
-        raise TypeError(f"positions must be an int64 torch.Tensor [B], got {type(positions).__name__}")
+        raise ArgumentTypeError(f"positions must be an int64 torch.Tensor [B], got {type(positions).__name__}")
     if positions.dtype != torch.int64:
-        raise TypeError(f"positions must be an int64 tensor, got dtype {positions.dtype}")
+        raise ArgumentTypeError(f"positions must be an int64 tensor, got dtype {positions.dtype}")
     if positions.dim() != 1:
-        raise ValueError(f"positions must be a 1-D tensor [B], got shape {tuple(positions.shape)}")
+        raise InvalidArgumentError(f"positions must be a 1-D tensor [B], got shape {tuple(positions.shape)}")
     if positions.device.type != "cuda" and not _INTERPRET:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"positions must be a CUDA tensor (got device {positions.device}); to run on CPU set "
             "TRITON_INTERPRET=1 before importing sprinter_ext.kernels.rng"
         )

@@ -19,6 +19,7 @@ import triton.language as tl
 
 from ._sampling import _keep_block, _p_block, _row_cuts, _row_max, _row_sum, _uniform
 from ._sampling import block_size, seed_words
+from ..errors import InvalidArgumentError
 
 __all__ = ["verify_tokens_triton"]
 
@@ -147,7 +148,7 @@ def verify_tokens_triton(target_logits, draft_probs, draft_tokens, start_positio
     B, n1, V = target_logits.shape
     n = n1 - 1
     if n1 > _MAX_N:
-        raise ValueError(f"verify_tokens' triton kernel supports n + 1 <= {_MAX_N} positions, got {n1}")
+        raise InvalidArgumentError(f"verify_tokens' triton kernel supports n + 1 <= {_MAX_N} positions, got {n1}")
     dev = target_logits.device
     tokens = torch.empty((B, n1), dtype=torch.int64, device=dev)
     num = torch.empty(B, dtype=torch.int64, device=dev)

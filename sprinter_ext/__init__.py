@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from .decoding import ENGINES, Decoder, DecoderBusyError, GenerationResult, generate
 from .errors import (
+    ArgumentTypeError,
     CacheOverflowError,
     ChecksumError,
+    InvalidArgumentError,
     ModelNotFoundError,
     NonFiniteLogitsError,
     SprinterError,
@@ -46,7 +48,9 @@ __all__ = [
     "build_info",
     "generate",
     "load_pair",
+    "ArgumentTypeError",
     "CacheOverflowError",
+    "InvalidArgumentError",
     "ChecksumError",
     "ModelNotFoundError",
     "NonFiniteLogitsError",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 
 import torch
+from .errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = [
     "Stream",
@@ -86,9 +87,9 @@ def philox4x32(
 
 def _check_seed(seed: int) -> tuple[int, int]:
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        raise ArgumentTypeError(f"seed must be an int, got {type(seed).__name__}")
     if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        raise InvalidArgumentError(f"seed must be in [0, 2**64), got {seed}")
     return seed & _MASK32, (seed >> 32) & _MASK32
 
 

@@ -23,6 +23,7 @@ from . import __version__
 from .decoding import Decoder
 from .flops import generation_flops
 from .methods import METHODS
+from .errors import InvalidArgumentError
 
 __all__ = ["main", "run_bench", "heldout_prompts"]
 
@@ -41,7 +42,7 @@ def heldout_prompts(pair, n: int, prompt_tokens: int, seed: int = 0) -> list[lis
             out.append(ids[:prompt_tokens])
         if len(out) == n:
             return out
-    raise ValueError(f"only {len(out)} held-out texts have {prompt_tokens} tokens; ask for fewer or shorter prompts")
+    raise InvalidArgumentError(f"only {len(out)} held-out texts have {prompt_tokens} tokens; ask for fewer or shorter prompts")
 
 
 def _hf_generate(pair, ids, max_new_tokens, temperature, assisted, k):
@@ -82,9 +83,9 @@ def run_bench(
 
     for m in methods:
         if m not in METHODS:
-            raise ValueError(f"unknown method {m!r}; choose from {sorted(METHODS)}")
+            raise InvalidArgumentError(f"unknown method {m!r}; choose from {sorted(METHODS)}")
     if "sprinter" in methods and getattr(pair, "verifier", None) is None:
-        raise ValueError("method 'sprinter' needs a pair with a verifier (load_pair(..., verifier=path))")
+        raise InvalidArgumentError("method 'sprinter' needs a pair with a verifier (load_pair(..., verifier=path))")
     ps = heldout_prompts(pair, prompts, prompt_tokens, seed)
     lookahead = max(k, max_run if "sprinter" in methods else 0)
     max_length = -(-(prompt_tokens + max_new_tokens + lookahead) // 64) * 64  # static cache sized to the job

@@ -17,7 +17,13 @@ from typing import Any
 import torch
 
 from . import _rng
-from .errors import CacheOverflowError, SprinterError, TokenizerRequiredError
+from .errors import (
+    ArgumentTypeError,
+    CacheOverflowError,
+    InvalidArgumentError,
+    SprinterError,
+    TokenizerRequiredError,
+)
 from .methods import METHODS
 from .methods._session import Lane, Session, run
 from .models.pair import ModelPair
@@ -59,9 +65,9 @@ def _pick_engine(engine: str, method: str, device: torch.device) -> str:
             why = f"it runs {list(NATIVE_METHODS)}, not {method!r}"
         else:
             why = f"this build has no CUDA ops for a pair on {device} (rebuild against a CUDA torch)"
-        raise ValueError(f"engine='native' is not available: {why}; use engine='fused' or 'auto'")
+        raise InvalidArgumentError(f"engine='native' is not available: {why}; use engine='fused' or 'auto'")
     if engine == "fused" and not built:
-        raise ValueError("engine='fused' needs the compiled extension sprinter_ext._C; build it or use 'reference'")
+        raise InvalidArgumentError("engine='fused' needs the compiled extension sprinter_ext._C; build it or use 'reference'")
     return engine
 
 
@@ -81,9 +87,9 @@ class GenerationResult:
 
 def _check_int(name: str, value, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
+        raise InvalidArgumentError(f"{name} must be >= {low}, got {value}")
     return value
 
 
@@ -97,7 +103,7 @@ def _eos_set(pair: ModelPair, eos_token_id) -> frozenset[int]:
     ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     for i in ids:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < pair.vocab_size:
-            raise ValueError(f"eos_token_id entries must be ints in [0, {pair.vocab_size}), got {i!r}")
+            raise InvalidArgumentError(f"eos_token_id entries must be ints in [0, {pair.vocab_size}), got {i!r}")
     return frozenset(ids)
 
 
@@ -113,20 +119,20 @@ def encode_prompt(pair: ModelPair, prompt) -> list[int]:
         ids = list(tok(prompt, add_special_tokens=False).input_ids)
     elif isinstance(prompt, torch.Tensor):
         if prompt.dim() != 1 or prompt.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"a tensor prompt must be a 1-D integer tensor, got {prompt.dim()}-D {prompt.dtype}")
+            raise ArgumentTypeError(f"a tensor prompt must be a 1-D integer tensor, got {prompt.dim()}-D {prompt.dtype}")
         ids = [int(t) for t in prompt.tolist()]
     elif isinstance(prompt, Sequence):
         if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            raise TypeError("a list prompt must contain ints (token ids)")
+            raise ArgumentTypeError("a list prompt must contain ints (token ids)")
         ids = list(prompt)
     else:
-        raise TypeError(f"prompt must be a str, a list of ints or a 1-D LongTensor, got {type(prompt).__name__}")
+        raise ArgumentTypeError(f"prompt must be a str, a list of ints or a 1-D LongTensor, got {type(prompt).__name__}")
     if not ids:
-        raise ValueError("the prompt is empty: give at least one token")
+        raise InvalidArgumentError("the prompt is empty: give at least one token")
     v = pair.vocab_size
     bad = [t for t in ids if not 0 <= t < v]
     if bad:
-        raise ValueError(f"prompt token ids must be in [0, {v}), got {bad[:5]}")
+        raise InvalidArgumentError(f"prompt token ids must be in [0, {v}), got {bad[:5]}")
     return ids
 
 
@@ -184,16 +190,16 @@ class Decoder:
         **method_options,
     ):
         if not isinstance(pair, ModelPair):
-            raise TypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
+            raise ArgumentTypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
         if not isinstance(method, str) or method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+            raise InvalidArgumentError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
         if not isinstance(engine, str) or engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
+            raise InvalidArgumentError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
         if not isinstance(runner, str) or runner not in RUNNERS:
-            raise ValueError(f"unknown runner {runner!r}; choose one of {list(RUNNERS)}")
+            raise InvalidArgumentError(f"unknown runner {runner!r}; choose one of {list(RUNNERS)}")
         module = METHODS[method]
         if method_options and not hasattr(module, "options"):
-            raise TypeError(f"method {method!r} takes no options {sorted(method_options)}")
+            raise ArgumentTypeError(f"method {method!r} takes no options {sorted(method_options)}")
         self.k = _check_int("k", k, 1)
         self.settings = SamplingSettings(temperature, top_k, top_p)
         self.pair = pair
@@ -223,7 +229,7 @@ class Decoder:
         models = [self.pair.target] + ([self.pair.draft] if needs_draft else [])
         reasons = [r for r in map(native.unsupported_reason, models) if r] if _native_available() else ["not built"]
         if runner == "native" and reasons:
-            raise ValueError(f"runner='native' cannot run this pair: {reasons[0]}; use runner='python'")
+            raise InvalidArgumentError(f"runner='native' cannot run this pair: {reasons[0]}; use runner='python'")
         if not (runner == "native" or (self.engine == "native" and not reasons)):
             return ModelRunner
         if self.pair.device.type != "cuda":
@@ -388,7 +394,7 @@ def generate(
     # attention runs over every slot of a static cache, so 2048 slots for a 100-token
     # job cost ~20% per step on CPU. A Decoder keeps its (larger) cache across calls.
     if not isinstance(pair, ModelPair):
-        raise TypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
+        raise ArgumentTypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
     ids = encode_prompt(pair, prompt)
     max_length = None
     module = METHODS.get(method) if isinstance(method, str) else None

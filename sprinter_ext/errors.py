@@ -11,6 +11,8 @@ __all__ = [
     "NonFiniteLogitsError",
     "TokenizerRequiredError",
     "UnsupportedModelError",
+    "InvalidArgumentError",
+    "ArgumentTypeError",
 ]
 
 
@@ -44,3 +46,11 @@ class TokenizerRequiredError(SprinterError, ValueError):
 
 class UnsupportedModelError(SprinterError, ValueError):
     """The native runner cannot run this model; the Python ModelRunner can."""
+
+
+class InvalidArgumentError(SprinterError, ValueError):
+    """An argument has a value the call cannot take (the message says which values can)."""
+
+
+class ArgumentTypeError(SprinterError, TypeError):
+    """An argument has a type the call cannot take (the message says which types can)."""

@@ -40,7 +40,7 @@ import torch
 
 from . import _rng
 from ._rng import Stream
-from .errors import NonFiniteLogitsError
+from .errors import ArgumentTypeError, InvalidArgumentError, NonFiniteLogitsError
 from .sampling import SamplingSettings, probs
 from .verifier.model import FEATURES, Verifier
 
@@ -78,22 +78,22 @@ def _check_tensor(t, name: str, layout: str, *, dim: int, dtypes, device=None, s
     dimension (None = free) with the argument it must agree with, e.g. (("B", 3), None).
     """
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(t).__name__}")
+        raise ArgumentTypeError(f"{name} must be a torch.Tensor {layout}, got {type(t).__name__}")
     if t.dim() != dim:
-        raise ValueError(f"{name} must be a {dim}-D tensor {layout}, got shape {tuple(t.shape)}")
+        raise InvalidArgumentError(f"{name} must be a {dim}-D tensor {layout}, got shape {tuple(t.shape)}")
     if t.dtype not in dtypes:
         allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-        raise TypeError(f"{name} must have dtype {allowed}; got {t.dtype}. Convert it with .to()")
+        raise ArgumentTypeError(f"{name} must have dtype {allowed}; got {t.dtype}. Convert it with .to()")
     if device is not None and t.device != device:
-        raise ValueError(f"{name} must be on the logits' device {device}, got {t.device}")
+        raise InvalidArgumentError(f"{name} must be on the logits' device {device}, got {t.device}")
     for i, want in enumerate(shape or ()):
         if want is not None and t.shape[i] != want[1]:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{name} {layout} has size {t.shape[i]} in dim {i} ({want[0]}), "
                 f"but it must be {want[1]} to match the other arguments"
             )
     if not t.is_contiguous():
-        raise ValueError(f"{name} must be contiguous; pass {name}.contiguous()")
+        raise InvalidArgumentError(f"{name} must be contiguous; pass {name}.contiguous()")
 
 
 def _settings(temperature, top_k, top_p) -> SamplingSettings:
@@ -102,9 +102,9 @@ def _settings(temperature, top_k, top_p) -> SamplingSettings:
 
 def _stream(stream) -> int:
     if isinstance(stream, bool) or not isinstance(stream, int):
-        raise TypeError(f"stream must be a Stream (or an int), got {type(stream).__name__}")
+        raise ArgumentTypeError(f"stream must be a Stream (or an int), got {type(stream).__name__}")
     if not 0 <= int(stream) <= 0xFFFFFFFF:
-        raise ValueError(f"stream must be in [0, 2**32), got {stream}")
+        raise InvalidArgumentError(f"stream must be in [0, 2**32), got {stream}")
     return int(stream)
 
 
@@ -119,23 +119,23 @@ def _has_cuda_ops() -> bool:
 
 def _backend(backend, device: torch.device) -> str:
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise InvalidArgumentError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         if device.type == "cuda":
             return "cuda" if _has_cuda_ops() else "triton"
         return "cpu"
     if backend == "cpu" and device.type != "cpu":
-        raise ValueError(f"backend='cpu' needs CPU tensors, got device {device}; use 'auto' or 'cuda'")
+        raise InvalidArgumentError(f"backend='cpu' needs CPU tensors, got device {device}; use 'auto' or 'cuda'")
     if backend == "cuda":
         if device.type != "cuda":
-            raise ValueError(f"backend='cuda' needs CUDA tensors, got device {device}; use 'auto' or 'cpu'")
+            raise InvalidArgumentError(f"backend='cuda' needs CUDA tensors, got device {device}; use 'auto' or 'cpu'")
         if not _has_cuda_ops():
-            raise ValueError(
+            raise InvalidArgumentError(
                 "backend='cuda' needs sprinter_ext._C built against a CUDA torch (this build has no CUDA "
                 "ops); use 'triton', or rebuild with `pip install --no-build-isolation -e .`"
             )
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"backend='triton' needs CUDA tensors (got device {device}); to run it on CPU set "
             "TRITON_INTERPRET=1 before triton is imported"
         )
@@ -155,9 +155,9 @@ def _native():
 
 def _check_verifier(verifier, hidden_size: int) -> None:
     if not isinstance(verifier, Verifier):
-        raise TypeError(f"verifier must be a sprinter_ext Verifier or None, got {type(verifier).__name__}")
+        raise ArgumentTypeError(f"verifier must be a sprinter_ext Verifier or None, got {type(verifier).__name__}")
     if verifier.input_size != hidden_size:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"hidden has size {hidden_size} in dim 1 (D) but the verifier was built for "
             f"input_size={verifier.input_size}; use the verifier trained for this draft model"
         )
@@ -258,7 +258,7 @@ def draft_sample(
     _check_tensor(logits, "logits", "[B, V]", dim=2, dtypes=_FLOATS)
     B, V = logits.shape
     if V == 0:
-        raise ValueError("logits must have at least one column (V >= 1)")
+        raise InvalidArgumentError("logits must have at least one column (V >= 1)")
     dev = logits.device
     _check_tensor(hidden, "hidden", "[B, D]", dim=2, dtypes=_FLOATS, device=dev, shape=(("B", B),))
     _check_tensor(position, "position", "[B]", dim=1, dtypes=(torch.int64,), device=dev, shape=(("B", B),))
@@ -389,7 +389,7 @@ def verify_tokens(
     _check_tensor(target_logits, "target_logits", "[B, n + 1, V]", dim=3, dtypes=_FLOATS)
     B, n1, V = target_logits.shape
     if n1 < 1 or V < 1:
-        raise ValueError(f"target_logits [B, n + 1, V] needs n + 1 >= 1 and V >= 1, got {tuple(target_logits.shape)}")
+        raise InvalidArgumentError(f"target_logits [B, n + 1, V] needs n + 1 >= 1 and V >= 1, got {tuple(target_logits.shape)}")
     n, dev = n1 - 1, target_logits.device
     _check_tensor(draft_probs, "draft_probs", "[B, n, V]", dim=3, dtypes=_FLOATS, device=dev,
                   shape=(("B", B), ("n", n), ("V", V)))  # fmt: skip
@@ -398,11 +398,11 @@ def verify_tokens(
     _check_tensor(start_position, "start_position", "[B]", dim=1, dtypes=(torch.int64,), device=dev,
                   shape=(("B", B),))  # fmt: skip
     if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        raise InvalidArgumentError(f"mode must be one of {_MODES}, got {mode!r}")
     if dev.type == "cpu" and n > 0 and not bool(((draft_tokens >= 0) & (draft_tokens < V)).all()):
         # NOTE: checked on CPU only (free there); on CUDA this would be a host sync, and
         # the kernel treats an out-of-range token as rejected instead.
-        raise ValueError(f"draft_tokens must be token ids in [0, V) = [0, {V})")
+        raise InvalidArgumentError(f"draft_tokens must be token ids in [0, V) = [0, {V})")
     s = _settings(temperature, top_k, top_p)
     _rng._check_seed(seed)
     backend = _backend(backend, dev)

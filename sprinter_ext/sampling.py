@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import NonFiniteLogitsError
+from .errors import ArgumentTypeError, InvalidArgumentError, NonFiniteLogitsError
 
 __all__ = ["SamplingSettings", "probs", "check_logits"]
 
@@ -36,17 +36,17 @@ class SamplingSettings:
     def __post_init__(self):
         t, k, p = self.temperature, self.top_k, self.top_p
         if isinstance(t, bool) or not isinstance(t, (int, float)):
-            raise TypeError(f"temperature must be a number, got {type(t).__name__}")
+            raise ArgumentTypeError(f"temperature must be a number, got {type(t).__name__}")
         if not math.isfinite(t) or t < 0:
-            raise ValueError(f"temperature must be finite and >= 0 (0 means greedy), got {t}")
+            raise InvalidArgumentError(f"temperature must be finite and >= 0 (0 means greedy), got {t}")
         if isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"top_k must be an int, got {type(k).__name__}")
+            raise ArgumentTypeError(f"top_k must be an int, got {type(k).__name__}")
         if k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables it), got {k}")
+            raise InvalidArgumentError(f"top_k must be >= 0 (0 disables it), got {k}")
         if isinstance(p, bool) or not isinstance(p, (int, float)):
-            raise TypeError(f"top_p must be a number, got {type(p).__name__}")
+            raise ArgumentTypeError(f"top_p must be a number, got {type(p).__name__}")
         if not (0.0 < p <= 1.0):
-            raise ValueError(f"top_p must be in (0, 1] (1 disables it), got {p}")
+            raise InvalidArgumentError(f"top_p must be in (0, 1] (1 disables it), got {p}")
 
     @property
     def greedy(self) -> bool:

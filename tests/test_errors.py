@@ -36,8 +36,12 @@ def pair():
     ],
 )
 def test_bad_arguments(pair, kw, exc, match):
-    with pytest.raises(exc, match=match):
+    with pytest.raises(exc, match=match) as info:
         sprinter_ext.generate(pair, P, **kw)
+    # The README's promise: every argument error is a SprinterError and the builtin.
+    assert isinstance(info.value, sprinter_ext.SprinterError)
+    named = sprinter_ext.InvalidArgumentError if exc is ValueError else sprinter_ext.ArgumentTypeError
+    assert isinstance(info.value, named)
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ import math
 
 from .._rng import Stream
 from ._session import Session
+from ..errors import ArgumentTypeError, InvalidArgumentError
 
 NEEDS_DRAFT = True
 VERIFY_MODES = ("flagged", "all")
@@ -36,21 +37,21 @@ def options(pair, *, verifier=None, threshold=None, max_run: int = DEFAULT_MAX_R
 
     verifier = verifier if verifier is not None else getattr(pair, "verifier", None)
     if verifier is None:
-        raise ValueError(
+        raise InvalidArgumentError(
             "method='sprinter' needs a verifier: pass verifier=sprinter_ext.Verifier.load(path) or train one "
             "with sprinter_ext.train_verifier(pair, texts) (the default pair ships one)"
         )
     if not isinstance(verifier, Verifier):
-        raise TypeError(f"verifier must be a sprinter_ext.Verifier, got {type(verifier).__name__}")
+        raise ArgumentTypeError(f"verifier must be a sprinter_ext.Verifier, got {type(verifier).__name__}")
     check_draft(verifier, pair.draft, pair.vocab_size)
     if threshold is None:
         threshold = verifier.threshold
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or math.isnan(threshold):
-        raise ValueError(f"threshold must be a number (not NaN), got {threshold!r}")
+        raise InvalidArgumentError(f"threshold must be a number (not NaN), got {threshold!r}")
     if isinstance(max_run, bool) or not isinstance(max_run, int) or max_run < 1:
-        raise ValueError(f"max_run must be an int >= 1, got {max_run!r}")
+        raise InvalidArgumentError(f"max_run must be an int >= 1, got {max_run!r}")
     if verify not in VERIFY_MODES:
-        raise ValueError(f"unknown verify mode {verify!r}; choose from {VERIFY_MODES}")
+        raise InvalidArgumentError(f"unknown verify mode {verify!r}; choose from {VERIFY_MODES}")
     verifier = verifier.to(pair.device)
     return dict(verifier=verifier, threshold=float(threshold), max_run=max_run, verify=verify)
 

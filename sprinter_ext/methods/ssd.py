@@ -42,6 +42,7 @@ import time
 from . import _ssd_spec as spec
 from . import _ssd_worker as work
 from ._session import Session
+from ..errors import ArgumentTypeError, InvalidArgumentError
 
 NEEDS_DRAFT = True
 DEFAULT_BUDGET = 4  # speculations per round: on CPU each costs ~k draft steps, all at batch 1
@@ -49,9 +50,9 @@ DEFAULT_BUDGET = 4  # speculations per round: on CPU each costs ~k draft steps, 
 
 def _number(name: str, value, low: float, high: float, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number {what}, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be a number {what}, got {type(value).__name__}")
     if not (math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise InvalidArgumentError(f"{name} must be {what}, got {value!r}")
     return float(value)
 
 
@@ -73,26 +74,26 @@ def options(pair, *, budget: int | None = None, saguaro_c: float = 1.0, fanout=N
     """
     if fanout is not None:
         if isinstance(fanout, (str, bytes)) or not hasattr(fanout, "__iter__"):
-            raise TypeError(f"fanout must be a list of k+1 ints (one per accepted length), got {fanout!r}")
+            raise ArgumentTypeError(f"fanout must be a list of k+1 ints (one per accepted length), got {fanout!r}")
         fanout = list(fanout)
         if not all(isinstance(f, int) and not isinstance(f, bool) for f in fanout):
-            raise TypeError(f"fanout entries must be ints, got {fanout!r}")
+            raise ArgumentTypeError(f"fanout entries must be ints, got {fanout!r}")
         if any(f < 0 for f in fanout):
-            raise ValueError(f"fanout entries must be >= 0 (speculations per accepted length), got {fanout}")
+            raise InvalidArgumentError(f"fanout entries must be >= 0 (speculations per accepted length), got {fanout}")
         if sum(fanout) < 1:
-            raise ValueError("fanout must ask for at least one speculation (sum >= 1)")
+            raise InvalidArgumentError("fanout must ask for at least one speculation (sum >= 1)")
         v = pair.vocab_size
         too_big = [f for a, f in enumerate(fanout) if f > v]
         if too_big:
-            raise ValueError(f"fanout entries must be <= the vocabulary size {v} (candidates per length), got {fanout}")
+            raise InvalidArgumentError(f"fanout entries must be <= the vocabulary size {v} (candidates per length), got {fanout}")
     if budget is None:
         budget = sum(fanout) if fanout is not None else DEFAULT_BUDGET
     if isinstance(budget, bool) or not isinstance(budget, int):
-        raise TypeError(f"budget must be an int (speculations per round), got {type(budget).__name__}")
+        raise ArgumentTypeError(f"budget must be an int (speculations per round), got {type(budget).__name__}")
     if budget < 1:
-        raise ValueError(f"budget must be >= 1 (speculations per round), got {budget}")
+        raise InvalidArgumentError(f"budget must be >= 1 (speculations per round), got {budget}")
     if fanout is not None and sum(fanout) > budget:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"fanout {fanout} asks for {sum(fanout)} speculations, more than budget={budget}; "
             "raise the budget or lower the fan-out"
         )
@@ -102,10 +103,10 @@ def options(pair, *, budget: int | None = None, saguaro_c: float = 1.0, fanout=N
     if r is not None:
         r = _number("r", r, 0.0, math.inf, "a finite number > 0, or None to estimate it online")
         if r <= 0:
-            raise ValueError(f"r must be > 0 (the miss rate falls as (1 + F)^-r), got {r}")
+            raise InvalidArgumentError(f"r must be > 0 (the miss rate falls as (1 + F)^-r), got {r}")
     for name, flag in (("stop_early", stop_early), ("pin", pin)):
         if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+            raise ArgumentTypeError(f"{name} must be a bool, got {type(flag).__name__}")
     return dict(budget=budget, saguaro_c=c, fanout=fanout, accept_rate=accept_rate, r=r, stop_early=stop_early,
                 pin=pin)  # fmt: skip
 
@@ -115,7 +116,7 @@ def lookahead(opts: dict, k: int) -> int:
     feeds d_k). Also checks what depends on k: a given fan-out needs k + 1 entries."""
     fanout = opts.get("fanout")
     if fanout is not None and hasattr(fanout, "__len__") and len(fanout) != k + 1:
-        raise ValueError(f"fanout needs k + 1 = {k + 1} entries (accepted lengths 0..k), got {len(fanout)}")
+        raise InvalidArgumentError(f"fanout needs k + 1 = {k + 1} entries (accepted lengths 0..k), got {len(fanout)}")
     return k + 1
 
 

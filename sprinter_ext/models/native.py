@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import UnsupportedModelError
+from ..errors import ArgumentTypeError, InvalidArgumentError, UnsupportedModelError
 from .runner import resolve_max_len
 from .smol_draft import RestrictedVocabHead
 
@@ -221,7 +221,7 @@ def native_runner(model, max_len: int | None = None):
     (torch.Size([97]), 3)
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"native_runner needs a transformers model, got {type(model).__name__}")
+        raise ArgumentTypeError(f"native_runner needs a transformers model, got {type(model).__name__}")
     reason = unsupported_reason(model)
     if reason is not None:
         raise UnsupportedModelError(
@@ -270,8 +270,8 @@ def cuda_graph_runner(model, lengths=(1, 2, 3, 4, 5), max_len: int | None = None
             "this one has none: use native_runner"
         )
     if not isinstance(model, nn.Module):
-        raise TypeError(f"cuda_graph_runner needs a transformers model, got {type(model).__name__}")
+        raise ArgumentTypeError(f"cuda_graph_runner needs a transformers model, got {type(model).__name__}")
     if model.device.type != "cuda":
-        raise ValueError(f"CUDA graphs need a model on a CUDA device, got {model.device}")
+        raise InvalidArgumentError(f"CUDA graphs need a model on a CUDA device, got {model.device}")
     lengths = [int(n) for n in lengths]
     return _C.GraphModel(native_runner(model, max_len), lengths)

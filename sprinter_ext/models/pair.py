@@ -9,7 +9,12 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelNotFoundError, VocabularyMismatchError
+from ..errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    VocabularyMismatchError,
+)
 from .default_pair import load_gguf_model, verify_gguf
 
 __all__ = ["ModelPair", "load_pair", "parse_device", "parse_dtype"]
@@ -55,23 +60,23 @@ def parse_device(device) -> torch.device:
     if isinstance(device, torch.device):
         return device
     if not isinstance(device, str):
-        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+        raise ArgumentTypeError(f"device must be a str or torch.device, got {type(device).__name__}")
     try:
         return torch.device(device)
     except RuntimeError as e:
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from e
+        raise InvalidArgumentError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from e
 
 
 def parse_dtype(dtype) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         if dtype is not None and not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+            raise InvalidArgumentError(f"dtype must be a floating-point dtype, got {dtype}")
         return dtype
     if not isinstance(dtype, str):
-        raise TypeError(f"dtype must be None, a str or a torch.dtype, got {type(dtype).__name__}")
+        raise ArgumentTypeError(f"dtype must be None, a str or a torch.dtype, got {type(dtype).__name__}")
     key = dtype.lower().removeprefix("torch.")
     if key not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        raise InvalidArgumentError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
     return _DTYPES[key]
 
 
@@ -79,10 +84,10 @@ def _check_causal(model, role: str) -> None:
     from transformers import PreTrainedModel
 
     if not isinstance(model, PreTrainedModel):
-        raise TypeError(f"{role} must be a transformers PreTrainedModel, got {type(model).__name__}")
+        raise ArgumentTypeError(f"{role} must be a transformers PreTrainedModel, got {type(model).__name__}")
     cfg = model.config
     if getattr(cfg, "is_encoder_decoder", False) or model.get_output_embeddings() is None or not model.can_generate():
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{role} ({type(model).__name__}) is not a causal language model; "
             "load it with AutoModelForCausalLM (GPT-2, Llama, Qwen2, ... families)"
         )
@@ -105,7 +110,7 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
         model.config.name_or_path = str(path)
     else:
         if sha256 is not None:
-            raise ValueError("sha256= checks apply to GGUF files only")
+            raise InvalidArgumentError("sha256= checks apply to GGUF files only")
         try:
             # NOTE: local_files_only: nothing is ever downloaded behind the user's back.
             model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
@@ -172,9 +177,9 @@ def load_pair(
     sha256 = dict(sha256 or {})
     unknown = set(sha256) - {"draft", "target"}
     if unknown:
-        raise ValueError(f"sha256 keys must be 'draft'/'target', got {sorted(unknown)}")
+        raise InvalidArgumentError(f"sha256 keys must be 'draft'/'target', got {sorted(unknown)}")
     if (draft is None) != (target is None):
-        raise ValueError("give both draft and target, or neither for the embedded default pair")
+        raise InvalidArgumentError("give both draft and target, or neither for the embedded default pair")
 
     if draft is None:
         from .default_pair import load_default_target
@@ -192,21 +197,21 @@ def load_pair(
                 m.to(dev)
             else:
                 if m.device != dev:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"the {role} model is on {m.device} but device={str(dev)!r} was asked; "
                         f"move it first (model.to({str(dev)!r})) or pass device={str(m.device)!r}"
                     )
                 if dt is not None and m.dtype != dt:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"the {role} model has dtype {m.dtype} but dtype={dt} was asked; "
                         f"convert it first (model.to({dt})) or pass dtype=None"
                     )
     if d_model.dtype != t_model.dtype:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"draft dtype {d_model.dtype} differs from target dtype {t_model.dtype}; pass dtype= to load both alike"
         )
     if d_model.device != t_model.device:
-        raise ValueError(f"draft on {d_model.device} but target on {t_model.device}; put both on one device")
+        raise InvalidArgumentError(f"draft on {d_model.device} but target on {t_model.device}; put both on one device")
 
     dv, tv = int(d_model.config.vocab_size), int(t_model.config.vocab_size)
     if dv != tv:
@@ -243,6 +248,6 @@ def load_pair(
         elif isinstance(verifier, Verifier):
             check_draft(verifier, d_model, tv)
         else:
-            raise TypeError(f"verifier must be a Verifier, a path, False or None, got {type(verifier).__name__}")
+            raise ArgumentTypeError(f"verifier must be a Verifier, a path, False or None, got {type(verifier).__name__}")
         pair.verifier = verifier.to(pair.device)
     return pair

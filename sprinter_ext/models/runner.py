@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import CacheOverflowError
+from ..errors import ArgumentTypeError, CacheOverflowError, InvalidArgumentError
 
 __all__ = ["ModelRunner"]
 
@@ -49,9 +49,9 @@ def resolve_max_len(model, max_len: int | None) -> int:
     if max_len is None:
         max_len = min(DEFAULT_MAX_LEN, limit) if limit else DEFAULT_MAX_LEN
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
-        raise ValueError(f"max_len must be an int >= 2, got {max_len!r}")
+        raise InvalidArgumentError(f"max_len must be an int >= 2, got {max_len!r}")
     if limit and max_len > limit:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"max_len={max_len} exceeds the model's max_position_embeddings={limit}; pass max_len <= {limit}"
         )
     return max_len
@@ -74,7 +74,7 @@ class ModelRunner:
         self._base = model.base_model
         self._head = model.get_output_embeddings()
         if self._head is None:
-            raise ValueError(f"{type(model).__name__} has no LM head (get_output_embeddings() is None)")
+            raise InvalidArgumentError(f"{type(model).__name__} has no LM head (get_output_embeddings() is None)")
         self._softcap = getattr(config, "final_logit_softcapping", None)
         self._cache = StaticCache(config=config, max_cache_len=max_len)
         self._positions = torch.arange(max_len, device=self.device)
@@ -102,15 +102,15 @@ class ModelRunner:
         """Feed n >= 1 tokens in one forward; returns (logits [n, V], hidden [n, D])."""
         ids = self._as_ids(tokens)
         if ids.numel() == 0:
-            raise ValueError("extend() needs at least one token")
+            raise InvalidArgumentError("extend() needs at least one token")
         return self._forward(ids, last_only=False)
 
     def truncate(self, length: int) -> None:
         """Keep the first `length` cached tokens (rollback); later entries are masked."""
         if isinstance(length, bool) or not isinstance(length, int):
-            raise TypeError(f"length must be an int, got {type(length).__name__}")
+            raise ArgumentTypeError(f"length must be an int, got {type(length).__name__}")
         if not 0 <= length <= self.length:
-            raise ValueError(f"cannot truncate to {length}: the cache holds {self.length} tokens")
+            raise InvalidArgumentError(f"cannot truncate to {length}: the cache holds {self.length} tokens")
         self._set_length(length)
 
     @torch.inference_mode()
@@ -122,9 +122,9 @@ class ModelRunner:
         """
         for name, v in (("start", start), ("end", end)):
             if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+                raise ArgumentTypeError(f"{name} must be an int, got {type(v).__name__}")
         if not 0 <= start <= end <= self.length:
-            raise ValueError(f"cannot snapshot [{start}, {end}): the cache holds {self.length} tokens")
+            raise InvalidArgumentError(f"cannot snapshot [{start}, {end}): the cache holds {self.length} tokens")
         return [(layer.keys[:, :, start:end].clone(), layer.values[:, :, start:end].clone())
                 for layer in self._layers()]  # fmt: skip
 
@@ -136,13 +136,13 @@ class ModelRunner:
         cache as the one that followed the snapshotted computation. ``0 <= start <= length``.
         """
         if isinstance(start, bool) or not isinstance(start, int):
-            raise TypeError(f"start must be an int, got {type(start).__name__}")
+            raise ArgumentTypeError(f"start must be an int, got {type(start).__name__}")
         layers = self._layers()
         if not isinstance(snap, list) or len(snap) != len(layers):
-            raise ValueError(f"snap must be a snapshot of this runner ({len(layers)} layers)")
+            raise InvalidArgumentError(f"snap must be a snapshot of this runner ({len(layers)} layers)")
         n = snap[0][0].shape[2] if snap else 0
         if not 0 <= start <= self.length or start + n > self.max_len:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"cannot restore {n} entries at {start}: the cache holds {self.length} of {self.max_len} tokens"
             )
         with torch.inference_mode():

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ChecksumError, ModelNotFoundError
+from ..errors import ChecksumError, InvalidArgumentError, ModelNotFoundError
 
 __all__ = [
     "DRAFT_ID",
@@ -182,11 +182,11 @@ class RestrictedVocabHead(nn.Module):
     def __init__(self, weight: torch.Tensor, token_ids: torch.Tensor, vocab_size: int, bias: torch.Tensor | None = None):
         super().__init__()
         if weight.dim() != 2 or token_ids.dim() != 1 or weight.shape[0] != token_ids.shape[0]:
-            raise ValueError(f"weight {tuple(weight.shape)} and token_ids {tuple(token_ids.shape)} do not match")
+            raise InvalidArgumentError(f"weight {tuple(weight.shape)} and token_ids {tuple(token_ids.shape)} do not match")
         if token_ids.numel() == 0 or int(token_ids.min()) < 0 or int(token_ids.max()) >= vocab_size:
-            raise ValueError(f"token ids must lie in [0, {vocab_size})")
+            raise InvalidArgumentError(f"token ids must lie in [0, {vocab_size})")
         if bias is not None and bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+            raise InvalidArgumentError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
         self.vocab_size = int(vocab_size)
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
@@ -239,7 +239,7 @@ def assemble_draft(
     layers = [int(i) for i in layers]
     n_target = target.config.num_hidden_layers
     if not layers or any(i < 0 or i >= n_target for i in layers):
-        raise ValueError(f"layers must be target layer indices in [0, {n_target}), got {layers}")
+        raise InvalidArgumentError(f"layers must be target layer indices in [0, {n_target}), got {layers}")
     tensors = dict(tensors or {})
     dev = target.model.embed_tokens.weight.device
     dtype = target.model.embed_tokens.weight.dtype
@@ -262,12 +262,12 @@ def assemble_draft(
             a = tensors.pop(f"layers.{j}.{name}.lora_A", None)
             b = tensors.pop(f"layers.{j}.{name}.lora_B", None)
             if (a is None) != (b is None):
-                raise ValueError(f"layer {j} {name}: lora_A and lora_B must come together")
+                raise InvalidArgumentError(f"layer {j} {name}: lora_A and lora_B must come together")
             if a is not None:
                 lin = _submodule(layer, name)
                 delta = b.to(dev, torch.float32) @ a.to(dev, torch.float32)
                 if delta.shape != lin.weight.shape:
-                    raise ValueError(f"layer {j} {name}: delta {tuple(delta.shape)} != weight {tuple(lin.weight.shape)}")
+                    raise InvalidArgumentError(f"layer {j} {name}: delta {tuple(delta.shape)} != weight {tuple(lin.weight.shape)}")
                 lin.weight.data = (lin.weight.data.float() + delta).to(dtype)
         for name in _NORMS:
             w = tensors.pop(f"layers.{j}.{name}.weight", None)
@@ -285,20 +285,20 @@ def assemble_draft(
     bias = tensors.pop("head.bias", None)
     if kept_ids is None:
         if bias is not None:
-            raise ValueError("head.bias needs kept_ids")
+            raise InvalidArgumentError("head.bias needs kept_ids")
         head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, device="meta")
         head.weight = out_w  # shared with the target
     else:
         kept_ids = kept_ids.to(dev, torch.long)
         if kept_ids.numel() > 1 and not bool((kept_ids[1:] > kept_ids[:-1]).all()):
-            raise ValueError("kept_ids must be sorted and unique")
+            raise InvalidArgumentError("kept_ids must be sorted and unique")
         head = RestrictedVocabHead(
             out_w.detach()[kept_ids].clone(), kept_ids, cfg.vocab_size,
             None if bias is None else bias.to(dev, dtype).clone(),
         )
     draft.lm_head = head
     if tensors:
-        raise ValueError(f"unexpected tensors in draft weights: {sorted(tensors)[:5]}")
+        raise InvalidArgumentError(f"unexpected tensors in draft weights: {sorted(tensors)[:5]}")
 
     for name, t in list(draft.named_parameters()) + list(draft.named_buffers()):
         if t.is_meta:
@@ -372,7 +372,7 @@ def build_default_draft(target, *, path: str | os.PathLike | None = None):
     """
     cfg = target.config
     if getattr(cfg, "model_type", None) != "llama" or cfg.vocab_size != 49152 or cfg.hidden_size != 576:
-        raise ValueError(
+        raise InvalidArgumentError(
             "build_default_draft needs the SmolLM2-135M target (llama, hidden 576, vocab 49152), got "
             f"{getattr(cfg, 'model_type', None)} hidden {getattr(cfg, 'hidden_size', None)} vocab {cfg.vocab_size}"
         )

@@ -7,6 +7,7 @@ arguments always give the same model.
 from __future__ import annotations
 
 import torch
+from ..errors import InvalidArgumentError
 
 __all__ = ["tiny_model", "tiny_pair"]
 
@@ -37,7 +38,7 @@ def _config(family: str, vocab: int, layers: int, hidden: int, heads: int, max_p
             eos_token_id=vocab - 1,
             tie_word_embeddings=False,
         )
-    raise ValueError(f"unknown tiny family {family!r}; use 'gpt2' or 'llama'")
+    raise InvalidArgumentError(f"unknown tiny family {family!r}; use 'gpt2' or 'llama'")
 
 
 def tiny_model(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SprinterError
+from ..errors import InvalidArgumentError, SprinterError
 
 __all__ = ["FORMAT", "VerifierMismatchError", "draft_identity", "save", "load", "check_draft"]
 
@@ -100,23 +100,23 @@ def load(path: str | os.PathLike, *, draft=None, vocab_size: int | None = None, 
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{path} is not a safetensors verifier file ({e})") from e
+        raise InvalidArgumentError(f"{path} is not a safetensors verifier file ({e})") from e
     if _KEY not in meta:
-        raise ValueError(f"{path} has no sprinter_ext verifier header: not a verifier file")
+        raise InvalidArgumentError(f"{path} has no sprinter_ext verifier header: not a verifier file")
     header = json.loads(meta[_KEY])
     if header.get("format") != FORMAT:
-        raise ValueError(f"{path} has verifier format {header.get('format')!r}, this version reads {FORMAT!r}")
+        raise InvalidArgumentError(f"{path} has verifier format {header.get('format')!r}, this version reads {FORMAT!r}")
     v = Verifier(int(header.pop("input_size")), tuple(header.pop("hidden")), tuple(header.pop("features")),
                  threshold=float(header.pop("threshold")))  # fmt: skip
     header.pop("format")
     v.meta = header
     expected = {f"linears.{i}.{n}" for i in range(len(v.linears)) for n in ("weight", "bias")}
     if set(tensors) != expected:
-        raise ValueError(f"{path}: tensors {sorted(tensors)} do not match the header's layers")
+        raise InvalidArgumentError(f"{path}: tensors {sorted(tensors)} do not match the header's layers")
     with torch.no_grad():
         for i, lin in enumerate(v.linears):
             if lin.weight.shape != tensors[f"linears.{i}.weight"].shape:
-                raise ValueError(f"{path}: layer {i} has shape {tuple(tensors[f'linears.{i}.weight'].shape)}, "
+                raise InvalidArgumentError(f"{path}: layer {i} has shape {tuple(tensors[f'linears.{i}.weight'].shape)}, "
                                  f"the header implies {tuple(lin.weight.shape)}")  # fmt: skip
             lin.weight.copy_(tensors[f"linears.{i}.weight"])
             lin.bias.copy_(tensors[f"linears.{i}.bias"])

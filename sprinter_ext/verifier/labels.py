@@ -23,6 +23,7 @@ import torch
 from .. import _rng
 from ..sampling import SamplingSettings, probs
 from .model import FEATURES, q_features
+from ..errors import InvalidArgumentError
 
 __all__ = ["LABELS", "VerifierData", "collect"]
 
@@ -56,12 +57,12 @@ def _encode(pair, texts, max_tokens: int) -> list[list[int]]:
     for t in texts:
         if isinstance(t, str):
             if pair.tokenizer is None:
-                raise ValueError("texts are strings but the pair has no tokenizer: pass token-id sequences")
+                raise InvalidArgumentError("texts are strings but the pair has no tokenizer: pass token-id sequences")
             ids = pair.tokenizer(t, add_special_tokens=False).input_ids
         else:
             ids = [int(i) for i in t]
         if ids and not all(0 <= i < pair.vocab_size for i in ids):
-            raise ValueError(f"token ids must be in [0, {pair.vocab_size})")
+            raise InvalidArgumentError(f"token ids must be in [0, {pair.vocab_size})")
         out.append(ids[:max_tokens])
     return out
 
@@ -89,9 +90,9 @@ def collect(
     from tqdm.auto import tqdm
 
     if label not in LABELS:
-        raise ValueError(f"unknown label rule {label!r}; choose from {LABELS}")
+        raise InvalidArgumentError(f"unknown label rule {label!r}; choose from {LABELS}")
     if not isinstance(texts, Sequence) or isinstance(texts, str) or not texts:
-        raise ValueError("texts must be a non-empty list of strings or token-id sequences")
+        raise InvalidArgumentError("texts must be a non-empty list of strings or token-id sequences")
     encoded = _encode(pair, texts, max_tokens)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
     hs, fs, ls, ts = [], [], [], []
@@ -129,5 +130,5 @@ def collect(
             ls.append(y.cpu())
             ts.append(torch.full((n,), i, dtype=torch.long))
     if not ls:
-        raise ValueError("no text has 2 or more tokens: nothing to learn from")
+        raise InvalidArgumentError("no text has 2 or more tokens: nothing to learn from")
     return VerifierData(torch.cat(hs), torch.cat(fs), torch.cat(ls), torch.cat(ts), label)

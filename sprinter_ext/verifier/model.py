@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from ..errors import InvalidArgumentError
 
 __all__ = ["FEATURES", "Verifier", "q_features"]
 
@@ -40,7 +41,7 @@ def q_features(q: torch.Tensor, token: torch.Tensor, features: Sequence[str]) ->
         elif name == "entropy":
             cols.append(-torch.where(q > 0, q * torch.log(q), torch.zeros_like(q)).sum(dim=-1))
         else:
-            raise ValueError(f"unknown verifier feature {name!r}; choose from {FEATURES}")
+            raise InvalidArgumentError(f"unknown verifier feature {name!r}; choose from {FEATURES}")
     if not cols:
         return q.new_zeros(q.shape[:-1] + (0,), dtype=torch.float32)
     return torch.stack(cols, dim=-1).float()
@@ -65,14 +66,14 @@ class Verifier(nn.Module):
                  threshold: float = 0.5):  # fmt: skip
         super().__init__()
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
-            raise ValueError(f"input_size must be a positive int, got {input_size!r}")
+            raise InvalidArgumentError(f"input_size must be a positive int, got {input_size!r}")
         hidden = tuple(hidden)
         if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
-            raise ValueError(f"hidden must be a sequence of positive ints, got {hidden!r}")
+            raise InvalidArgumentError(f"hidden must be a sequence of positive ints, got {hidden!r}")
         features = tuple(features)
         bad = [f for f in features if f not in FEATURES]
         if bad or len(set(features)) != len(features):
-            raise ValueError(f"features must be distinct names from {FEATURES}, got {features!r}")
+            raise InvalidArgumentError(f"features must be distinct names from {FEATURES}, got {features!r}")
         self.input_size = input_size
         self.hidden = hidden
         self.features = features
@@ -88,7 +89,7 @@ class Verifier(nn.Module):
     @threshold.setter
     def threshold(self, value: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise ValueError(f"threshold must be a number (not NaN), got {value!r}")
+            raise InvalidArgumentError(f"threshold must be a number (not NaN), got {value!r}")
         self._threshold = float(value)
 
     @property
@@ -131,7 +132,7 @@ class Verifier(nn.Module):
             s = torch.sigmoid(self.logit(data.inputs(self.features)))
         neg = s[data.label < 0.5]
         if neg.numel() == 0:
-            raise ValueError("calibration data has no negative examples; give more held-out text")
+            raise InvalidArgumentError("calibration data has no negative examples; give more held-out text")
         self.threshold = threshold_for_far(neg, false_accept_rate)
         self.meta["calibration"] = {"false_accept_rate": false_accept_rate, "examples": len(data)}
         self.meta["metrics"] = evaluate(self, data)

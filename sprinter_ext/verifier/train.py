@@ -21,6 +21,7 @@ from ..sampling import SamplingSettings
 from .io import draft_identity
 from .labels import LABELS, VerifierData, collect
 from .model import FEATURES, Verifier
+from ..errors import InvalidArgumentError
 
 __all__ = ["train_verifier", "evaluate", "auc", "threshold_for_far", "split_texts"]
 
@@ -31,9 +32,9 @@ DEFAULT_FEATURES = FEATURES
 def split_texts(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic (train, val) text indices; val has >= 1 text when n >= 2."""
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise InvalidArgumentError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if n < 2:
-        raise ValueError("need at least 2 texts to hold some out for validation")
+        raise InvalidArgumentError("need at least 2 texts to hold some out for validation")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = min(n - 1, max(1, round(n * val_fraction)))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
@@ -82,7 +83,7 @@ def evaluate(verifier: Verifier, data: VerifierData, threshold: float | None = N
 def threshold_for_far(scores_neg: torch.Tensor, far: float) -> float:
     """Lowest threshold t with mean(scores_neg >= t) <= far."""
     if not 0.0 <= far <= 1.0 or math.isnan(far):
-        raise ValueError(f"false_accept_rate must be in [0, 1], got {far}")
+        raise InvalidArgumentError(f"false_accept_rate must be in [0, 1], got {far}")
     s = torch.sort(scores_neg.float(), descending=True).values
     allowed = math.floor(far * len(s) + 1e-9)  # negatives that may score >= t
     if allowed >= len(s):
@@ -167,19 +168,19 @@ def train_verifier(
     precision, recall, false-accept rate at the threshold).
     """
     if label not in LABELS:
-        raise ValueError(f"unknown label rule {label!r}; choose from {LABELS}")
+        raise InvalidArgumentError(f"unknown label rule {label!r}; choose from {LABELS}")
     for name, v, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+            raise InvalidArgumentError(f"{name} must be an int >= {low}, got {v!r}")
     train_idx, val_idx = split_texts(len(texts), val_fraction, seed)
     if data is None:
         data = collect(pair, texts, label=label, settings=settings, seed=seed, max_tokens=max_tokens,
                        progress=progress)  # fmt: skip
     elif data.rule != label:
-        raise ValueError(f"data was labelled with {data.rule!r}, not {label!r}")
+        raise InvalidArgumentError(f"data was labelled with {data.rule!r}, not {label!r}")
     train, val = data.subset(train_idx), data.subset(val_idx)
     if len(train) == 0 or len(val) == 0 or train.label.min() == train.label.max():
-        raise ValueError("the training split needs examples of both labels; give more (or longer) texts")
+        raise InvalidArgumentError("the training split needs examples of both labels; give more (or longer) texts")
     verifier = Verifier(data.hidden.shape[1], hidden, features)
     losses = _fit(verifier, train.inputs(verifier.features), train.label, epochs=epochs, lr=lr,
                   batch_size=batch_size, seed=seed, progress=progress)  # fmt: skip
