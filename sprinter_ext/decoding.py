@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from .methods import METHODS
 from .methods._session import Lane, Session, run
 from .models.pair import ModelPair
 from .models.runner import ModelRunner, position_limit
+from .prompts import IncrementalDetokenizer, encode_prompt
 from .sampling import SamplingSettings
 
 __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyError"]
@@ -105,35 +106,6 @@ def _eos_set(pair: ModelPair, eos_token_id) -> frozenset[int]:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < pair.vocab_size:
             raise InvalidArgumentError(f"eos_token_id entries must be ints in [0, {pair.vocab_size}), got {i!r}")
     return frozenset(ids)
-
-
-def encode_prompt(pair: ModelPair, prompt) -> list[int]:
-    """Token ids of `prompt` (str, list of ints or 1-D LongTensor), validated."""
-    if isinstance(prompt, str):
-        tok = pair.tokenizer
-        if tok is None:
-            raise TokenizerRequiredError(
-                "a str prompt needs a tokenizer, but this pair has none: pass token ids "
-                "(list of ints or a 1-D LongTensor) or load_pair(..., tokenizer=...)"
-            )
-        ids = list(tok(prompt, add_special_tokens=False).input_ids)
-    elif isinstance(prompt, torch.Tensor):
-        if prompt.dim() != 1 or prompt.dtype not in (torch.int64, torch.int32):
-            raise ArgumentTypeError(f"a tensor prompt must be a 1-D integer tensor, got {prompt.dim()}-D {prompt.dtype}")
-        ids = [int(t) for t in prompt.tolist()]
-    elif isinstance(prompt, Sequence):
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            raise ArgumentTypeError("a list prompt must contain ints (token ids)")
-        ids = list(prompt)
-    else:
-        raise ArgumentTypeError(f"prompt must be a str, a list of ints or a 1-D LongTensor, got {type(prompt).__name__}")
-    if not ids:
-        raise InvalidArgumentError("the prompt is empty: give at least one token")
-    v = pair.vocab_size
-    bad = [t for t in ids if not 0 <= t < v]
-    if bad:
-        raise InvalidArgumentError(f"prompt token ids must be in [0, {v}), got {bad[:5]}")
-    return ids
 
 
 class Decoder:
@@ -259,9 +231,9 @@ class Decoder:
 
     # -- inputs ---------------------------------------------------------------------
 
-    def encode(self, prompt) -> list[int]:
-        """Token ids of `prompt` (str, list of ints or 1-D LongTensor), validated."""
-        return encode_prompt(self.pair, prompt)
+    def encode(self, prompt, *, chat: bool | None = None) -> list[int]:
+        """Token ids of `prompt` (str, token ids or chat messages; see :func:`sprinter_ext.prompts.encode_prompt`)."""
+        return encode_prompt(self.pair, prompt, chat=chat)
 
     def _check_run(self, ids: list[int], max_new_tokens: int, seed: int) -> None:
         _check_int("max_new_tokens", max_new_tokens, 0)
@@ -335,31 +307,91 @@ class Decoder:
             **s.counters,
         )
 
-    def generate(self, prompt, *, max_new_tokens: int = 64, seed: int = 0) -> GenerationResult:
-        """Generate up to `max_new_tokens` new tokens (fewer only if EOS comes first)."""
-        ids = self.encode(prompt)
+    def generate(
+        self, prompt, *, max_new_tokens: int = 64, seed: int = 0, chat: bool | None = None, streamer=None
+    ) -> GenerationResult:
+        """Generate up to `max_new_tokens` new tokens (fewer only if EOS comes first).
+
+        `prompt` is a str, token ids or chat messages (``[{"role": "user", "content": ...}]``,
+        rendered with the tokenizer's chat template); `chat` says what a str means (see
+        :func:`sprinter_ext.prompts.encode_prompt`: None = raw text, with a warning when the
+        tokenizer has a chat template). `streamer` follows transformers' streamer convention
+        (``put(ids_tensor)``, ``end()``; e.g. ``TextStreamer(tok, skip_prompt=True)``): it gets
+        the prompt ids first, then each round's committed tokens, then ``end()``.
+        """
+        ids = self.encode(prompt, chat=chat)
         self._check_run(ids, max_new_tokens, seed)
+        if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+            raise ArgumentTypeError(f"streamer must have put() and end() methods, got {type(streamer).__name__}")
         if not self._lock.acquire(blocking=False):
             raise DecoderBusyError("this Decoder is already generating; use one Decoder per thread")
         try:
             stats: dict = {}
-            tokens = [t for toks in self._rounds(ids, max_new_tokens, seed, stats) for t in toks]
+            tokens: list[int] = []
+            if streamer is not None:
+                streamer.put(torch.tensor([ids]))
+            for toks in self._rounds(ids, max_new_tokens, seed, stats):
+                tokens.extend(toks)
+                if streamer is not None:
+                    streamer.put(torch.tensor(toks))
+            if streamer is not None:
+                streamer.end()
         finally:
             self._lock.release()
         return GenerationResult(tokens=tokens, text=self._decode(tokens), stats=stats)
 
-    def stream(self, prompt, *, max_new_tokens: int = 64, seed: int = 0) -> Iterator[int]:
-        """Yield token ids as they are committed (same tokens as :meth:`generate`)."""
-        ids = self.encode(prompt)
-        self._check_run(ids, max_new_tokens, seed)
-        return self._stream(ids, max_new_tokens, seed)
+    def stream(
+        self,
+        prompt,
+        *,
+        max_new_tokens: int = 64,
+        seed: int = 0,
+        chat: bool | None = None,
+        text: bool = False,
+        stats: dict | None = None,
+    ) -> Iterator:
+        """Yield what is committed, as it is committed (the same tokens as :meth:`generate`).
 
-    def _stream(self, ids, max_new_tokens, seed) -> Iterator[int]:
+        text=False: token ids (ints). text=True: decoded text pieces (non-empty strs) from
+        an :class:`~sprinter_ext.prompts.IncrementalDetokenizer`; their concatenation equals
+        ``generate(...).text``, and a character split over several tokens comes out whole.
+        `stats`, when given a dict, is filled with the run's stats when the stream ends.
+        Arguments are checked here, before the first ``next()``.
+        """
+        ids = self.encode(prompt, chat=chat)
+        self._check_run(ids, max_new_tokens, seed)
+        if not isinstance(text, bool):
+            raise ArgumentTypeError(f"text must be a bool, got {type(text).__name__}")
+        if stats is not None and not isinstance(stats, dict):
+            raise ArgumentTypeError(f"stats must be a dict to fill (or None), got {type(stats).__name__}")
+        if text and self.pair.tokenizer is None:
+            raise TokenizerRequiredError("stream(text=True) needs a tokenizer, but this pair has none; stream token ids")
+        out = {} if stats is None else stats
+        if text:
+            return self._stream_text(ids, max_new_tokens, seed, out)
+        return self._stream(ids, max_new_tokens, seed, out)
+
+    def _stream(self, ids, max_new_tokens, seed, stats) -> Iterator[int]:
         if not self._lock.acquire(blocking=False):
             raise DecoderBusyError("this Decoder is already generating; use one Decoder per thread")
         try:
-            for toks in self._rounds(ids, max_new_tokens, seed, {}):
+            for toks in self._rounds(ids, max_new_tokens, seed, stats):
                 yield from toks
+        finally:
+            self._lock.release()
+
+    def _stream_text(self, ids, max_new_tokens, seed, stats) -> Iterator[str]:
+        if not self._lock.acquire(blocking=False):
+            raise DecoderBusyError("this Decoder is already generating; use one Decoder per thread")
+        detok = IncrementalDetokenizer(self.pair.tokenizer)
+        try:
+            for toks in self._rounds(ids, max_new_tokens, seed, stats):
+                piece = detok.push(toks)
+                if piece:
+                    yield piece
+            piece = detok.flush()
+            if piece:
+                yield piece
         finally:
             self._lock.release()
 
@@ -382,6 +414,8 @@ def generate(
     engine: str = "auto",
     runner: str = "auto",
     eos_token_id=_DEFAULT,
+    chat: bool | None = None,
+    streamer=None,
     **method_options,
 ) -> GenerationResult:
     """Generate with `method` (see :class:`Decoder` for the arguments).
@@ -395,7 +429,7 @@ def generate(
     # job cost ~20% per step on CPU. A Decoder keeps its (larger) cache across calls.
     if not isinstance(pair, ModelPair):
         raise ArgumentTypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
-    ids = encode_prompt(pair, prompt)
+    ids = encode_prompt(pair, prompt, chat=chat)
     max_length = None
     module = METHODS.get(method) if isinstance(method, str) else None
     if module is not None and isinstance(max_new_tokens, int) and isinstance(k, int):
@@ -410,4 +444,4 @@ def generate(
         pair, method, k=k, temperature=temperature, top_k=top_k, top_p=top_p, engine=engine, runner=runner,
         eos_token_id=eos_token_id, max_length=max_length, **method_options,
     )  # fmt: skip
-    return dec.generate(ids, max_new_tokens=max_new_tokens, seed=seed)
+    return dec.generate(ids, max_new_tokens=max_new_tokens, seed=seed, streamer=streamer)
