@@ -35,6 +35,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 def plain(doc: str | None) -> str:
     """A docstring as terminal text: no RST markup (``code``, :func:`x`, ``::``)."""
     text = (doc or "").strip()
+    text = re.sub(r"``python -m sprinter_ext [^`]+`` \(see ``--help``\)\.\s*", "", text)  # said by usage
     text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
     text = text.replace("``", "").replace("::", ":")
     return text
