@@ -147,7 +147,7 @@ def encode_prompt(pair_or_tokenizer, prompt, *, chat: bool | None = None) -> lis
                     "(an Instruct model may answer nothing): pass chat=True or a list of messages for a "
                     "chat turn, or chat=False for raw text on purpose",
                     ChatTemplateWarning,
-                    stacklevel=3,
+                    stacklevel=_caller_level(),
                 )
             ids = _tokenize(tok, prompt)
     else:
@@ -161,6 +161,16 @@ def encode_prompt(pair_or_tokenizer, prompt, *, chat: bool | None = None) -> lis
         if bad:
             raise InvalidArgumentError(f"prompt token ids must be in [0, {vocab}), got {bad[:5]}")
     return ids
+
+
+def _caller_level() -> int:
+    """The warnings stacklevel of the first frame outside sprinter_ext (the user's call)."""
+    import sys
+
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("sprinter_ext"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _tokenize(tok, text: str) -> list[int]:

@@ -42,8 +42,11 @@ def test_messages_use_the_chat_template(tok, chat_pair):
 
 def test_plain_str_is_raw_text_and_warns_when_a_template_exists(tok, chat_pair):
     raw = tok("Hello there", add_special_tokens=False).input_ids
-    with pytest.warns(ChatTemplateWarning, match="chat=True"):
+    with pytest.warns(ChatTemplateWarning, match="chat=True") as rec:
         assert encode_prompt(chat_pair, "Hello there") == raw
+    with pytest.warns(ChatTemplateWarning) as rec2:
+        sprinter_ext.Decoder(chat_pair, "ar").generate("Hello there", max_new_tokens=1)
+    assert rec[0].filename == rec2[0].filename == __file__  # points at the user's line, not the library's
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert encode_prompt(chat_pair, "Hello there", chat=False) == raw  # on purpose: silent
