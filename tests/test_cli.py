@@ -149,3 +149,17 @@ def test_generate_cli_streams_text_and_prints_stats():
                          "--json", "--quiet", timeout=600, check=True).stdout)  # fmt: skip
     assert js["text"].strip() == out.stdout.strip()  # greedy sd == greedy ar, streamed == whole
     assert js["stats"]["new_tokens"] == len(js["tokens"])
+
+
+def test_bench_writes_to_the_user_results_dir_by_default(monkeypatch, tmp_path):
+    import pytest
+
+    from sprinter_ext import bench
+
+    monkeypatch.setenv("SPRINTER_EXT_CACHE", str(tmp_path))
+    assert bench.default_out() == tmp_path / "results"
+    assert bench.build_parser().parse_args([]).out is None  # so main() picks default_out()
+    assert bench.REPO_RESULTS == ROOT / "bench" / "results"
+    with pytest.raises(SystemExit, match="not both"):
+        bench.main(["--out", str(tmp_path), "--update-repo-results"])
+    assert "ssd" in bench.ALL_METHODS
