@@ -49,8 +49,8 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
     default_max_tokens : int
         ``max_tokens`` of requests that give none.
     decoders_per_worker : int
-        Decoders each worker keeps warm (one per distinct method/settings, least recently
-        used dropped first).
+        Decoders each worker keeps warm (one per distinct method, k and method options;
+        the least recently used is dropped first). Sampling settings need no new Decoder.
 
     Examples
     --------

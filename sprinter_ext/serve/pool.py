@@ -1,7 +1,8 @@
 """A pool of Decoders served by worker threads: requests queue, never see DecoderBusyError.
 
-Each worker thread owns its Decoders (a small LRU keyed by method and settings), so a
-Decoder only ever runs on its worker's thread, one generation at a time. Requests wait
+Each worker thread owns its Decoders (a small LRU keyed by method, k and the method's
+options; sampling settings are set per request), so a Decoder only ever runs on its
+worker's thread, one generation at a time. Requests wait
 in one FIFO queue; a request cancelled while waiting (client gone) is skipped. A worker
 turns a request into a stream of :class:`Event`\\ s posted to the request's asyncio
 queue: ``start`` (the request passed validation; a streaming reply may begin), then
@@ -23,6 +24,7 @@ from typing import Any
 from ..decoding import _DEFAULT, Decoder, _eos_set
 from ..errors import NonFiniteLogitsError, SprinterError
 from ..models.pair import ModelPair
+from ..sampling import SamplingSettings
 from .metrics import Metrics
 from .protocol import GenerationRequest, RequestError
 from .stops import StopMatcher
@@ -89,8 +91,7 @@ class DecoderPool:
         self.metrics = metrics or Metrics()
         self._eos = _eos_set(pair, _DEFAULT)
         # Fail at start-up, not on the first request, if the default method cannot run.
-        self._warm_kwargs = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}  # a request's defaults
-        self._warm = self._new_decoder(method, self._warm_kwargs)
+        self._warm = self._new_decoder(method, {})
         self._queue: queue.Queue = queue.Queue()
         self._threads = [
             threading.Thread(target=self._work, args=(i,), name=f"sprinter-serve-{i}", daemon=True) for i in range(size)
@@ -129,7 +130,7 @@ class DecoderPool:
     def _work(self, index: int) -> None:
         cache: OrderedDict[tuple, Decoder] = OrderedDict()
         if index == 0:
-            cache[GenerationRequest.decoder_key_of(self.method, self._warm_kwargs)] = self._warm
+            cache[GenerationRequest.decoder_key_of(self.method, {})] = self._warm
         while True:
             job = self._queue.get()
             if job is None:
@@ -164,7 +165,12 @@ class DecoderPool:
 
         method = req.method or self.method
         try:
+            settings = SamplingSettings(**req.sampling)
             dec = self._decoder(cache, method, req.decoder_kwargs)
+            # NOTE: sampling settings are read per run (Decoder.settings), so one warm Decoder
+            # per method and options serves every temperature/top_p/top_k; the tests hold its
+            # output to generate()'s under changing settings.
+            dec.settings = settings
             ids = encode_prompt(self.pair, req.prompt, chat=req.kind == "chat")
             max_new = req.max_tokens
             if max_new is None:
@@ -200,9 +206,9 @@ class DecoderPool:
                     m.itl.labels(method).observe(now - last)
                 last = now
                 n += 1
-                if t in self._eos:  # EOS ends the answer and is not text
+                if t in self._eos:  # EOS ends the run (the stream ends after it) and is not text
                     finish = "stop"
-                    break
+                    continue
                 piece = stops.push(detok.push([t]))
                 if piece:
                     job.emit(Event("text", text=piece))

@@ -74,7 +74,8 @@ class GenerationRequest:
     seed: int
     stop: list[str]
     method: str | None  # None: the server's default
-    decoder_kwargs: dict = field(default_factory=dict)  # k, temperature, top_k, top_p, method options
+    sampling: dict = field(default_factory=dict)  # temperature, top_p, top_k
+    decoder_kwargs: dict = field(default_factory=dict)  # k and the method's options
 
     @staticmethod
     def decoder_key_of(method: str, decoder_kwargs: dict) -> tuple:
@@ -137,11 +138,12 @@ def _common(body, kind: str, model_name: str) -> GenerationRequest:
     method = body.get("method")
     if method is not None and not isinstance(method, str):
         raise RequestError(f"method must be a string, got {method!r}", param="method")
-    kwargs = {
+    sampling = {
         "temperature": _number(body, "temperature", 1.0),
         "top_p": _number(body, "top_p", 1.0),
         "top_k": _number(body, "top_k", 0, integer=True),
     }
+    kwargs = {}
     if "k" in body:
         kwargs["k"] = _number(body, "k", None, integer=True)
     known = {"model", "messages", "prompt", "max_tokens", "max_completion_tokens", "stream", "stream_options",
@@ -156,7 +158,7 @@ def _common(body, kind: str, model_name: str) -> GenerationRequest:
         kwargs[name] = value
     return GenerationRequest(kind=kind, prompt=None, max_tokens=max_tokens, stream=stream,
                              include_usage=bool(opts and opts.get("include_usage")), seed=seed, stop=stop,
-                             method=method, decoder_kwargs=kwargs)  # fmt: skip
+                             method=method, sampling=sampling, decoder_kwargs=kwargs)  # fmt: skip
 
 
 def _is_json_scalar_or_list(v) -> bool:
