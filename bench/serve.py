@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
     ap.add_argument("--threads", type=int, default=1, help="torch threads, here and in the server")
     ap.add_argument("--max-length", type=int, default=512, help="KV cache of the server's and the warm Decoders")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_default.json"), help="JSON path (PNG beside it)")
+    ap.add_argument("--out", default="bench/results/serve_default.json", help="JSON path, relative to the repo (PNG beside it)")
     args = ap.parse_args(argv)
     import openai
 
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
         proc.wait(30)
     summary = summarize(rows, args.methods)
     print(table(summary))
-    out = Path(args.out)
+    out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "command": "python bench/serve.py " + " ".join(sys.argv[1:] if argv is None else argv),

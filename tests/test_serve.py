@@ -289,3 +289,53 @@ def test_create_app_and_cli_arguments(pair, capsys):
     assert serve_main(["--draft", "only-one"]) == 2
     assert serve_main(["--pool-size", "0"]) == 2
     assert serve_main(["--bogus"]) == 2
+
+
+def test_pool_skips_cancelled_jobs_and_serves_the_next(pair):
+    import asyncio
+
+    from sprinter_ext.serve.pool import DecoderPool, Job
+    from sprinter_ext.serve.protocol import parse_completion
+
+    pool = DecoderPool(pair, size=1, method="ar")
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        body = {"model": MODEL, "prompt": [5, 6, 7], "max_tokens": 5, "temperature": 0}
+        gone = Job(request=parse_completion(body, MODEL), loop=loop)
+        gone.cancelled.set()  # its client left while it waited in the queue
+        live = Job(request=parse_completion(body, MODEL), loop=loop)
+        pool.submit(gone)
+        pool.submit(live)
+        events = [await asyncio.wait_for(live.events.get(), 60)]
+        while events[-1].kind not in ("done", "error"):
+            events.append(await asyncio.wait_for(live.events.get(), 60))
+        return gone, events
+
+    try:
+        gone, events = asyncio.run(go())
+    finally:
+        pool.close()
+    ref = sprinter_ext.generate(pair, [5, 6, 7], method="ar", temperature=0, max_new_tokens=5)
+    assert gone.events.empty()  # skipped: never started, never answered
+    assert [e.kind for e in events][0] == "start" and events[-1].kind == "done"
+    assert "".join(e.text for e in events if e.kind == "text") == ref.text
+    assert events[-1].usage["completion_tokens"] == len(ref.tokens)
+    assert pool.metrics.registry.get_sample_value("sprinter_queue_depth") == 0 and not any(t.is_alive() for t in pool._threads)
+
+
+def test_unexpected_worker_exception_is_one_500(server, client, monkeypatch):
+    pool = server[1].state.pool
+    real, calls = pool._setup, []
+
+    def planted(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("planted bug")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pool, "_setup", planted)
+    r = httpx.post(server[0] + "/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 2}, timeout=60)
+    assert r.status_code == 500 and "planted bug" in r.json()["error"]["message"]
+    assert r.json()["error"]["type"] == "server_error"
+    assert client.completions.create(model=MODEL, prompt="x", max_tokens=2, temperature=0).usage.completion_tokens == 2

@@ -10,6 +10,7 @@ only.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -91,6 +92,11 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
     async def _validation_error(request: Request, e: RequestValidationError):
         return JSONResponse(error_body(str(e.errors())), status_code=400)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, e: Exception):
+        # NOTE: a bug, not a refusal: still the OpenAI envelope, so clients parse it.
+        return JSONResponse(error_body(f"internal error: {type(e).__name__}: {e}", type="server_error"), status_code=500)
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": name, "pool_size": pool.size}
@@ -112,8 +118,6 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
         return await _handle(request, "/v1/chat/completions", parse_chat)
 
     async def _handle(request: Request, endpoint: str, parse):
-        import asyncio
-
         t0 = time.perf_counter()
         try:
             body = json.loads(await request.body())
