@@ -131,6 +131,16 @@ def test_chat_greedy_equals_generate(pair, client, method):
     assert chunks[-2].choices[0].finish_reason == r.choices[0].finish_reason
 
 
+@pytest.mark.parametrize("extra", [{"method": "sd", "k": 2}, {"method": "ssd", "budget": 2, "k": 3},
+                                   {"method": "ersd", "k": 5, "top_k": 50}])
+def test_method_options_as_extra_body_fields(pair, client, extra):
+    kw = {k: v for k, v in extra.items() if k != "top_k"}
+    ref = reference(pair, "Once", chat=False, temperature=0.8, top_k=extra.get("top_k", 0), seed=11,
+                    max_new_tokens=9, **kw)  # fmt: skip
+    r = client.completions.create(model=MODEL, prompt="Once", temperature=0.8, seed=11, max_tokens=9, extra_body=extra)
+    assert r.choices[0].text == ref.text and r.usage.completion_tokens == len(ref.tokens)
+
+
 def test_completions_text_ids_and_seed(pair, client):
     ref = reference(pair, "The tide", chat=False, method="sd", temperature=0, max_new_tokens=10)
     r = client.completions.create(model=MODEL, prompt="The tide", temperature=0, max_tokens=10)
