@@ -236,6 +236,7 @@ std::vector<int64_t> Generation::round() {
       return {};
     }
   }
+  const int64_t accepted0 = stats_.accepted_tokens, unchecked0 = stats_.unchecked;
   std::vector<int64_t> toks = decide();
   stats_.rounds += 1;
   const int64_t room = max_new_ - stats_.new_tokens;
@@ -248,6 +249,10 @@ std::vector<int64_t> Generation::round() {
       break;
     }
   }
+  // Accepted drafts are the head of the round's tokens: count only those kept (methods/_session.py run()).
+  const int64_t kept = static_cast<int64_t>(toks.size());
+  stats_.accepted_tokens = accepted0 + std::min(stats_.accepted_tokens - accepted0, kept);
+  stats_.unchecked = unchecked0 + std::min(stats_.unchecked - unchecked0, kept);
   seq_.insert(seq_.end(), toks.begin(), toks.end());
   stats_.new_tokens += static_cast<int64_t>(toks.size());
   target_.sync(seq_);

@@ -2,7 +2,8 @@
 
 >>> import sprinter_ext
 >>> pair = sprinter_ext.load_pair()                     # embedded default pair, offline
->>> res = sprinter_ext.generate(pair, "The tide", method="sd", max_new_tokens=32, seed=0)
+>>> msgs = [{"role": "user", "content": "What is the capital of France?"}]
+>>> res = sprinter_ext.generate(pair, msgs, method="sd", max_new_tokens=32, seed=0)
 >>> res.text, res.stats
 
 Methods: ``ar`` (target alone), ``sd`` (speculative sampling), ``ersd``
@@ -25,6 +26,7 @@ from .errors import (
 )
 from .methods import METHODS as _METHODS
 from .models.pair import ModelPair, load_pair
+from .prompts import ChatTemplateWarning, IncrementalDetokenizer
 
 __version__ = "0.1.0"
 
@@ -45,6 +47,8 @@ __all__ = [
     "DecoderBusyError",
     "GenerationResult",
     "ModelPair",
+    "ChatTemplateWarning",
+    "IncrementalDetokenizer",
     "build_info",
     "generate",
     "load_pair",

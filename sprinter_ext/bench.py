@@ -3,12 +3,13 @@
 ``python -m sprinter_ext bench`` (see ``--help``). Reports per method: ms/token
 (median over prompts), speed-up vs AR and vs HF assisted generation, target
 calls per token, mean accepted length, analytic FLOPs per token; prints a table
-and writes JSON under bench/results/.
+and writes JSON to a user results directory ($SPRINTER_EXT_CACHE/results by default,
+or --out); the repository's committed bench/results/ only with --update-repo-results.
+Runs with 1 intra-op thread unless --threads says otherwise.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -63,10 +64,18 @@ def _hf_generate(pair, ids, max_new_tokens, temperature, assisted, k):
     return out.shape[1] - x.shape[1], wall
 
 
+def _engines_of(method: str, engines) -> list[str]:
+    """The engines a method runs on in the bench: ssd has no native loop, so its 'native' is 'fused'
+    (the draft on its own thread), and it skips the other engines to keep the main job's time."""
+    if method != "ssd":
+        return list(engines)
+    return ["fused"] if engines and engines[0] in ("native", "fused") else list(engines[:1])
+
+
 def run_bench(
     pair,
     *,
-    methods=("ar", "sd", "ersd", "sprinter"),
+    methods=("ar", "sd", "ersd", "sprinter", "ssd"),
     prompts=4,
     prompt_tokens=48,
     max_new_tokens=32,
@@ -90,12 +99,13 @@ def run_bench(
     lookahead = max(k, max_run if "sprinter" in methods else 0)
     max_length = -(-(prompt_tokens + max_new_tokens + lookahead) // 64) * 64  # static cache sized to the job
     opts = {"sprinter": {"max_run": max_run}}
+    cells = [(m, e) for m in methods for e in _engines_of(m, engines)]
     decoders = {(m, e): Decoder(pair, m, k=k, temperature=temperature, eos_token_id=None, max_length=max_length,
-                                engine=e, **opts.get(m, {})) for m in methods for e in engines}  # fmt: skip
+                                engine=e, **opts.get(m, {})) for m, e in cells}  # fmt: skip
     for dec in decoders.values():  # warm-up: allocate caches, first-call overheads
         dec.generate(ps[0][:8], max_new_tokens=4, seed=seed)
     # NOTE: prompt-major order, so slow drift of a shared machine hits every row alike
-    runs = [((m, e), i) for i in range(len(ps)) for m in methods for e in engines]
+    runs = [(cell, i) for i in range(len(ps)) for cell in cells]
     baselines = [("hf_ar", False), ("hf_assisted", True)] if hf else []
     runs += [((b, "hf"), i) for i in range(len(ps)) for b, _ in baselines]
     per: dict[tuple[str, str], list[dict]] = {}
@@ -169,28 +179,61 @@ def environment() -> dict:
                 sprinter_ext=__version__)  # fmt: skip
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sprinter_ext bench", description=__doc__.split("\n")[0])
+REPO_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+ALL_METHODS = ("ar", "sd", "ersd", "sprinter", "ssd")
+
+
+def default_out() -> Path:
+    """Where a user's bench results go: $SPRINTER_EXT_CACHE/results (default ~/.cache/sprinter_ext/results)."""
+    from .models.default_pair import cache_dir
+
+    return cache_dir() / "results"
+
+
+def build_parser():
+    from ._cli import add_threads, make_parser
+
+    ap = make_parser("bench", __doc__)
     ap.add_argument("--pair", choices=["default", "tiny"], default="default",
-                    help="default: embedded SmolLM2 pair; tiny: 1-layer random models (host overhead)")  # fmt: skip
+                    help="default: the embedded SmolLM2 pair; tiny: 1-layer random models (host overhead)")  # fmt: skip
     ap.add_argument("--methods", default=None,
-                    help="comma-separated methods (default: all; sprinter when the pair has a verifier)")  # fmt: skip
-    ap.add_argument("--prompts", type=int, default=4)
-    ap.add_argument("--prompt-tokens", type=int, default=48)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("-k", type=int, default=4, help="draft tokens per round")
+                    help=f"comma-separated methods (None: {','.join(ALL_METHODS)}; sprinter only with a verifier)")  # fmt: skip
+    ap.add_argument("--prompts", type=int, default=4, help="held-out prompts (one seed each)")
+    ap.add_argument("--prompt-tokens", type=int, default=48, help="tokens per prompt")
+    ap.add_argument("--max-new-tokens", type=int, default=32, help="new tokens per generation (no early stop)")
+    ap.add_argument("-k", type=int, default=4, help="draft tokens per round (sd, ersd, ssd)")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="0 = greedy (note: the default verifier was trained on T=1 features)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--verifier", default=None, help="verifier file (default: the pair's own)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed+i)")
+    ap.add_argument("--verifier", default=None, help="verifier file (None: the pair's own)")
+    add_threads(ap)
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
     ap.add_argument("--engines", default="native,reference",
-                    help="comma-separated engines to time side by side (first = the speed-up baseline's)")
-    ap.add_argument("--out", default="bench/results", help="directory for the JSON result")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+                    help="comma-separated engines to time side by side (first = the speed-up baseline's); "
+                         "ssd, which has no native loop, runs on 'fused' in place of 'native' and only there")  # fmt: skip
+    ap.add_argument("--out", default=None,
+                    help="directory for methods_<pair>.json (None: $SPRINTER_EXT_CACHE/results, "
+                         "i.e. ~/.cache/sprinter_ext/results)")  # fmt: skip
+    ap.add_argument("--update-repo-results", action="store_true",
+                    help="write to the repository's bench/results/ (the committed, README-quoted numbers) "
+                         "instead; only from a source checkout")  # fmt: skip
+    return ap
+
+
+def main(argv=None) -> int:
+    from ._threads import use_threads
+
+    args = build_parser().parse_args(argv)
+    if args.out is not None and args.update_repo_results:
+        raise SystemExit("bench: give --out or --update-repo-results, not both")
+    if args.update_repo_results and not REPO_RESULTS.is_dir():
+        raise SystemExit(f"bench: --update-repo-results needs a source checkout ({REPO_RESULTS} does not exist)")
+    out = REPO_RESULTS if args.update_repo_results else Path(args.out) if args.out else default_out()
+    with use_threads(args.threads):
+        return _main(args, out, argv)
+
+
+def _main(args, out: Path, argv) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # HF warns about min_new_tokens on every baseline call
@@ -210,7 +253,7 @@ def main(argv=None) -> int:
         texts = [torch.randint(0, 1000, (48,), generator=g).tolist() for _ in range(16)]
         pair.verifier = train_verifier(pair, texts, epochs=2, progress=False)
     if args.methods is None:
-        methods = [m for m in ("ar", "sd", "ersd", "sprinter") if m != "sprinter" or pair.verifier is not None]
+        methods = [m for m in ALL_METHODS if m != "sprinter" or pair.verifier is not None]
     else:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     result = run_bench(pair, methods=methods, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
@@ -220,9 +263,9 @@ def main(argv=None) -> int:
     result["environment"] = environment()
     result["command"] = "python -m sprinter_ext bench " + " ".join(argv if argv is not None else sys.argv[2:])
     print(f"\n{pair.name} | {args.prompts} held-out prompts x {args.max_new_tokens} new tokens | "
-          f"k={args.k} temperature={args.temperature} | {result['environment']['device']}")  # fmt: skip
+          f"k={args.k} temperature={args.temperature} | {result['environment']['device']} | "
+          f"{torch.get_num_threads()} thread(s)")  # fmt: skip
     print(format_table(result["rows"]))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"methods_{args.pair}.json"
     path.write_text(json.dumps(result, indent=2))

@@ -153,21 +153,33 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sprinter_ext sprinter-sweep", description=__doc__.split("\n")[0])
-    ap.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS))
-    ap.add_argument("--prompts", type=int, default=4)
-    ap.add_argument("--prompt-tokens", type=int, default=48)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
+def build_parser():
+    from ._cli import add_threads, make_parser
+
+    ap = make_parser("sprinter-sweep", __doc__)
+    ap.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS),
+                    help="comma-separated verifier thresholds to sweep")  # fmt: skip
+    ap.add_argument("--prompts", type=int, default=4, help="held-out prompts (one seed each)")
+    ap.add_argument("--prompt-tokens", type=int, default=48, help="tokens per prompt")
+    ap.add_argument("--max-new-tokens", type=int, default=32, help="new tokens per generation")
     ap.add_argument("-k", type=int, default=4, help="SD's draft length (the baseline)")
-    ap.add_argument("--max-run", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--verifier", default=None, help="verifier file (default: the pair's own)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default="bench/results")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    ap.add_argument("--max-run", type=int, default=20, help="SPRINTER's longest run of unchecked draft tokens")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed+i)")
+    ap.add_argument("--verifier", default=None, help="verifier file (None: the pair's own)")
+    add_threads(ap)
+    ap.add_argument("--out", default="bench/results", help="directory for sprinter_sweep.json and .png")
+    return ap
+
+
+def main(argv=None) -> int:
+    from ._threads import use_threads
+
+    args = build_parser().parse_args(argv)
+    with use_threads(args.threads):
+        return _main(args, argv)
+
+
+def _main(args, argv) -> int:
     from . import load_pair
 
     pair = load_pair(verifier=args.verifier)

@@ -421,8 +421,11 @@ def generate(
     """Generate with `method` (see :class:`Decoder` for the arguments).
 
     >>> pair = sprinter_ext.load_pair()
-    >>> res = sprinter_ext.generate(pair, "def fib(n):", method="sd", max_new_tokens=32, seed=1)
+    >>> res = sprinter_ext.generate(pair, "def fib(n):", method="sd", max_new_tokens=32, seed=1, chat=False)
     >>> res.tokens, res.text, res.stats["target_calls"]
+    >>> msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    >>> sprinter_ext.generate(pair, msgs, temperature=0).text   # chat template applied
+    'The capital of France is Paris.'
     """
     # NOTE: a one-shot call sizes the static cache to the request (rounded up to 64):
     # attention runs over every slot of a static cache, so 2048 slots for a 100-token

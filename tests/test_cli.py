@@ -21,17 +21,31 @@ def test_bench_cli_on_the_tiny_pair(tmp_path):
     result = json.loads((tmp_path / "methods_tiny.json").read_text())
     names = {(r["method"], r["engine"]) for r in result["rows"]}
     ours = {(m, e) for m in ("ar", "sd", "ersd", "sprinter") for e in ("native", "reference")}
-    assert names == ours | {("hf_ar", "hf"), ("hf_assisted", "hf")}
+    assert names == ours | {("ssd", "fused"), ("hf_ar", "hf"), ("hf_assisted", "hf")}  # ssd: no native loop
     ar = next(r for r in result["rows"] if r["method"] == "ar" and r["engine"] == "native")
     assert ar["speedup_vs_ar"] == 1.0 and ar["target_calls_per_token"] == 1.0
     assert {"environment", "config", "command"} <= set(result)
 
 
-def test_info_and_usage():
-    out = subprocess.run([sys.executable, "-m", "sprinter_ext", "info"], capture_output=True, text=True, check=True)
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "sprinter_ext", *args], capture_output=True, text=True, **kw)
+
+
+def test_info_version_and_usage():
+    out = _cli("info", check=True)
     assert json.loads(out.stdout)["torch_version"]
-    bad = subprocess.run([sys.executable, "-m", "sprinter_ext", "frobnicate"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "unknown command" in bad.stderr
+    assert json.loads(_cli("info", "--indent", "0", check=True).stdout)["torch_version"]
+    help_ = _cli("info", "--help")
+    assert help_.returncode == 0 and help_.stdout.startswith("usage: python -m sprinter_ext info")
+    bogus = _cli("info", "--bogus")
+    assert bogus.returncode == 2 and "unrecognized arguments: --bogus" in bogus.stderr
+    bad = _cli("frobnicate")
+    assert bad.returncode == 2 and "invalid choice: 'frobnicate'" in bad.stderr
+    import sprinter_ext
+
+    assert _cli("--version", check=True).stdout.strip() == f"sprinter_ext {sprinter_ext.__version__}"
+    top = _cli(check=True).stdout
+    assert all(cmd in top for cmd in ("generate", "bench", "sprinter-sweep", "train-verifier", "serve", "info"))
 
 
 def test_ci_runs_exactly_the_readme_commands():
@@ -75,3 +89,63 @@ def test_sprinter_sweep_on_the_tiny_pair(tmp_path):
     with torch.no_grad():
         logp = torch.log_softmax(target(torch.tensor([[1, 2, 3, 4, 5]])).logits[0], -1)
     assert abs(nll - float(-(logp[2, 4] + logp[3, 5]) / 2)) < 1e-5
+
+
+def _parsers():
+    from sprinter_ext import __main__ as cli
+    from sprinter_ext import bench, bench_sprinter, cli_generate
+    from sprinter_ext.verifier import cli as verifier_cli
+
+    return {"generate": cli_generate.build_parser(), "bench": bench.build_parser(),
+            "sprinter-sweep": bench_sprinter.build_parser(), "train-verifier": verifier_cli.build_parser(),
+            "info": cli.info_parser()}  # fmt: skip
+
+
+def test_every_option_has_help_and_a_shown_default():
+    import argparse
+
+    for name, ap in _parsers().items():
+        text = ap.format_help()
+        assert "``" not in text and ":func:" not in text, f"{name}: raw RST in --help"
+        for action in ap._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+            shown = ap._get_formatter()._get_help_string(action)
+            if action.option_strings and not action.required:
+                assert "(default:" in shown, f"{name} {action.option_strings}: no default shown"
+
+
+def test_threads_option_parses_and_rejects():
+    from sprinter_ext._threads import available_cpus
+
+    ap = _parsers()["generate"]
+    assert ap.parse_args(["q"]).threads is None
+    assert ap.parse_args(["q", "--threads", "3"]).threads == 3
+    assert ap.parse_args(["q", "--threads", "all"]).threads == available_cpus()
+    bad = _cli("generate", "q", "--threads", "-1")
+    assert bad.returncode == 2 and "--threads" in bad.stderr
+
+
+def test_serve_without_the_server_module_is_a_clear_error():
+    import importlib.util
+
+    if importlib.util.find_spec("sprinter_ext.serve") is not None:
+        import pytest
+
+        pytest.skip("the server module is installed; its own tests cover serve")
+    out = _cli("serve")
+    assert out.returncode == 2 and "serve: not available" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_generate_cli_streams_text_and_prints_stats():
+    """The default pair, greedy: the README's CLI example answers the question."""
+    out = _cli("generate", "What is the capital of France?", "--method", "sd", "--max-new-tokens", "16",
+               timeout=600, check=True)  # fmt: skip
+    assert "Paris" in out.stdout
+    stats = out.stderr.strip().splitlines()[-1]
+    assert re.search(r"\d+ tokens in [\d.]+ s \([\d.]+ tokens/s\) \| acceptance \d+/\d+ = [\d.]+ \| target calls", stats)
+    js = json.loads(_cli("generate", "What is the capital of France?", "--method", "ar", "--max-new-tokens", "16",
+                         "--json", "--quiet", timeout=600, check=True).stdout)  # fmt: skip
+    assert js["text"].strip() == out.stdout.strip()  # greedy sd == greedy ar, streamed == whole
+    assert js["stats"]["new_tokens"] == len(js["tokens"])

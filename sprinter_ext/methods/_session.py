@@ -196,6 +196,7 @@ def run(
         session.draft.prefill(prompt[:-1])
     produced = 0
     while produced < max_new_tokens:
+        accepted0, unchecked0 = session.accepted_tokens, session.counters.get("unchecked", 0)
         toks = round_fn(session)
         session.rounds += 1
         toks = toks[: max_new_tokens - produced]
@@ -203,6 +204,12 @@ def run(
             if t in eos:
                 toks = toks[: i + 1]
                 break
+        # NOTE: a round's accepted drafts are the head of its tokens; drafts cut off by
+        # max_new_tokens or EOS were drafted but never reach the output, so they are not
+        # counted as accepted (accepted_tokens <= min(draft_tokens, new_tokens)).
+        session.accepted_tokens = accepted0 + min(session.accepted_tokens - accepted0, len(toks))
+        if "unchecked" in session.counters:
+            session.counters["unchecked"] = unchecked0 + min(session.counters["unchecked"] - unchecked0, len(toks))
         session.seq.extend(toks)
         produced += len(toks)
         session.target.sync(session.seq)

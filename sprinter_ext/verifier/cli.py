@@ -40,23 +40,34 @@ def _parse_features(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sprinter_ext train-verifier", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="output .safetensors path")
-    ap.add_argument("--label", choices=LABELS, default="certain")
-    ap.add_argument("--hidden", type=_parse_hidden, default=(64,), help="comma-separated widths; '' = linear probe")
-    ap.add_argument("--features", type=_parse_features, default=FEATURES, help="all, none, or a comma list")
-    ap.add_argument("--epochs", type=int, default=20)
+def build_parser():
+    from .._cli import add_threads, make_parser
+
+    ap = make_parser("train-verifier", __doc__)
+    ap.add_argument("--out", required=True, help="output .safetensors path (required)")
+    ap.add_argument("--label", choices=LABELS, default="certain", help="label rule of the training examples")
+    ap.add_argument("--hidden", type=_parse_hidden, default="64", help="comma-separated widths; '' = linear probe")
+    ap.add_argument("--features", type=_parse_features, default="all", help="all, none, or a comma list")
+    ap.add_argument("--epochs", type=int, default=20, help="training epochs")
     ap.add_argument("--texts", type=int, default=400, help="how many training-split paragraphs to use")
     ap.add_argument("--max-tokens", type=int, default=128, help="tokens per paragraph")
-    ap.add_argument("--far", type=float, default=None, help="calibrate to this false-accept rate")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--far", type=float, default=None,
+                    help="calibrate the threshold to this false-accept rate (None: no calibration)")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0, help="seed of sampling and of the train/validation split")
+    add_threads(ap)
     ap.add_argument("--compare", action="store_true", help="also train the variants in VARIANTS; print a table")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return ap
 
+
+def main(argv=None) -> int:
+    from .._threads import use_threads
+
+    args = build_parser().parse_args(argv)
+    with use_threads(args.threads):
+        return _main(args, argv)
+
+
+def _main(args, argv) -> int:
     from .. import load_pair
     from ..models.smol_draft import train_texts
 

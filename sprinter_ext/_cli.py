@@ -1,0 +1,67 @@
+"""What every subcommand's parser shares: shown defaults, plain-text descriptions, --threads.
+
+NOTE: argparse rather than typer. Each subcommand owns a ``main(argv) -> int`` (the
+server's lives in another module and is imported lazily), so the top level only has to
+route argv; argparse does that, shows defaults (ArgumentDefaultsHelpFormatter), exits 2
+on a bad option, is in the standard library (typer is only a transitive dependency of
+transformers and could go away with it) and imports in milliseconds, which matters for
+``--help`` and ``--version``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ._threads import DEFAULT_THREADS, ENV, resolve_threads
+
+__all__ = ["make_parser", "plain", "add_threads"]
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults appended to every option's help (not to required ones); descriptions keep their line breaks."""
+
+    def _get_help_string(self, action):
+        # NOTE: an option whose default is computed says so as "(None: what it means)";
+        # that reads better as "(default: what it means)" than as "(default: None)".
+        help_ = action.help or ""
+        if action.required or "(default:" in help_:
+            return help_
+        if "(None:" in help_:
+            return help_.replace("(None:", "(default:")
+        return super()._get_help_string(action)
+
+
+def plain(doc: str | None) -> str:
+    """A docstring as terminal text: no RST markup (``code``, :func:`x`, ``::``)."""
+    text = (doc or "").strip()
+    text = re.sub(r"``python -m sprinter_ext [^`]+`` \(see ``--help``\)\.\s*", "", text)  # said by usage
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    text = text.replace("``", "").replace("::", ":")
+    return text
+
+
+def make_parser(prog: str, doc: str | None, **kw) -> argparse.ArgumentParser:
+    """An ArgumentParser for ``python -m sprinter_ext <prog>`` described by `doc`, defaults shown."""
+    return argparse.ArgumentParser(
+        prog=f"python -m sprinter_ext {prog}", description=plain(doc), formatter_class=_Formatter, **kw
+    )
+
+
+def _threads_arg(value: str) -> int:
+    try:
+        return resolve_threads(value, source="--threads")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_threads(ap: argparse.ArgumentParser) -> None:
+    """--threads N|all: torch's intra-op threads for this command (default: $SPRINTER_EXT_THREADS or 1)."""
+    ap.add_argument(
+        "--threads",
+        type=_threads_arg,
+        default=None,
+        metavar="N|all",
+        help=f"torch intra-op threads for this command; 'all' = every CPU (None: ${ENV} if set, "
+        f"else {DEFAULT_THREADS}, which does not collapse on a shared machine)",
+    )
