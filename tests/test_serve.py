@@ -296,6 +296,10 @@ def test_create_app_and_cli_arguments(pair, capsys):
     with pytest.raises(sprinter_ext.InvalidArgumentError, match="method"):
         create_app(pair, method="nope")
     assert serve_main(["--help"]) == 0 and "--pool-size" in capsys.readouterr().out
+    from sprinter_ext.__main__ import main as top_main
+
+    assert top_main(["serve", "--help"]) == 0 and "--threads" in capsys.readouterr().out
+    assert serve_main(["--threads", "-2"]) == 2
     assert serve_main(["--draft", "only-one"]) == 2
     assert serve_main(["--pool-size", "0"]) == 2
     assert serve_main(["--bogus"]) == 2

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -13,14 +12,15 @@ __all__ = ["main", "build_parser"]
 _EXTRA_HINT = 'the server needs the [serve] extra: pip install --no-build-isolation -e ".[serve]"'
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
+    """The ``serve`` parser: every option with its default shown, ``--threads`` as every command's."""
+    from .._cli import add_threads, make_parser
     from ..methods import METHODS
 
-    p = argparse.ArgumentParser(
-        prog="python -m sprinter_ext serve",
-        description="Serve a draft/target pair with the OpenAI API (/v1/chat/completions, /v1/completions, "
-        "/v1/models, /health, /metrics) over a pool of Decoders.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = make_parser(
+        "serve",
+        "Serve a draft/target pair with the OpenAI API (/v1/chat/completions, /v1/completions,\n"
+        "/v1/models, /health, /metrics) over a pool of Decoders. Needs the [serve] extra.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free one, printed at start)")
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens of requests that give none")
     p.add_argument("--decoders-per-worker", type=int, default=4, help="Decoders (method/settings) each worker keeps warm")
     p.add_argument("--model-name", default=None, help="the id clients send as `model` (default: the target's name)")
-    p.add_argument("--threads", default=None, help="torch intra-op threads: an int, or 'all' (default: $SPRINTER_EXT_THREADS or 1)")
+    add_threads(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn log level")
     return p
 
@@ -60,23 +60,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
 
-        from .app import create_app
+        from . import app  # noqa: F401  (fastapi, prometheus_client)
     except ImportError as e:
         print(f"error: {_EXTRA_HINT} ({e})", file=sys.stderr)
         return 2
+    from .._threads import use_threads
 
-    import torch
+    with use_threads(args.threads) as threads:  # every worker's forward runs with it
+        return _serve(args, threads)
+
+
+def _serve(args, threads: int) -> int:
+    import uvicorn
 
     from .. import load_pair
-    from .._threads import resolve_threads
     from ..errors import SprinterError
+    from .app import create_app
 
     try:
-        threads = resolve_threads(args.threads, source="--threads")
-        # NOTE: process-wide, as the server owns the process; every worker's forward uses it.
-        torch.set_num_threads(threads)
         pair = load_pair(args.draft, args.target, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype)
         app = create_app(pair, model_name=args.model_name, pool_size=args.pool_size, method=args.method,
                          engine=args.engine, runner=args.runner, max_length=args.max_length,
