@@ -55,3 +55,22 @@ def test_cache_keyword_of_an_old_style_forward():
             return input_ids
 
     assert cache_keyword(Old()) == "past_key_values" and cache_keyword(New()) == "cache"
+
+
+def test_missing_model_error_says_what_was_looked_for(tmp_path, monkeypatch):
+    import sprinter_ext
+    from sprinter_ext.errors import ModelNotFoundError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as info:
+        sprinter_ext.load_pair("no-such-org/no-such-model-xyz", "no-such-org/no-such-model-xyz")
+    text = str(info.value)
+    assert "huggingface.co" not in text and "connect" not in text and "internet" not in text
+    assert "no cached hub copy" in text and "hf download no-such-org/no-such-model-xyz" in text
+    missing = tmp_path / "missing"
+    with pytest.raises(ModelNotFoundError) as info:
+        sprinter_ext.load_pair(str(missing), str(missing))
+    text = str(info.value)
+    assert f"no directory {str(missing)!r}" in text and "hf download" not in text and "Repo id" not in text
+    with pytest.raises(ModelNotFoundError, match="exists but does not hold a loadable"):
+        sprinter_ext.load_pair(str(tmp_path), str(tmp_path))  # a directory without a model

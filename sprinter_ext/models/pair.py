@@ -172,11 +172,7 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
             # NOTE: local_files_only: nothing is ever downloaded behind the user's back.
             model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
         except (OSError, ValueError) as e:
-            raise ModelNotFoundError(
-                f"{role} model {str(spec)!r} was not found offline (no local directory, no cached hub copy). "
-                "sprinter_ext never downloads: fetch it first (e.g. `hf download ID`) or pass a local path, "
-                f"a .gguf file or a PreTrainedModel. ({type(e).__name__}: {e})"
-            ) from e
+            raise ModelNotFoundError(_not_found_message(role, str(spec), e)) from e
         try:
             tok = AutoTokenizer.from_pretrained(str(spec), local_files_only=True)
         except (OSError, ValueError):
@@ -184,6 +180,34 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
     model.eval().requires_grad_(False)
     _check_causal(model, role)
     return model, tok
+
+
+def _not_found_message(role: str, spec: str, error: Exception) -> str:
+    """What was looked for offline and how to supply it.
+
+    NOTE: transformers' own message for a missing model says it "couldn't connect to
+    huggingface.co", which reads like a download attempt; it is quoted only when a local
+    directory exists but does not load (then its reason is the useful part)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return (
+            f"{role} model directory {str(path)!r} exists but does not hold a loadable causal LM "
+            f"(config.json + weights): {type(error).__name__}: {error}"
+        )
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE as hub_cache
+    except ImportError:  # pragma: no cover - a transformers dependency
+        hub_cache = "the Hugging Face hub cache"
+    hub_id = len(spec.split("/")) <= 2 and not spec.startswith((".", "/", "~")) and "\\" not in spec
+    if hub_id:
+        looked, fetch = (f"no directory {str(path)!r} and no cached hub copy under {hub_cache}",
+                         f"fetch it once yourself (`hf download {spec}`) or pass")  # fmt: skip
+    else:
+        looked, fetch = f"no directory {str(path)!r}", "check the path, or pass"
+    return (
+        f"{role} model {spec!r} was not found offline ({looked}). sprinter_ext never downloads: "
+        f"{fetch} a local directory, a .gguf file or a loaded PreTrainedModel"
+    )
 
 
 def load_pair(
