@@ -52,7 +52,7 @@ def test_cold_process_needs_no_transformers():
         "print(r.stats['engine'], r.stats['runner'], 'transformers' in sys.modules, pair._source.built('target') is None)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["native", "native", "False", "True"]
 
@@ -167,3 +167,20 @@ def test_cache_stamp_checks_size_and_mtime(tmp_path):
     (tmp_path / "tokenizer.json").unlink()
     with pytest.raises(ChecksumError, match="incomplete"):
         dp.check_cache_stamp(tmp_path)
+
+
+def test_import_is_lazy():
+    """`import sprinter_ext` (and its version, errors) costs no torch import; the API loads on use."""
+    code = (
+        "import sys, sprinter_ext\n"
+        "before = 'torch' in sys.modules\n"
+        "v, e = sprinter_ext.__version__, sprinter_ext.SprinterError\n"
+        "from sprinter_ext import load_pair, Decoder, METHODS\n"
+        "print(before, 'torch' in sys.modules, 'sd' in METHODS, callable(load_pair))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "True", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        sprinter_ext.nonsense  # noqa: B018
