@@ -9,7 +9,7 @@ takes the first streamed token of a str prompt. Phases (seconds, CLOCK_MONOTONIC
 which is one clock for all processes on Linux):
 
     startup      spawn -> first line of the child script (the interpreter itself)
-    import       ``import sprinter_ext``
+    import       ``import sprinter_ext`` (lazy since this script was added: torch then loads in load_pair)
     load_pair    ``sprinter_ext.load_pair()``
     decoder      ``Decoder(pair, "sd")`` (builds the runners)
     first_token  prefill + the first round until its first token comes out
@@ -110,7 +110,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_xlabel("seconds from spawn to the first token (median of runs; dashed: the 3 s goal)")
     ax.legend(ncol=len(PHASES), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.45))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
 def main(argv=None) -> None:
