@@ -57,7 +57,10 @@ def test_cold_process_needs_no_transformers():
     assert out.stdout.split() == ["native", "native", "False", "True"]
 
 
-def test_tensor_models_equal_the_transformers_models(lazy_pair):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tensor_models_equal_the_transformers_models(lazy_pair, dtype):
+    if dtype != torch.float32:
+        lazy_pair = sprinter_ext.load_pair(dtype=dtype, verifier=False)
     src = lazy_pair._source
     for role in ("target", "draft"):
         view = getattr(src, role)
