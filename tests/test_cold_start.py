@@ -25,13 +25,18 @@ from sprinter_ext.verifier.io import draft_identity
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def fresh_lazy_pair(**kw):
+    pair = sprinter_ext.load_pair(**kw)
+    if pair._source is None:  # this call converted the GGUF (the first load); now it is cached
+        pair = sprinter_ext.load_pair(**kw)
+    assert pair._source is not None
+    return pair
+
+
 @pytest.fixture(scope="module")
 def lazy_pair():
     """A fresh default pair (its models are built by the tests below, not shared with others)."""
-    pair = sprinter_ext.load_pair()
-    if pair._source is None:
-        pytest.skip("the default pair's cache was converted in this session without the fast path")
-    return pair
+    return fresh_lazy_pair()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +46,7 @@ def hf_tokenizer(lazy_pair):
     return AutoTokenizer.from_pretrained(str(lazy_pair._source.directory), local_files_only=True)
 
 
-def test_cold_process_needs_no_transformers():
+def test_cold_process_needs_no_transformers(lazy_pair):
     """A new process loads the pair and generates with the native engine without importing
     transformers; the repr does not build the models either."""
     code = (
@@ -60,7 +65,7 @@ def test_cold_process_needs_no_transformers():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_tensor_models_equal_the_transformers_models(lazy_pair, dtype):
     if dtype != torch.float32:
-        lazy_pair = sprinter_ext.load_pair(dtype=dtype, verifier=False)
+        lazy_pair = fresh_lazy_pair(dtype=dtype, verifier=False)
     src = lazy_pair._source
     for role in ("target", "draft"):
         view = getattr(src, role)
@@ -85,9 +90,7 @@ def test_tensor_models_equal_the_transformers_models(lazy_pair, dtype):
 def test_lazy_native_tokens_equal_transformers_runner(method):
     """Tokens from the stand-ins (before any transformers model exists) equal those of the
     Python runner over the built transformers models, for two seeds."""
-    pair = sprinter_ext.load_pair()
-    if pair._source is None:
-        pytest.skip("no warm cache")
+    pair = fresh_lazy_pair()
     prompt = "def fib(n):\n    "
     fast = [sprinter_ext.generate(pair, prompt, method=method, max_new_tokens=10, seed=s, temperature=t).tokens
             for s, t in ((1, 1.0), (7, 0.0))]  # fmt: skip
@@ -142,13 +145,12 @@ def test_fast_chat_template_matches_transformers(lazy_pair, hf_tokenizer):
 
 
 def test_repr_is_short_and_lazy():
-    pair = sprinter_ext.load_pair()
+    pair = fresh_lazy_pair()
     text = repr(pair)
     assert "\n" not in text and len(text) < 400, text
     for part in ("SmolLM2-135M-Instruct", "smollm2-draft", "cpu", "float32", "49152", "verifier 576", "30 layers"):
         assert part in text, (part, text)
-    if pair._source is not None:
-        assert pair._source.built("target") is None
+    assert pair._source.built("target") is None and pair._source.built("draft") is None
 
 
 def test_repr_of_tiny_pair(tiny):

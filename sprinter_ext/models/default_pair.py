@@ -5,7 +5,9 @@ Target: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
 is located with :func:`importlib.util.find_spec` (the package itself imports
 ``llm`` and ``llama_cpp``, which we neither need nor install), checked against
 its sha256, dequantised by transformers once and cached as safetensors under
-the user cache dir, so later loads take about a second.
+the user cache dir. Later loads on the CPU read that cache without transformers
+(:mod:`sprinter_ext.models.fast_pair`); :func:`load_default_target` is the path that
+builds the transformers model (the first load, other devices, ``pair.target``).
 
 Draft: see :mod:`sprinter_ext.models.smol_draft`.
 """
