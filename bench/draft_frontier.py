@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from sprinter_ext.bench import cpu_name  # noqa: E402
 from sprinter_ext.models.default_pair import load_default_target  # noqa: E402
+from sprinter_ext.models.runner import cache_keyword  # noqa: E402
 from sprinter_ext.models.smol_draft import (  # noqa: E402
     assemble_draft,
     build_default_draft,
@@ -86,7 +87,7 @@ class Stepper:
             elif cl is not None:
                 layer.cumulative_length = start
         h = self.model.base_model(
-            input_ids=ids, past_key_values=self.cache, cache_position=pos, position_ids=pos.unsqueeze(0),
+            input_ids=ids, **{cache_keyword(self.model.base_model): self.cache}, cache_position=pos, position_ids=pos.unsqueeze(0),
             attention_mask=_mask(n, start, MAX_LEN, self.dtype), use_cache=True,
         ).last_hidden_state
         return self.model.get_output_embeddings()(h[:, -1:])

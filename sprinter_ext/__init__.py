@@ -7,12 +7,13 @@
 >>> res.text, res.stats
 
 Methods: ``ar`` (target alone), ``sd`` (speculative sampling), ``ersd``
-(exponential-race speculative sampling). See README.md and DESIGN.md.
+(exponential-race speculative sampling, drafter-invariant), ``sprinter`` (a learned
+verifier accepts draft tokens; approximate) and ``ssd`` (speculative speculative
+decoding). See README.md.
 """
 
 from __future__ import annotations
 
-from .decoding import ENGINES, Decoder, DecoderBusyError, GenerationResult, generate
 from .errors import (
     ArgumentTypeError,
     CacheOverflowError,
@@ -24,13 +25,37 @@ from .errors import (
     TokenizerRequiredError,
     VocabularyMismatchError,
 )
-from .methods import METHODS as _METHODS
-from .models.pair import ModelPair, load_pair
-from .prompts import ChatTemplateWarning, IncrementalDetokenizer
 
 __version__ = "0.1.0"
 
-METHODS = tuple(sorted(_METHODS))
+# NOTE: the rest of the API is imported on first use (PEP 562), so `import sprinter_ext`
+# and `python -m sprinter_ext --version` / `--help` do not pay for importing torch
+# (1.3-1.6 s of CPU here); everything that generates needs torch anyway.
+_LAZY = {
+    "ENGINES": ".decoding", "Decoder": ".decoding", "DecoderBusyError": ".decoding",
+    "GenerationResult": ".decoding", "generate": ".decoding",
+    "ModelPair": ".models.pair", "load_pair": ".models.pair",
+    "ChatTemplateWarning": ".prompts", "IncrementalDetokenizer": ".prompts",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name == "METHODS":
+        from .methods import METHODS as methods
+
+        value = tuple(sorted(methods))
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        raise AttributeError(f"module 'sprinter_ext' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
 
 
 def build_info() -> dict:

@@ -96,9 +96,10 @@ def _check_int(name: str, value, low: int) -> int:
 
 def _eos_set(pair: ModelPair, eos_token_id) -> frozenset[int]:
     if eos_token_id is _DEFAULT:
-        eos_token_id = getattr(pair.target.generation_config, "eos_token_id", None)
+        target = pair._view("target")  # no transformers build for a lazy default pair
+        eos_token_id = getattr(target.generation_config, "eos_token_id", None)
         if eos_token_id is None:
-            eos_token_id = getattr(pair.target.config, "eos_token_id", None)
+            eos_token_id = getattr(target.config, "eos_token_id", None)
     if eos_token_id is None:
         return frozenset()
     ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
@@ -185,34 +186,47 @@ class Decoder:
         self._options = module.options(pair, **method_options) if hasattr(module, "options") else {}
         self._lookahead = module.lookahead(self._options, self.k) if hasattr(module, "lookahead") else self.k
         make = self._runner_factory(runner, module.NEEDS_DRAFT)
-        self._target = Lane(make(pair.target, max_length))
-        self._draft = Lane(make(pair.draft, self._target.runner.max_len)) if self._module.NEEDS_DRAFT else None
-        self.runner = "native" if make is not ModelRunner else "python"
+        self._target = Lane(make("target", max_length))
+        self._draft = Lane(make("draft", self._target.runner.max_len)) if self._module.NEEDS_DRAFT else None
+        self.runner = "python" if isinstance(self._target.runner, ModelRunner) else "native"
         self._native = self._native_runners() if self.engine == "native" else None
         self._lock = threading.Lock()
 
     def _runner_factory(self, runner: str, needs_draft: bool):
         """ModelRunner (transformers' forward) or the C++ NativeModel (same protocol, bitwise
-        equal logits on CPU); auto: native under engine='native' when every model supports it."""
+        equal logits on CPU); auto: native under engine='native' when every model supports it.
+        Returns make(role, max_len) -> runner."""
+        from .models.fast_pair import is_tensor_model
+
+        pair = self.pair
+        python = lambda role, max_len: ModelRunner(pair._model(role), max_len)  # noqa: E731
         if runner == "python":
-            return ModelRunner
+            return python
         from .models import native
 
-        models = [self.pair.target] + ([self.pair.draft] if needs_draft else [])
-        reasons = [r for r in map(native.unsupported_reason, models) if r] if _native_available() else ["not built"]
+        views = [pair._view("target")] + ([pair._view("draft")] if needs_draft else [])
+        # NOTE: the lazy default pair's stand-ins (TensorModel) are native-ready by construction.
+        reasons = [native.unsupported_reason(m) for m in views if not is_tensor_model(m)]
+        reasons = [r for r in reasons if r] if _native_available() else ["not built"]
         if runner == "native" and reasons:
             raise InvalidArgumentError(f"runner='native' cannot run this pair: {reasons[0]}; use runner='python'")
         if not (runner == "native" or (self.engine == "native" and not reasons)):
-            return ModelRunner
+            return python
         if self.pair.device.type != "cuda":
-            return native.native_runner
+
+            def make(role, max_len):
+                view = pair._view(role)
+                return view.native_runner(max_len) if is_tensor_model(view) else native.native_runner(view, max_len)
+
+            return make
         # CUDA: one captured graph per forward length the loop uses most (a draft step, the
         # draft catching up on 2 tokens, the target verifying k drafts); others run eagerly.
         # Captured here, once per Decoder.
         lengths = sorted({1, 2, self.k + 1})
         from .models.runner import resolve_max_len
 
-        def graphed(model, max_len):
+        def graphed(role, max_len):
+            model = pair._model(role)
             max_len = resolve_max_len(model, max_len)
             return native.cuda_graph_runner(model, [n for n in lengths if n <= max_len], max_len)
 
@@ -440,7 +454,7 @@ def generate(
         if isinstance(lookahead, int) and not isinstance(lookahead, bool):
             need = len(ids) + max(0, max_new_tokens) + max(k, lookahead)
             max_length = max(64, -(-need // 64) * 64)
-            limit = position_limit(pair.target)
+            limit = position_limit(pair._view("target"))
             if limit:
                 max_length = min(max_length, limit)
     dec = Decoder(

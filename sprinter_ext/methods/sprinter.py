@@ -43,7 +43,7 @@ def options(pair, *, verifier=None, threshold=None, max_run: int = DEFAULT_MAX_R
         )
     if not isinstance(verifier, Verifier):
         raise ArgumentTypeError(f"verifier must be a sprinter_ext.Verifier, got {type(verifier).__name__}")
-    check_draft(verifier, pair.draft, pair.vocab_size)
+    check_draft(verifier, pair._view("draft"), pair.vocab_size)  # no build of a lazy draft
     if threshold is None:
         threshold = verifier.threshold
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or math.isnan(threshold):

@@ -5,7 +5,9 @@ Target: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
 is located with :func:`importlib.util.find_spec` (the package itself imports
 ``llm`` and ``llama_cpp``, which we neither need nor install), checked against
 its sha256, dequantised by transformers once and cached as safetensors under
-the user cache dir, so later loads take about a second.
+the user cache dir. Later loads on the CPU read that cache without transformers
+(:mod:`sprinter_ext.models.fast_pair`); :func:`load_default_target` is the path that
+builds the transformers model (the first load, other devices, ``pair.target``).
 
 Draft: see :mod:`sprinter_ext.models.smol_draft`.
 """
@@ -105,14 +107,54 @@ def _target_cache_path() -> Path:
     return cache_dir() / f"{TARGET_ID}-{GGUF_SHA256[:12]}-v{_CACHE_FORMAT}"
 
 
+_STAMPED = ("model.safetensors", "tokenizer.json", "config.json")
+
+
+def _file_stamps(directory: Path) -> dict:
+    return {name: [st.st_size, st.st_mtime_ns] for name in _STAMPED for st in [(directory / name).stat()]}
+
+
+def check_cache_stamp(directory: Path) -> bool:
+    """Whether the converted cache `directory` is complete (False: convert it first).
+
+    NOTE: the warm path checks size and mtime of the cached files against the stamp
+    written at conversion instead of hashing 540 MB on every start; the GGUF itself is
+    hashed at conversion. A stamp from before these fields gets them on first use.
+    """
+    stamp = directory / "sprinter_ext.json"
+    if not stamp.is_file():
+        return False
+    try:
+        info = json.loads(stamp.read_text())
+        now = _file_stamps(directory)
+    except (OSError, ValueError) as e:
+        raise ChecksumError(
+            f"the converted model cache {directory} is incomplete ({e}); delete that directory and "
+            "load again to convert the GGUF anew"
+        ) from e
+    files = info.get("files")
+    if files is None:
+        try:
+            stamp.write_text(json.dumps({**info, "files": now}))
+        except OSError:  # a read-only cache stays valid, just unstamped
+            pass
+        return True
+    changed = sorted(name for name in _STAMPED if list(files.get(name, [])) != now[name])
+    if changed:
+        raise ChecksumError(
+            f"the converted model cache {directory} changed since it was written ({', '.join(changed)}): "
+            "delete that directory and load again to convert the GGUF anew"
+        )
+    return True
+
+
 def load_default_target(*, dtype: torch.dtype = torch.float32, progress: bool = True):
     """SmolLM2-135M-Instruct (model, tokenizer), from the safetensors cache when present."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = find_gguf()
     cached = _target_cache_path()
-    stamp = cached / "sprinter_ext.json"
-    if not stamp.is_file():
+    if not check_cache_stamp(cached):
         verify_gguf(gguf_path)
         if progress:
             print(f"sprinter_ext: converting {gguf_path.name} to safetensors under {cached} (once)")
@@ -123,7 +165,8 @@ def load_default_target(*, dtype: torch.dtype = torch.float32, progress: bool = 
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             (tmp / "sprinter_ext.json").write_text(
-                json.dumps({"source": str(gguf_path), "sha256": GGUF_SHA256, "format": _CACHE_FORMAT})
+                json.dumps({"source": str(gguf_path), "sha256": GGUF_SHA256, "format": _CACHE_FORMAT,
+                            "files": _file_stamps(tmp)})
             )
             if cached.exists():  # a concurrent conversion won the race
                 shutil.rmtree(tmp)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,30 +25,88 @@ _DTYPES = {
 }  # fmt: skip
 
 
-@dataclass
 class ModelPair:
-    """A (draft, target) pair of Hugging Face causal LMs plus an optional tokenizer."""
+    """A (draft, target) pair of Hugging Face causal LMs plus an optional tokenizer and verifier.
 
-    draft: Any
-    target: Any
-    tokenizer: Any = None
-    verifier: Any = None  # a SPRINTER Verifier for this draft (the default pair ships one)
+    ``draft`` and ``target`` are transformers models. The embedded default pair loaded on
+    the CPU builds them on first access (see :mod:`sprinter_ext.models.fast_pair`): until
+    then the native runner works from the same tensors without importing transformers.
+    """
+
+    def __init__(self, draft=None, target=None, tokenizer=None, verifier=None, *, source=None):
+        if source is None and (draft is None or target is None):
+            raise InvalidArgumentError("a ModelPair needs a draft and a target model")
+        self._draft, self._target, self._source = draft, target, source
+        self.tokenizer = tokenizer
+        self.verifier = verifier  # a SPRINTER Verifier for this draft (the default pair ships one)
+
+    @property
+    def draft(self):
+        return self._model("draft")
+
+    @draft.setter
+    def draft(self, model) -> None:
+        self._draft = model
+
+    @property
+    def target(self):
+        return self._model("target")
+
+    @target.setter
+    def target(self, model) -> None:
+        self._target = model
+
+    def _model(self, role: str):
+        """The transformers model for `role` ("draft"/"target"), built now if it is lazy."""
+        given = self._draft if role == "draft" else self._target
+        if given is None:
+            given = self._source.model(role)
+        return given
+
+    def _view(self, role: str):
+        """The model, or (lazy default pair, not built yet) its TensorModel stand-in: config,
+        generation_config, device, dtype, named_parameters and a native runner, no transformers."""
+        given = self._draft if role == "draft" else self._target
+        if given is None:
+            given = self._source.built(role)
+            if given is None:
+                given = getattr(self._source, role)
+        return given
 
     @property
     def device(self) -> torch.device:
-        return self.target.device
+        return self._view("target").device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.target.dtype
+        return self._view("target").dtype
 
     @property
     def vocab_size(self) -> int:
-        return int(self.target.config.vocab_size)
+        return int(self._view("target").config.vocab_size)
 
     @property
     def name(self) -> str:
-        return f"{_model_name(self.draft)} -> {_model_name(self.target)}"
+        return f"{_model_name(self._view('draft'))} -> {_model_name(self._view('target'))}"
+
+    def __repr__(self) -> str:
+        draft, target = self._view("draft"), self._view("target")
+        kind = getattr(draft, "draft_kind", "draft LM")
+        tok = "none" if self.tokenizer is None else type(self.tokenizer).__name__
+        ver = "none" if self.verifier is None else (
+            f"{self.verifier.input_size}->{'x'.join(map(str, self.verifier.hidden)) or 'linear'}, "
+            f"threshold {self.verifier.threshold:.3g}"
+        )  # fmt: skip
+        return (
+            f"ModelPair(draft={_model_name(draft)!r} ({kind}, {_layers(draft)} layers), "
+            f"target={_model_name(target)!r} ({_layers(target)} layers), {self.device}, "
+            f"{str(self.dtype).removeprefix('torch.')}, vocab {self.vocab_size}, tokenizer {tok}, verifier {ver})"
+        )
+
+
+def _layers(model):
+    c = model.config
+    return getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", None) or "?"
 
 
 def _model_name(model) -> str:
@@ -115,11 +172,7 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
             # NOTE: local_files_only: nothing is ever downloaded behind the user's back.
             model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
         except (OSError, ValueError) as e:
-            raise ModelNotFoundError(
-                f"{role} model {str(spec)!r} was not found offline (no local directory, no cached hub copy). "
-                "sprinter_ext never downloads: fetch it first (e.g. `hf download ID`) or pass a local path, "
-                f"a .gguf file or a PreTrainedModel. ({type(e).__name__}: {e})"
-            ) from e
+            raise ModelNotFoundError(_not_found_message(role, str(spec), e)) from e
         try:
             tok = AutoTokenizer.from_pretrained(str(spec), local_files_only=True)
         except (OSError, ValueError):
@@ -127,6 +180,34 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
     model.eval().requires_grad_(False)
     _check_causal(model, role)
     return model, tok
+
+
+def _not_found_message(role: str, spec: str, error: Exception) -> str:
+    """What was looked for offline and how to supply it.
+
+    NOTE: transformers' own message for a missing model says it "couldn't connect to
+    huggingface.co", which reads like a download attempt; it is quoted only when a local
+    directory exists but does not load (then its reason is the useful part)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return (
+            f"{role} model directory {str(path)!r} exists but does not hold a loadable causal LM "
+            f"(config.json + weights): {type(error).__name__}: {error}"
+        )
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE as hub_cache
+    except ImportError:  # pragma: no cover - a transformers dependency
+        hub_cache = "the Hugging Face hub cache"
+    hub_id = len(spec.split("/")) <= 2 and not spec.startswith((".", "/", "~")) and "\\" not in spec
+    if hub_id:
+        looked, fetch = (f"no directory {str(path)!r} and no cached hub copy under {hub_cache}",
+                         f"fetch it once yourself (`hf download {spec}`) or pass")  # fmt: skip
+    else:
+        looked, fetch = f"no directory {str(path)!r}", "check the path, or pass"
+    return (
+        f"{role} model {spec!r} was not found offline ({looked}). sprinter_ext never downloads: "
+        f"{fetch} a local directory, a .gguf file or a loaded PreTrainedModel"
+    )
 
 
 def load_pair(
@@ -181,7 +262,16 @@ def load_pair(
     if (draft is None) != (target is None):
         raise InvalidArgumentError("give both draft and target, or neither for the embedded default pair")
 
-    if draft is None:
+    source = None
+    if draft is None and dev.type == "cpu":
+        from .fast_pair import load_default_source
+
+        # NOTE: the warm cache on the CPU needs no transformers import (models/fast_pair.py);
+        # None: the first load, which converts the GGUF with transformers below.
+        source = load_default_source(dt or torch.float32, dev)
+    if source is not None:
+        t_model, d_model, tok = source.target, source.draft, source.tokenizer
+    elif draft is None:
         from .default_pair import load_default_target
         from .smol_draft import build_default_draft
 
@@ -233,7 +323,10 @@ def load_pair(
         raise VocabularyMismatchError(
             f"the tokenizer has {len(tok)} tokens but the models' vocabulary has {tv}; pass the models' own tokenizer"
         )
-    pair = ModelPair(draft=d_model, target=t_model, tokenizer=tok)
+    if source is not None:
+        pair = ModelPair(tokenizer=tok, source=source)
+    else:
+        pair = ModelPair(draft=d_model, target=t_model, tokenizer=tok)
     if verifier is None and draft is None:
         from .default_pair import default_verifier_path
 
@@ -244,9 +337,10 @@ def load_pair(
         from ..verifier import Verifier, check_draft
 
         if isinstance(verifier, (str, os.PathLike)):
-            verifier = Verifier.load(verifier, pair=pair)  # checks it against the draft
+            # checks it against the draft (the stand-in of a lazy pair has the same fingerprint)
+            verifier = Verifier.load(verifier, draft=pair._view("draft"), vocab_size=tv)
         elif isinstance(verifier, Verifier):
-            check_draft(verifier, d_model, tv)
+            check_draft(verifier, pair._view("draft"), tv)
         else:
             raise ArgumentTypeError(f"verifier must be a Verifier, a path, False or None, got {type(verifier).__name__}")
         pair.verifier = verifier.to(pair.device)

@@ -57,6 +57,19 @@ def resolve_max_len(model, max_len: int | None) -> int:
     return max_len
 
 
+def cache_keyword(module) -> str:
+    """The forward keyword that takes the KV cache: ``cache`` (transformers >= 5.2x, where
+    ``past_key_values`` is deprecated, removal announced for 5.40) or ``past_key_values``
+    (older releases and models that were not renamed)."""
+    import inspect
+
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a C-implemented forward
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class ModelRunner:
     """Static-KV-cache runner for one ``PreTrainedModel`` (batch 1)."""
 
@@ -76,6 +89,7 @@ class ModelRunner:
         if self._head is None:
             raise InvalidArgumentError(f"{type(model).__name__} has no LM head (get_output_embeddings() is None)")
         self._softcap = getattr(config, "final_logit_softcapping", None)
+        self._cache_kw = cache_keyword(self._base)
         self._cache = StaticCache(config=config, max_cache_len=max_len)
         self._positions = torch.arange(max_len, device=self.device)
         self._neg = torch.finfo(self.dtype).min
@@ -187,7 +201,7 @@ class ModelRunner:
         mask.masked_fill_(~allowed, self._neg)
         out = self._base(
             input_ids=ids[None],
-            past_key_values=self._cache,
+            **{self._cache_kw: self._cache},
             cache_position=cache_position,
             position_ids=cache_position[None],
             attention_mask=mask,

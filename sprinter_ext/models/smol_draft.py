@@ -362,20 +362,11 @@ def read_draft_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor]
     return tensors, meta
 
 
-def build_default_draft(target, *, path: str | os.PathLike | None = None):
-    """The default draft for the loaded SmolLM2-135M target (same device and dtype).
+def draft_weights(path: str | os.PathLike | None = None) -> tuple[list[int], torch.Tensor, dict[str, torch.Tensor]]:
+    """(target layer indices, kept token ids, trained tensors) of a draft weights file, validated.
 
-    ``path``: a weights file written by :mod:`sprinter_ext.models.train_draft`
-    (default: the committed ``data/smollm2_draft.safetensors``, whose sha256 is
-    checked).  The draft reuses the target's embedding (by reference) and
-    copies of its layers, so it must be built from the target it will serve.
+    ``path`` None: the committed ``data/smollm2_draft.safetensors``, whose sha256 is checked.
     """
-    cfg = target.config
-    if getattr(cfg, "model_type", None) != "llama" or cfg.vocab_size != 49152 or cfg.hidden_size != 576:
-        raise InvalidArgumentError(
-            "build_default_draft needs the SmolLM2-135M target (llama, hidden 576, vocab 49152), got "
-            f"{getattr(cfg, 'model_type', None)} hidden {getattr(cfg, 'hidden_size', None)} vocab {cfg.vocab_size}"
-        )
     if path is None:
         path = default_weights_path()
         if DEFAULT_WEIGHTS_SHA256 is not None:
@@ -394,5 +385,23 @@ def build_default_draft(target, *, path: str | os.PathLike | None = None):
     kept = tensors.pop("kept_ids").to(torch.long)
     if kept.numel() != int(json.loads(meta["vocab"])):
         raise ChecksumError(f"{path}: {kept.numel()} kept ids, metadata says {meta['vocab']}")
+    return layers, kept, tensors
+
+
+def build_default_draft(target, *, path: str | os.PathLike | None = None):
+    """The default draft for the loaded SmolLM2-135M target (same device and dtype).
+
+    ``path``: a weights file written by :mod:`sprinter_ext.models.train_draft`
+    (default: the committed ``data/smollm2_draft.safetensors``, whose sha256 is
+    checked).  The draft reuses the target's embedding (by reference) and
+    copies of its layers, so it must be built from the target it will serve.
+    """
+    cfg = target.config
+    if getattr(cfg, "model_type", None) != "llama" or cfg.vocab_size != 49152 or cfg.hidden_size != 576:
+        raise InvalidArgumentError(
+            "build_default_draft needs the SmolLM2-135M target (llama, hidden 576, vocab 49152), got "
+            f"{getattr(cfg, 'model_type', None)} hidden {getattr(cfg, 'hidden_size', None)} vocab {cfg.vocab_size}"
+        )
+    layers, kept, tensors = draft_weights(path)
     draft = assemble_draft(target, layers, kept_ids=kept, tensors=tensors, name_or_path=DRAFT_ID)
     return draft
