@@ -127,7 +127,9 @@ def _draft_sample_kernel(
                 h += w * feat
         h += tl.load(wpack_ptr + b_off + o, mask=omask, other=0.0)
         for layer in tl.static_range(1, NUM_LAYERS):
-            h = tl.maximum(h, 0.0)  # ReLU between layers
+            # ReLU between layers. NOTE: tl.maximum(NaN, 0) is 0 (NaN dropped), which would turn a
+            # NaN hidden state into a finite score; keep NaN so the guard below scores it 0.
+            h = tl.where(h != h, h, tl.maximum(h, 0.0))
             w_off = tl.load(meta_ptr + 4 * layer + 0)
             b_off = tl.load(meta_ptr + 4 * layer + 1)
             n_out = tl.load(meta_ptr + 4 * layer + 2)
