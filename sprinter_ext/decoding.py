@@ -8,6 +8,7 @@ call raises :class:`DecoderBusyError` instead of corrupting the caches.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,7 @@ __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyErr
 ENGINES = ("auto", "reference", "fused", "native")
 NATIVE_METHODS = ("ar", "sd", "ersd", "sprinter")  # what csrc/engine.cpp implements
 RUNNERS = ("auto", "python", "native")
+SNAPSHOT_METHODS = ("ssd",)  # need runner.snapshot/restore, which only ModelRunner has
 
 
 def _native_available() -> bool:
@@ -100,11 +102,27 @@ def _eos_set(pair: ModelPair, eos_token_id) -> frozenset[int]:
             eos_token_id = getattr(pair.target.config, "eos_token_id", None)
     if eos_token_id is None:
         return frozenset()
-    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    if isinstance(eos_token_id, (list, tuple, set, frozenset)):
+        ids = list(eos_token_id)
+    elif isinstance(eos_token_id, torch.Tensor) and eos_token_id.dim() == 1:
+        ids = eos_token_id.tolist()
+    else:
+        ids = [eos_token_id]
+    out = []
     for i in ids:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < pair.vocab_size:
+        # NOTE: numpy and 0-d torch integers count as ints (operator.index), floats and bools do not
+        try:
+            if isinstance(i, bool):
+                raise TypeError
+            i = operator.index(i)
+        except TypeError:
+            raise ArgumentTypeError(
+                f"eos_token_id must be an int, a list of ints or None, got {type(i).__name__} {i!r}"
+            ) from None
+        if not 0 <= i < pair.vocab_size:
             raise InvalidArgumentError(f"eos_token_id entries must be ints in [0, {pair.vocab_size}), got {i!r}")
-    return frozenset(ids)
+        out.append(i)
+    return frozenset(out)
 
 
 def encode_prompt(pair: ModelPair, prompt) -> list[int]:
@@ -121,6 +139,10 @@ def encode_prompt(pair: ModelPair, prompt) -> list[int]:
         if prompt.dim() != 1 or prompt.dtype not in (torch.int64, torch.int32):
             raise ArgumentTypeError(f"a tensor prompt must be a 1-D integer tensor, got {prompt.dim()}-D {prompt.dtype}")
         ids = [int(t) for t in prompt.tolist()]
+    elif isinstance(prompt, (bytes, bytearray, memoryview)):
+        raise ArgumentTypeError(
+            "a bytes prompt is ambiguous (text or token ids?): decode it to a str, or pass a list of ints"
+        )
     elif isinstance(prompt, Sequence):
         if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             raise ArgumentTypeError("a list prompt must contain ints (token ids)")
@@ -224,6 +246,11 @@ class Decoder:
         equal logits on CPU); auto: native under engine='native' when every model supports it."""
         if runner == "python":
             return ModelRunner
+        if runner == "native" and self.method in SNAPSHOT_METHODS:
+            raise InvalidArgumentError(
+                f"runner='native' cannot run method {self.method!r}: it snapshots and restores KV entries, "
+                "which only the python runner implements; use runner='python' or 'auto'"
+            )
         from .models import native
 
         models = [self.pair.target] + ([self.pair.draft] if needs_draft else [])
@@ -302,6 +329,19 @@ class Decoder:
         stats.update(out, wall_s=time.perf_counter() - t0, method=self.method, engine=self.engine, runner=self.runner)
 
     def _rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
+        try:
+            yield from self._rounds_unguarded(ids, max_new_tokens, seed, stats)
+        except Exception:
+            # NOTE: a failed generation (NaN logits above all) may have left NaN keys/values in
+            # the caches, which masked attention still multiplies (0 * NaN = NaN): scrub both
+            # so this Decoder serves the next call (runner.scrub(), csrc/runner.h). The native
+            # loop scrubs its runners itself; doing it again is cheap and keeps one rule here.
+            self._target.runner.scrub()
+            if self._draft is not None:
+                self._draft.runner.scrub()
+            raise
+
+    def _rounds_unguarded(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
         if self._native is not None:
             yield from self._native_rounds(ids, max_new_tokens, seed, stats)
             return
