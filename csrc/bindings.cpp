@@ -26,6 +26,7 @@
 #include "native_model.h"
 #include "ops_cpu.h"
 #include "philox.h"
+#include "py_checks.h"
 
 #ifdef SPRINTER_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -242,20 +243,46 @@ py::dict build_info() {
   return info;
 }
 
-// The fused ops' twins (CPU, CUDA) share one Python signature each; the GIL is
-// released while they run.
+// The fused ops' twins (CPU, CUDA) share one Python signature each. The scalars are
+// checked here with the GIL held (seed, stream; the sampling settings by the one rule
+// of sprinter_ext.sampling, py_checks.h), the tensors by the twins themselves
+// (std::invalid_argument -> ValueError); the GIL is released while they run.
+using sprinter::bind::checked_settings;
+using Tensors = std::vector<at::Tensor>;
+
 template <class Fn>
 void def_draft_sample(py::module_& m, const char* name, Fn fn, const char* doc) {
-  m.def(name, fn, py::call_guard<py::gil_scoped_release>(), py::arg("logits"), py::arg("hidden"),
-        py::arg("position"), py::arg("seed"), py::arg("stream"), py::arg("temperature"), py::arg("top_k"),
-        py::arg("top_p"), py::arg("weights"), py::arg("biases"), py::arg("features"), doc);
+  m.def(
+      name,
+      [fn](const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, py::handle seed,
+           py::handle stream, py::handle temperature, py::handle top_k, py::handle top_p, const Tensors& weights,
+           const Tensors& biases, const std::vector<int64_t>& features) {
+        const uint64_t sd = checked_uint(seed, "seed", kMaxU64, "[0, 2**64)");
+        const uint32_t st = stream_arg(stream);
+        const auto s = checked_settings(temperature, top_k, top_p);
+        py::gil_scoped_release no_gil;
+        return fn(logits, hidden, position, sd, st, s.temperature, s.top_k, s.top_p, weights, biases, features);
+      },
+      py::arg("logits"), py::arg("hidden"), py::arg("position"), py::arg("seed"), py::arg("stream"),
+      py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("weights"), py::arg("biases"),
+      py::arg("features"), doc);
 }
 
 template <class Fn>
 void def_verify_tokens(py::module_& m, const char* name, Fn fn, const char* doc) {
-  m.def(name, fn, py::call_guard<py::gil_scoped_release>(), py::arg("target_logits"), py::arg("draft_probs"),
-        py::arg("draft_tokens"), py::arg("start_position"), py::arg("seed"), py::arg("temperature"),
-        py::arg("top_k"), py::arg("top_p"), py::arg("sd"), doc);
+  m.def(
+      name,
+      [fn](const at::Tensor& target_logits, const at::Tensor& draft_probs, const at::Tensor& draft_tokens,
+           const at::Tensor& start_position, py::handle seed, py::handle temperature, py::handle top_k,
+           py::handle top_p, bool sd) {
+        const uint64_t key = checked_uint(seed, "seed", kMaxU64, "[0, 2**64)");
+        const auto s = checked_settings(temperature, top_k, top_p);
+        py::gil_scoped_release no_gil;
+        return fn(target_logits, draft_probs, draft_tokens, start_position, key, s.temperature, s.top_k, s.top_p,
+                  sd);
+      },
+      py::arg("target_logits"), py::arg("draft_probs"), py::arg("draft_tokens"), py::arg("start_position"),
+      py::arg("seed"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("sd"), doc);
 }
 
 }  // namespace

@@ -225,6 +225,19 @@ std::vector<int64_t> Generation::decide() {
 // methods/_session.py run(): one iteration of the driver.
 std::vector<int64_t> Generation::round() {
   if (done_) return {};
+  try {
+    return round_unguarded();
+  } catch (...) {
+    // NOTE: a failed round (NaN logits, a runner error) may have written NaN keys/values
+    // into the caches; scrub them so the runners serve the next generation (runner.h).
+    done_ = true;
+    target_.runner->scrub();
+    if (draft_.runner) draft_.runner->scrub();
+    throw;
+  }
+}
+
+std::vector<int64_t> Generation::round_unguarded() {
   c10::InferenceMode guard;
   if (!started_) {
     std::vector<int64_t> head(seq_.begin(), seq_.end() - 1);

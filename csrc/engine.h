@@ -111,6 +111,7 @@ class Generation {
   std::vector<int64_t> check(const std::vector<int64_t>& drafts, const at::Tensor& q,
                              const at::Tensor& logits, int64_t offset, bool sd);
   std::vector<int64_t> decide();  // the method's round
+  std::vector<int64_t> round_unguarded();  // round() without the scrub on failure
 
   Lane target_, draft_;
   Config cfg_;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine.h"
+#include "py_checks.h"
 
 namespace py = pybind11;
 
@@ -25,7 +26,7 @@ namespace {
 class PyRunner final : public Runner {
  public:
   explicit PyRunner(py::object obj) : obj_(std::move(obj)) {
-    for (const char* name : {"prefill", "step", "extend", "truncate"}) {
+    for (const char* name : {"prefill", "step", "extend", "truncate", "scrub"}) {
       if (!py::hasattr(obj_, name)) {
         throw py::type_error(std::string("PyRunner needs an object with the ModelRunner protocol; ") +
                              Py_TYPE(obj_.ptr())->tp_name + " has no " + name + "()");
@@ -58,6 +59,11 @@ class PyRunner final : public Runner {
     obj_.attr("truncate")(length);
   }
 
+  void scrub() override {
+    py::gil_scoped_acquire gil;
+    obj_.attr("scrub")();
+  }
+
   int64_t length() const override {
     py::gil_scoped_acquire gil;
     return obj_.attr("length").cast<int64_t>();
@@ -68,6 +74,35 @@ class PyRunner final : public Runner {
  private:
   py::object obj_;
 };
+
+// The verifier MLP the loop will run: float32 layers [out, in] chained to one output,
+// biases [out], distinct feature codes in {0, 1, 2} (the draft's hidden size is checked
+// by the first draft_sample, which knows it).
+void check_verifier(const std::vector<at::Tensor>& w, const std::vector<at::Tensor>& b,
+                    const std::vector<int64_t>& features) {
+  using sprinter::bind::raise_named;
+  if (w.size() != b.size()) raise_named("InvalidArgumentError", "verifier_weights and verifier_biases differ in length");
+  for (size_t l = 0; l < w.size(); ++l) {
+    const std::string p = "verifier layer " + std::to_string(l);
+    if (!w[l].defined() || !b[l].defined() || w[l].dim() != 2 || b[l].dim() != 1 ||
+        w[l].scalar_type() != at::kFloat || b[l].scalar_type() != at::kFloat || b[l].size(0) != w[l].size(0)) {
+      raise_named("InvalidArgumentError", p + ": weight must be float32 [out, in] and bias float32 [out]");
+    }
+    if (b[l].device() != w[l].device() || w[l].device() != w[0].device()) {
+      raise_named("InvalidArgumentError", p + ": every verifier tensor must be on one device");
+    }
+    if (l > 0 && w[l].size(1) != w[l - 1].size(0)) {
+      raise_named("InvalidArgumentError", p + " takes " + std::to_string(w[l].size(1)) + " inputs, layer " +
+                                              std::to_string(l - 1) + " gives " + std::to_string(w[l - 1].size(0)));
+    }
+  }
+  if (!w.empty() && w.back().size(0) != 1) raise_named("InvalidArgumentError", "the verifier's last layer must have one output");
+  bool seen[3] = {false, false, false};
+  for (const int64_t f : features) {
+    if (f < 0 || f > 2 || seen[f]) raise_named("InvalidArgumentError", "verifier_features must be distinct codes 0, 1 or 2");
+    seen[f] = true;
+  }
+}
 
 py::dict lane_stats(const Lane& lane, const char* prefix) {
   py::dict d;
@@ -102,35 +137,50 @@ py::handle register_engine(py::module_& m) {
 
   py::class_<Generation>(
       m, "Generation",
-      "One generation of the native loop (csrc/engine.h). Arguments are validated by "
-      "sprinter_ext.decoding; this class trusts them.")
+      "One generation of the native loop (csrc/engine.h). Every argument is checked here with the "
+      "named errors of sprinter_ext.errors (the same rules as sprinter_ext.decoding).")
       .def(py::init([](std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, const std::string& method,
-                       int64_t k, double temperature, int64_t top_k, double top_p, std::vector<int64_t> eos,
-                       std::vector<at::Tensor> verifier_weights, std::vector<at::Tensor> verifier_biases,
-                       std::vector<int64_t> verifier_features, double threshold, int64_t max_run, bool verify_all,
-                       std::vector<int64_t> prompt, uint64_t seed, int64_t max_new_tokens) {
+                       py::handle k, py::handle temperature, py::handle top_k, py::handle top_p,
+                       std::vector<int64_t> eos, std::vector<at::Tensor> verifier_weights,
+                       std::vector<at::Tensor> verifier_biases, std::vector<int64_t> verifier_features,
+                       py::handle threshold, py::handle max_run, bool verify_all, std::vector<int64_t> prompt,
+                       py::handle seed, py::handle max_new_tokens) {
+             using namespace sprinter::bind;
              Config c;
              try {
                c.method = parse_method(method);
              } catch (const std::invalid_argument& e) {
-               throw py::value_error(e.what());
+               raise_named("InvalidArgumentError", e.what());
              }
-             c.k = k;
-             c.temperature = temperature;
-             c.top_k = top_k;
-             c.top_p = top_p;
+             // NOTE: the same rules as sprinter_ext.decoding, checked again here so a caller of the
+             // private binding cannot hand the loop NaN settings or negative sizes (py_checks.h).
+             constexpr int64_t kMaxI64 = std::numeric_limits<int64_t>::max();
+             c.k = checked_int(k, "k", 1, kMaxI64);
+             const auto s = checked_settings(temperature, top_k, top_p);
+             c.temperature = s.temperature;
+             c.top_k = s.top_k;
+             c.top_p = s.top_p;
+             for (const int64_t t : eos) {
+               if (t < 0) raise_named("InvalidArgumentError", "eos ids must be >= 0, got " + std::to_string(t));
+             }
+             for (const int64_t t : prompt) {
+               if (t < 0) raise_named("InvalidArgumentError", "prompt ids must be >= 0, got " + std::to_string(t));
+             }
+             check_verifier(verifier_weights, verifier_biases, verifier_features);
              c.eos = std::move(eos);
              c.verifier_weights = std::move(verifier_weights);
              c.verifier_biases = std::move(verifier_biases);
              c.verifier_features = std::move(verifier_features);
-             c.threshold = threshold;
-             c.max_run = max_run;
+             c.threshold = checked_number(threshold, "threshold");
+             c.max_run = checked_int(max_run, "max_run", 1, kMaxI64);
              c.verify_all = verify_all;
+             const uint64_t seed_value = checked_u64(seed, "seed");
+             const int64_t max_new = checked_int(max_new_tokens, "max_new_tokens", 0, kMaxI64);
              try {
-               return new Generation(std::move(target), std::move(draft), std::move(c), std::move(prompt), seed,
-                                     max_new_tokens);
+               return new Generation(std::move(target), std::move(draft), std::move(c), std::move(prompt),
+                                     seed_value, max_new);
              } catch (const std::invalid_argument& e) {
-               throw py::value_error(e.what());
+               raise_named("InvalidArgumentError", e.what());
              }
            }),
            py::arg("target"), py::arg("draft"), py::arg("method"), py::arg("k"), py::arg("temperature"),

@@ -243,6 +243,14 @@ void NativeModel::truncate(int64_t length) {
   length_.store(length, std::memory_order_release);
 }
 
+void NativeModel::scrub() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  c10::InferenceMode guard;
+  for (auto& t : k_cache_) t.zero_();  // in place: graph-captured addresses stay valid
+  for (auto& t : v_cache_) t.zero_();
+  length_.store(0, std::memory_order_release);
+}
+
 void NativeModel::check_room(int64_t start, int64_t n) const {
   if (start + n > config_.max_len) {
     throw CacheOverflowError(std::to_string(start + n) + " tokens do not fit the static KV cache of " +

@@ -111,6 +111,7 @@ class NativeModel : public Runner {
   std::pair<at::Tensor, at::Tensor> feed(const std::vector<int64_t>& tokens) override;
   void truncate(int64_t length) override;
   int64_t length() const override { return length_.load(std::memory_order_acquire); }
+  void scrub() override;
 
   // prefill() that also returns (logits [1, V] float32, hidden [1, D]) of the last
   // position, computed as ModelRunner.prefill does (head on the last row only);

@@ -290,6 +290,8 @@ void def_runner_protocol(Cls& cls, const char* name) {
             self.truncate(static_cast<int64_t>(v));
           },
           py::arg("length"), "Keep the first `length` cached tokens (rollback); later entries are masked.")
+      .def("scrub", &R::scrub, py::call_guard<py::gil_scoped_release>(),
+           "Zero every cache slot and set the length to 0 (after a failed generation).")
       .def_property_readonly("length", &R::length, "Tokens currently in the cache.")
       .def_property_readonly("max_len", &R::max_len)
       .def_property_readonly("vocab_size", &R::vocab_size)

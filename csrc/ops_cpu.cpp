@@ -309,11 +309,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sam
   require(logits.dim() == 2 && logits.is_contiguous() && logits.device().is_cpu(),
           "logits must be a contiguous CPU tensor [B, V]");
   require(hidden.dim() == 2 && hidden.is_contiguous() && hidden.size(0) == logits.size(0) &&
-              hidden.scalar_type() == at::kFloat,
-          "hidden must be a contiguous float32 [B, D] tensor");
+              hidden.scalar_type() == at::kFloat && hidden.device().is_cpu(),
+          "hidden must be a contiguous float32 CPU tensor [B, D]");
   require(position.dim() == 1 && position.size(0) == logits.size(0) &&
-              position.scalar_type() == at::kLong && position.is_contiguous(),
-          "position must be a contiguous int64 tensor [B]");
+              position.scalar_type() == at::kLong && position.is_contiguous() && position.device().is_cpu(),
+          "position must be a contiguous int64 CPU tensor [B]");
   require(weights.size() == biases.size(), "weights and biases must have the same length");
   const int64_t B = logits.size(0), V = logits.size(1);
   std::vector<const float*> W, Bs;
@@ -322,9 +322,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sam
   for (size_t l = 0; l < weights.size(); ++l) {
     const at::Tensor& w = weights[l];
     const at::Tensor& b = biases[l];
-    require(w.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 2 && w.size(1) == expect_in,
+    require(w.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 2 && w.size(1) == expect_in &&
+                w.device().is_cpu() && b.device().is_cpu(),
             "verifier layer " + std::to_string(l) + " weight must be float32 [out, " +
-                std::to_string(expect_in) + "], contiguous");
+                std::to_string(expect_in) + "], contiguous, on the CPU (bias too)");
     require(b.scalar_type() == at::kFloat && b.is_contiguous() && b.dim() == 1 && b.size(0) == w.size(0),
             "verifier layer " + std::to_string(l) + " bias must be float32 [out]");
     W.push_back(w.data_ptr<float>());
@@ -392,14 +393,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> verify_tokens(
   require(target_logits.dim() == 3 && target_logits.is_contiguous() && target_logits.device().is_cpu(),
           "target_logits must be a contiguous CPU tensor [B, n + 1, V]");
   const int64_t B = target_logits.size(0), n1 = target_logits.size(1), V = target_logits.size(2);
-  require(draft_probs.dim() == 3 && draft_probs.is_contiguous() && draft_probs.size(0) == B &&
+  require(draft_probs.dim() == 3 && draft_probs.is_contiguous() && draft_probs.device().is_cpu() &&
+              draft_probs.size(0) == B &&
               draft_probs.size(1) == n1 - 1 && draft_probs.size(2) == V,
           "draft_probs must be a contiguous [B, n, V] tensor");
-  require(draft_tokens.dim() == 2 && draft_tokens.is_contiguous() && draft_tokens.size(0) == B &&
+  require(draft_tokens.dim() == 2 && draft_tokens.is_contiguous() && draft_tokens.device().is_cpu() &&
+              draft_tokens.size(0) == B &&
               draft_tokens.size(1) == n1 - 1 && draft_tokens.scalar_type() == at::kLong,
           "draft_tokens must be a contiguous int64 [B, n] tensor");
   require(start_position.dim() == 1 && start_position.size(0) == B &&
-              start_position.scalar_type() == at::kLong && start_position.is_contiguous(),
+              start_position.scalar_type() == at::kLong && start_position.is_contiguous() &&
+              start_position.device().is_cpu(),
           "start_position must be a contiguous int64 [B] tensor");
   const auto opts = target_logits.options();
   at::Tensor tokens = at::full({B, n1}, -1, opts.dtype(at::kLong));

@@ -27,6 +27,12 @@ class Runner {
   // Keep the first `length` cached tokens (0 <= length <= this->length()).
   virtual void truncate(int64_t length) = 0;
   virtual int64_t length() const = 0;
+  // Zero every cache slot and set the length to 0. A forward that produced NaN/inf has
+  // written NaN keys/values; masked attention multiplies masked slots by 0 and
+  // 0 * NaN = NaN, so rolling back is not enough: the engines call scrub() whenever a
+  // generation fails, and the next prefill starts from a clean cache. Buffer addresses
+  // stay the same (captured CUDA graphs remain valid).
+  virtual void scrub() = 0;
 };
 
 }  // namespace engine

@@ -126,8 +126,13 @@ def _draft_sample_kernel(
                 w = tl.load(wpack_ptr + w_off + o * n_in + D + f, mask=omask, other=0.0)
                 h += w * feat
         h += tl.load(wpack_ptr + b_off + o, mask=omask, other=0.0)
+        # NOTE: zero the padding lanes o >= n_out: with an inf in the hidden state their masked
+        # weights give 0 * inf = NaN, which the next layer would spread to every real lane.
+        h = tl.where(omask, h, 0.0)
         for layer in tl.static_range(1, NUM_LAYERS):
-            h = tl.maximum(h, 0.0)  # ReLU between layers
+            # ReLU between layers. NOTE: tl.maximum(NaN, 0) is 0 (NaN dropped), which would turn a
+            # NaN hidden state into a finite score; keep NaN so the guard below scores it 0.
+            h = tl.where(h != h, h, tl.maximum(h, 0.0))
             w_off = tl.load(meta_ptr + 4 * layer + 0)
             b_off = tl.load(meta_ptr + 4 * layer + 1)
             n_out = tl.load(meta_ptr + 4 * layer + 2)
@@ -136,6 +141,7 @@ def _draft_sample_kernel(
             w = tl.load(wpack_ptr + w_off + o[:, None] * n_in + i[None, :],
                         mask=(o[:, None] < n_out) & (i[None, :] < n_in), other=0.0)  # fmt: skip
             h = tl.sum(w * h[None, :], axis=1) + tl.load(wpack_ptr + b_off + o, mask=o < n_out, other=0.0)
+            h = tl.where(o < n_out, h, 0.0)
         logit = tl.sum(tl.where(o == 0, h, 0.0), axis=0)
         score = 1.0 / (1.0 + tl.exp(-logit))
         score = tl.where(logit != logit, 0.0, score)  # NaN logit (non-finite hidden): flag the token

@@ -8,6 +8,7 @@ call raises :class:`DecoderBusyError` instead of corrupting the caches.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyErr
 ENGINES = ("auto", "reference", "fused", "native")
 NATIVE_METHODS = ("ar", "sd", "ersd", "sprinter")  # what csrc/engine.cpp implements
 RUNNERS = ("auto", "python", "native")
+SNAPSHOT_METHODS = ("ssd",)  # need runner.snapshot/restore, which only ModelRunner has
 
 
 def _native_available() -> bool:
@@ -102,11 +104,27 @@ def _eos_set(pair: ModelPair, eos_token_id) -> frozenset[int]:
             eos_token_id = getattr(target.config, "eos_token_id", None)
     if eos_token_id is None:
         return frozenset()
-    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    if isinstance(eos_token_id, (list, tuple, set, frozenset)):
+        ids = list(eos_token_id)
+    elif isinstance(eos_token_id, torch.Tensor) and eos_token_id.dim() == 1:
+        ids = eos_token_id.tolist()
+    else:
+        ids = [eos_token_id]
+    out = []
     for i in ids:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < pair.vocab_size:
+        # NOTE: numpy and 0-d torch integers count as ints (operator.index), floats and bools do not
+        try:
+            if isinstance(i, bool):
+                raise TypeError
+            i = operator.index(i)
+        except TypeError:
+            raise ArgumentTypeError(
+                f"eos_token_id must be an int, a list of ints or None, got {type(i).__name__} {i!r}"
+            ) from None
+        if not 0 <= i < pair.vocab_size:
             raise InvalidArgumentError(f"eos_token_id entries must be ints in [0, {pair.vocab_size}), got {i!r}")
-    return frozenset(ids)
+        out.append(i)
+    return frozenset(out)
 
 
 class Decoder:
@@ -202,6 +220,11 @@ class Decoder:
         python = lambda role, max_len: ModelRunner(pair._model(role), max_len)  # noqa: E731
         if runner == "python":
             return python
+        if runner == "native" and self.method in SNAPSHOT_METHODS:
+            raise InvalidArgumentError(
+                f"runner='native' cannot run method {self.method!r}: it snapshots and restores KV entries, "
+                "which only the python runner implements; use runner='python' or 'auto'"
+            )
         from .models import native
 
         views = [pair._view("target")] + ([pair._view("draft")] if needs_draft else [])
@@ -288,6 +311,19 @@ class Decoder:
         stats.update(out, wall_s=time.perf_counter() - t0, method=self.method, engine=self.engine, runner=self.runner)
 
     def _rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
+        try:
+            yield from self._rounds_unguarded(ids, max_new_tokens, seed, stats)
+        except Exception:
+            # NOTE: a failed generation (NaN logits above all) may have left NaN keys/values in
+            # the caches, which masked attention still multiplies (0 * NaN = NaN): scrub both
+            # so this Decoder serves the next call (runner.scrub(), csrc/runner.h). The native
+            # loop scrubs its runners itself; doing it again is cheap and keeps one rule here.
+            self._target.runner.scrub()
+            if self._draft is not None:
+                self._draft.runner.scrub()
+            raise
+
+    def _rounds_unguarded(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
         if self._native is not None:
             yield from self._native_rounds(ids, max_new_tokens, seed, stats)
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "SprinterError",
     "ModelNotFoundError",
+    "ModelFileError",
     "ChecksumError",
     "VocabularyMismatchError",
     "CacheOverflowError",
@@ -22,6 +23,10 @@ class SprinterError(Exception):
 
 class ModelNotFoundError(SprinterError, FileNotFoundError):
     """A model (id, path or embedded package) cannot be found offline."""
+
+
+class ModelFileError(SprinterError, ValueError):
+    """A model file is corrupt, not a causal LM, or in an unsafe format (pickle is never loaded)."""
 
 
 class ChecksumError(SprinterError, ValueError):

@@ -403,6 +403,15 @@ def verify_tokens(
         # NOTE: checked on CPU only (free there); on CUDA this would be a host sync, and
         # the kernel treats an out-of-range token as rejected instead.
         raise InvalidArgumentError(f"draft_tokens must be token ids in [0, V) = [0, {V})")
+    if dev.type == "cpu" and n > 0:
+        # NOTE: the same CPU-only rule: q must be a distribution per row (finite, >= 0, not all
+        # zero), else SD's p/q ratios and residuals are NaN and the result silently garbage.
+        q = draft_probs.float()
+        if not bool(torch.isfinite(q).all()) or bool((q < 0).any()) or not bool((q.sum(-1) > 0).all()):
+            raise InvalidArgumentError(
+                "draft_probs must be probability rows: finite, >= 0 and not all zero (NaN, negative or "
+                "all-zero rows were given)"
+            )
     s = _settings(temperature, top_k, top_p)
     _rng._check_seed(seed)
     backend = _backend(backend, dev)

@@ -182,7 +182,11 @@ def _ids(prompt) -> list[int]:
         if prompt.dim() != 1 or prompt.dtype not in (torch.int64, torch.int32):
             raise ArgumentTypeError(f"a tensor prompt must be a 1-D integer tensor, got {prompt.dim()}-D {prompt.dtype}")
         return [int(t) for t in prompt.tolist()]
-    if isinstance(prompt, Sequence) and not isinstance(prompt, (bytes, bytearray)):
+    if isinstance(prompt, (bytes, bytearray, memoryview)):
+        raise ArgumentTypeError(
+            "a bytes prompt is ambiguous (text or token ids?): decode it to a str, or pass a list of ints"
+        )
+    if isinstance(prompt, Sequence):
         if not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             raise ArgumentTypeError("a list prompt must contain ints (token ids) or chat message dicts")
         return list(prompt)

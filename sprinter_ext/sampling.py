@@ -5,26 +5,37 @@ temperature, top-k and top-p", applied identically to the draft and the target
 before any acceptance test or race (DESIGN.md):
 
 - temperature 0: one-hot at the first argmax (greedy);
-- otherwise softmax(logits / temperature), then
+- otherwise temperature in [TEMPERATURE_MIN, TEMPERATURE_MAX] and softmax(logits / temperature), then
 - top_k > 0: keep the k highest-ranked tokens, rank = (probability desc, index asc);
 - top_p < 1: keep token i iff the mass of the tokens ranked strictly before it is
   < top_p (so the top token is always kept), ranking as above, after top-k;
 - renormalise.
 
 Logits may hold -inf (a masked token: probability 0). NaN, +inf, or a row with
-no finite entry raise :class:`~sprinter_ext.errors.NonFiniteLogitsError`.
+no finite entry raise :class:`~sprinter_ext.errors.NonFiniteLogitsError`, before and
+after the division by the temperature (float32 logits / t can overflow).
+
+These settings are the one definition of what is accepted: the fused ops, the native
+loop and the private ``_C`` bindings validate by constructing a SamplingSettings.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from .errors import ArgumentTypeError, InvalidArgumentError, NonFiniteLogitsError
 
-__all__ = ["SamplingSettings", "probs", "check_logits"]
+__all__ = ["SamplingSettings", "probs", "check_logits", "TEMPERATURE_MIN", "TEMPERATURE_MAX", "TOP_K_MAX"]
+
+# NOTE: every engine works in float32 (1/t, logits / t). 1e-4..1e4 keeps t and 1/t
+# normal float32 numbers, -inf / t = -inf (masked tokens stay masked, never NaN) and
+# logits up to 3e34 finite after scaling; below it use 0 (greedy), above it the
+# distribution is uniform to float32 precision anyway.
+TEMPERATURE_MIN = 1e-4
+TEMPERATURE_MAX = 1e4
+TOP_K_MAX = 2**63 - 1  # int64, as the C++ and Triton kernels take it
 
 
 @dataclass(frozen=True)
@@ -37,12 +48,14 @@ class SamplingSettings:
         t, k, p = self.temperature, self.top_k, self.top_p
         if isinstance(t, bool) or not isinstance(t, (int, float)):
             raise ArgumentTypeError(f"temperature must be a number, got {type(t).__name__}")
-        if not math.isfinite(t) or t < 0:
-            raise InvalidArgumentError(f"temperature must be finite and >= 0 (0 means greedy), got {t}")
+        if not (t == 0 or TEMPERATURE_MIN <= t <= TEMPERATURE_MAX):  # NaN fails both
+            raise InvalidArgumentError(
+                f"temperature must be 0 (greedy) or in [{TEMPERATURE_MIN:g}, {TEMPERATURE_MAX:g}], got {t}"
+            )
         if isinstance(k, bool) or not isinstance(k, int):
             raise ArgumentTypeError(f"top_k must be an int, got {type(k).__name__}")
-        if k < 0:
-            raise InvalidArgumentError(f"top_k must be >= 0 (0 disables it), got {k}")
+        if not 0 <= k <= TOP_K_MAX:
+            raise InvalidArgumentError(f"top_k must be >= 0 and < 2**63 (0 disables it), got {k}")
         if isinstance(p, bool) or not isinstance(p, (int, float)):
             raise ArgumentTypeError(f"top_p must be a number, got {type(p).__name__}")
         if not (0.0 < p <= 1.0):
@@ -72,7 +85,10 @@ def probs(logits: torch.Tensor, s: SamplingSettings) -> torch.Tensor:
     if s.greedy:
         out = torch.zeros_like(logits)
         return out.scatter_(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
-    p = torch.softmax(logits / s.temperature, dim=-1)
+    scaled = logits / s.temperature
+    if s.temperature != 1:
+        check_logits(scaled)  # huge finite logits / a small t overflow float32, as in every engine
+    p = torch.softmax(scaled, dim=-1)
     if s.top_k <= 0 and s.top_p >= 1.0:
         return p
     sorted_p, order = torch.sort(p, dim=-1, descending=True, stable=True)

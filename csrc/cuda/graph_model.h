@@ -43,6 +43,7 @@ class GraphModel : public Runner {
   std::pair<at::Tensor, at::Tensor> feed(const std::vector<int64_t>& tokens) override;
   void truncate(int64_t length) override { model_->truncate(length); }
   int64_t length() const override { return model_->length(); }
+  void scrub() override { model_->scrub(); }  // the graphs read the same (zeroed) buffers
 
   std::pair<at::Tensor, at::Tensor> prefill_last(const std::vector<int64_t>& ids) {
     return model_->prefill_last(ids);

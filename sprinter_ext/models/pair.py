@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,9 @@ import torch
 from ..errors import (
     ArgumentTypeError,
     InvalidArgumentError,
+    ModelFileError,
     ModelNotFoundError,
+    SprinterError,
     VocabularyMismatchError,
 )
 from .default_pair import load_gguf_model, verify_gguf
@@ -119,9 +123,52 @@ def parse_device(device) -> torch.device:
     if not isinstance(device, str):
         raise ArgumentTypeError(f"device must be a str or torch.device, got {type(device).__name__}")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError as e:
         raise InvalidArgumentError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from e
+    return dev
+
+
+def check_device(dev: torch.device) -> None:
+    """InvalidArgumentError unless this torch can put tensors on `dev` (checked before loading)."""
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidArgumentError(
+                f"device {str(dev)!r} was asked, but this torch has no usable CUDA "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InvalidArgumentError(f"device {str(dev)!r} does not exist: {torch.cuda.device_count()} CUDA devices")
+
+
+# Checkpoints that are pickles: never opened (unpickling can run code), refused by name.
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickle(path: Path, role: str) -> None:
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelFileError(
+            f"{role} directory {path} holds only pickle checkpoints ({', '.join(pickles[:3])}); sprinter_ext "
+            "never unpickles model files: convert them to safetensors first"
+        )
+
+
+def _refuse_non_causal(spec, role: str) -> None:
+    """A model whose config loads offline but is no causal LM: say so (not 'not found offline')."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(spec), local_files_only=True)
+    except (OSError, ValueError):
+        return  # no config here: the model load below reports it
+    if getattr(config, "is_encoder_decoder", False) or type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise InvalidArgumentError(
+            f"{role} {str(spec)!r} is a {type(config).__name__} model, not a causal language model; "
+            "sprinter_ext decodes with AutoModelForCausalLM families (GPT-2, Llama, Qwen2, ...)"
+        )
 
 
 def parse_dtype(dtype) -> torch.dtype | None:
@@ -163,14 +210,24 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
             raise ModelNotFoundError(f"{role} GGUF file {path} does not exist")
         if sha256 is not None:
             verify_gguf(path, sha256)
-        model, tok = load_gguf_model(path, dtype=dtype or torch.float32)
+        try:
+            model, tok = load_gguf_model(path, dtype=dtype or torch.float32)
+        except SprinterError:
+            raise
+        except (struct.error, ValueError, KeyError, IndexError, OverflowError, MemoryError, EOFError) as e:
+            # NOTE: a corrupt or hostile header (e.g. a huge tensor count) fails inside the gguf reader
+            raise ModelFileError(f"{role} GGUF file {path} cannot be read ({type(e).__name__}: {e})") from e
         model.config.name_or_path = str(path)
     else:
         if sha256 is not None:
             raise InvalidArgumentError("sha256= checks apply to GGUF files only")
+        _refuse_pickle(path, role)
+        _refuse_non_causal(spec, role)
         try:
             # NOTE: local_files_only: nothing is ever downloaded behind the user's back.
             model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
+        except pickle.UnpicklingError as e:  # a pickle checkpoint the directory check did not see
+            raise ModelFileError(f"{role} model {str(spec)!r} is a pickle checkpoint; convert it to safetensors") from e
         except (OSError, ValueError) as e:
             raise ModelNotFoundError(_not_found_message(role, str(spec), e)) from e
         try:
@@ -254,6 +311,7 @@ def load_pair(
     >>> pair = sprinter_ext.load_pair(draft_model, target_model)
     """
     dev = parse_device(device)
+    check_device(dev)
     dt = parse_dtype(dtype)
     sha256 = dict(sha256 or {})
     unknown = set(sha256) - {"draft", "target"}

@@ -7,6 +7,7 @@ The protocol every engine drives (DESIGN.md, "models/"):
     runner.extend(tokens)     n tokens -> (logits [n, V], hidden [n, D]), one forward
     runner.truncate(length)   roll the cache back to its first `length` tokens
     runner.length             tokens currently in the cache
+    runner.scrub()            zero every cache slot, length 0 (after a failed generation: see below)
     runner.snapshot(start, end) / runner.restore(start, snap)
                               copy KV entries [start, end) out / back in (methods/ssd.py keeps
                               several speculated continuations of one prefix this way)
@@ -22,6 +23,11 @@ and attend to stale entries after a rollback (tests/test_runner.py checks this).
 
 "Hidden" is what the LM head sees: the base model's final (normed) hidden state.
 Logits come back as float32 whatever the model dtype.
+
+NOTE (scrub): a forward that produced NaN/inf has written NaN keys/values; the
+additive mask multiplies masked slots' values by 0 and 0 * NaN = NaN, so after a
+rollback they still poison every later forward. The engines call ``scrub()``
+(the same method as csrc/runner.h's ``Runner::scrub``) whenever a generation fails.
 """
 
 from __future__ import annotations
@@ -126,6 +132,15 @@ class ModelRunner:
         if not 0 <= length <= self.length:
             raise InvalidArgumentError(f"cannot truncate to {length}: the cache holds {self.length} tokens")
         self._set_length(length)
+
+    @torch.inference_mode()
+    def scrub(self) -> None:
+        """Zero every cached key and value (in place) and set the length to 0."""
+        for layer in self._cache.layers:
+            if getattr(layer, "is_initialized", False):
+                layer.keys.zero_()
+                layer.values.zero_()
+        self._set_length(0)
 
     @torch.inference_mode()
     def snapshot(self, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

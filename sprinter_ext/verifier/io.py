@@ -17,7 +17,7 @@ import torch
 
 from ..errors import InvalidArgumentError, SprinterError
 
-__all__ = ["FORMAT", "VerifierMismatchError", "draft_identity", "save", "load", "check_draft"]
+__all__ = ["FORMAT", "VerifierFileError", "VerifierMismatchError", "parse_header", "draft_identity", "save", "load", "check_draft"]
 
 FORMAT = "sprinter_ext.verifier.v1"
 _KEY = "sprinter_ext.verifier"
@@ -87,10 +87,98 @@ def save(verifier, path: str | os.PathLike) -> None:
     save_file(tensors, str(path), metadata={_KEY: json.dumps(header)})
 
 
+class VerifierFileError(InvalidArgumentError):
+    """A verifier file whose header or tensors do not follow the format (a ValueError)."""
+
+
+_MAX_DEPTH = 16  # NOTE: the header is JSON we did not write; deeper nesting is refused, not recursed
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# The header's schema: key -> (required, check, what it must be). Other keys are kept as meta.
+_SCHEMA = {
+    "format": (True, lambda v: v == FORMAT, f"the string {FORMAT!r}"),
+    "input_size": (True, lambda v: _is_int(v) and v >= 1, "a positive int"),
+    "hidden": (True, lambda v: isinstance(v, list) and all(_is_int(h) and h >= 1 for h in v),
+               "a list of positive ints"),  # fmt: skip
+    "features": (True, lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v), "a list of names"),
+    "threshold": (True, lambda v: _is_number(v) and v == v, "a number (not NaN)"),
+    "vocab_size": (False, lambda v: v is None or (_is_int(v) and v >= 1), "a positive int or null"),
+    "draft_hidden_size": (False, lambda v: v is None or (_is_int(v) and v >= 1), "a positive int or null"),
+    "draft_id": (False, lambda v: isinstance(v, str), "a string"),
+    "draft_arch": (False, lambda v: isinstance(v, str), "a string"),
+    "draft_fingerprint": (False, lambda v: isinstance(v, str), "a string"),
+    "label": (False, lambda v: isinstance(v, str), "a string"),
+    "metrics": (False, lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def _depth(value, limit: int) -> bool:
+    """True if `value` nests at most `limit` containers deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            if d > limit:
+                return False
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return True
+
+
+def parse_header(text, where: str = "verifier file") -> dict:
+    """The header's JSON text -> a dict that follows the schema, else VerifierFileError."""
+    if not isinstance(text, str):
+        raise VerifierFileError(f"{where}: the verifier header is not a JSON string")
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise VerifierFileError(f"{where}: the verifier header is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(header, dict):
+        raise VerifierFileError(f"{where}: the verifier header must be a JSON object, got {type(header).__name__}")
+    if not _depth(header, _MAX_DEPTH):
+        raise VerifierFileError(f"{where}: the verifier header nests deeper than {_MAX_DEPTH} levels")
+    if header.get("format") != FORMAT:
+        raise VerifierFileError(f"{where} has verifier format {header.get('format')!r}, this version reads {FORMAT!r}")
+    for key, (required, ok, what) in _SCHEMA.items():
+        if key not in header:
+            if required:
+                raise VerifierFileError(f"{where}: the verifier header has no {key!r}")
+            continue
+        if not ok(header[key]):
+            raise VerifierFileError(f"{where}: header {key!r} must be {what}, got {header[key]!r:.80}")
+    return header
+
+
+def _check_tensors(shapes: dict, widths: tuple[int, ...], where: str) -> None:
+    """Every layer's weight [out, in] and bias [out] as the header implies, before allocating."""
+    expected = {}
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        expected[f"linears.{i}.weight"] = (b, a)
+        expected[f"linears.{i}.bias"] = (b,)
+    if set(shapes) != set(expected):
+        raise VerifierFileError(f"{where}: tensors {sorted(shapes)[:8]} do not match the header's layers")
+    for name, shape in expected.items():
+        dtype, got = shapes[name]
+        if tuple(got) != shape:
+            raise VerifierFileError(f"{where}: {name} has shape {tuple(got)}, the header implies {shape}")
+        if dtype not in ("F32", "F16", "BF16", "F64"):
+            raise VerifierFileError(f"{where}: {name} has dtype {dtype}, expected a float dtype")
+
+
 def load(path: str | os.PathLike, *, draft=None, vocab_size: int | None = None, device="cpu"):
+    """Read a verifier file: header schema first, then every tensor's shape and dtype, then
+    (and only then) allocate the MLP and copy the weights in. Bad files raise
+    :class:`VerifierFileError` (an InvalidArgumentError)."""
     from safetensors import safe_open
 
-    from .model import Verifier
+    from .model import FEATURES, Verifier
 
     path = Path(path)
     if not path.is_file():
@@ -98,26 +186,29 @@ def load(path: str | os.PathLike, *, draft=None, vocab_size: int | None = None, 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
+            if _KEY not in meta:
+                raise VerifierFileError(f"{path} has no sprinter_ext verifier header: not a verifier file")
+            header = parse_header(meta[_KEY], str(path))
+            features = header["features"]
+            if any(x not in FEATURES for x in features) or len(set(features)) != len(features):
+                raise VerifierFileError(f"{path}: features must be distinct names from {FEATURES}, got {features!r}")
+            widths = (header["input_size"] + len(features), *header["hidden"], 1)
+            shapes = {k: (f.get_slice(k).get_dtype(), f.get_slice(k).get_shape()) for k in f.keys()}
+            _check_tensors(shapes, widths, str(path))
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+            bad = [k for k, t in tensors.items() if not torch.isfinite(t).all()]
+            if bad:
+                raise VerifierFileError(f"{path}: tensors {sorted(bad)} hold NaN or inf")
+    except SprinterError:
+        raise
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise InvalidArgumentError(f"{path} is not a safetensors verifier file ({e})") from e
-    if _KEY not in meta:
-        raise InvalidArgumentError(f"{path} has no sprinter_ext verifier header: not a verifier file")
-    header = json.loads(meta[_KEY])
-    if header.get("format") != FORMAT:
-        raise InvalidArgumentError(f"{path} has verifier format {header.get('format')!r}, this version reads {FORMAT!r}")
-    v = Verifier(int(header.pop("input_size")), tuple(header.pop("hidden")), tuple(header.pop("features")),
+        raise VerifierFileError(f"{path} is not a safetensors verifier file ({e})") from e
+    v = Verifier(header.pop("input_size"), tuple(header.pop("hidden")), tuple(header.pop("features")),
                  threshold=float(header.pop("threshold")))  # fmt: skip
     header.pop("format")
     v.meta = header
-    expected = {f"linears.{i}.{n}" for i in range(len(v.linears)) for n in ("weight", "bias")}
-    if set(tensors) != expected:
-        raise InvalidArgumentError(f"{path}: tensors {sorted(tensors)} do not match the header's layers")
     with torch.no_grad():
         for i, lin in enumerate(v.linears):
-            if lin.weight.shape != tensors[f"linears.{i}.weight"].shape:
-                raise InvalidArgumentError(f"{path}: layer {i} has shape {tuple(tensors[f'linears.{i}.weight'].shape)}, "
-                                 f"the header implies {tuple(lin.weight.shape)}")  # fmt: skip
             lin.weight.copy_(tensors[f"linears.{i}.weight"])
             lin.bias.copy_(tensors[f"linears.{i}.bias"])
     v = v.to(device).eval().requires_grad_(False)
