@@ -4,9 +4,10 @@
 // verification of k+1 tokens). ATen's eager linear does not at small n: it re-reads or
 // repacks the weight, so 5 rows cost 1.4-2x one row.
 //
-// * Weights: float32 or bfloat16, [N, K], CPU. The constructor lays them out once as
-//   [N, Kp] with Kp = K rounded up to kPad (zero padding); when K is already a multiple
-//   of kPad (SmolLM2: 576, 1536) the packed tensor IS the weight (no copy).
+// * Weights: float32 or bfloat16, [N, K], CPU. The constructor packs them once (a copy:
+//   K zero-padded to Kp, a multiple of kPad; rows in groups of 4 interleaved block by
+//   block so that each group is one sequential stream, layout in linear_cpu.cpp). The
+//   original is kept for n > kMaxSmallRows (it is the model's own tensor, no copy).
 // * Kernels, chosen at run time from the CPU's features (cpu_isa()):
 //     AVX-512 float32 FMA; AVX-512-BF16 vdpbf16ps for bf16 weights (x rounded to bf16,
 //     as ATen's bf16 linear sees it); AVX2 (bf16 weights widened to float32 in
@@ -66,7 +67,7 @@ class PackedLinear {
   at::Tensor weight_;  // the original [N, K] (for n > kMaxSmallRows)
   at::Tensor bias_;    // optional [N] float32 (the kernels add it in float32)
   at::Tensor bias_orig_;  // optional [N], the weight's dtype (for n > kMaxSmallRows)
-  at::Tensor packed_;  // [N, Kp] contiguous
+  at::Tensor packed_;  // [G, Kp / B, 4, B] contiguous (G = ceil(N / 4), B = one zmm of the dtype)
   int64_t N_ = 0, K_ = 0, Kp_ = 0;
 };
 

@@ -219,8 +219,8 @@ NativeModel::NativeModel(NativeModelConfig config, NativeModelWeights weights)
     if (dtype != at::kFloat && dtype != at::kBFloat16) {
       invalid("the fast path needs float32 or bfloat16 weights, got " + std::string(c10::toString(dtype)));
     }
-    // NOTE: packing happens once here; for K a multiple of 32 (SmolLM2) it aliases the
-    // weights, otherwise (and for GPT-2's transposed Conv1D weights) it copies them.
+    // NOTE: packing happens once here and copies the projection and head weights (the
+    // originals stay for prefill, which keeps at::linear).
     for (const auto& L : w.layers) {
       LayerPacks P;
       if (llama) {
