@@ -305,8 +305,14 @@ Tensor PackedLinear::forward(const Tensor& x, Isa isa) const {
 
   // 1. the padded scratch copy of x, in the kernel's input dtype
   Tensor x2 = x.reshape({n, K_});
-  Tensor xs = at::zeros({n, Kp_}, x.options().dtype(table.x_is_bf16 ? at::kBFloat16 : at::kFloat));
-  xs.narrow(1, 0, K_).copy_(x2);
+  const auto x_dtype = table.x_is_bf16 ? at::kBFloat16 : at::kFloat;
+  Tensor xs;
+  if (Kp_ == K_ && x2.is_contiguous() && x2.scalar_type() == x_dtype) {
+    xs = x2;  // NOTE: no copy needed (SmolLM2's K = 576 and 1536): saves two ATen calls per linear
+  } else {
+    xs = at::zeros({n, Kp_}, x.options().dtype(x_dtype));
+    xs.narrow(1, 0, K_).copy_(x2);
+  }
 
   const char* wp = static_cast<const char*>(packed_.const_data_ptr());
   const char* xp = static_cast<const char*>(xs.const_data_ptr());

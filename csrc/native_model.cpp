@@ -20,6 +20,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/layer_norm.h>
@@ -120,6 +121,46 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   std::vector<int64_t> size_out(x.sizes().begin(), x.sizes().end());
   size_out.back() = weight.size(1);
   return at::addmm(bias, x.view({-1, x.size(-1)}), weight).view(size_out);
+}
+
+// The bias of stacked projections: undefined if none has one, else each (zeros where absent).
+Tensor stacked_bias(const std::vector<Tensor>& biases, const std::vector<Tensor>& weights) {
+  bool any = false;
+  for (const auto& b : biases) any = any || b.defined();
+  if (!any) return Tensor();
+  std::vector<Tensor> parts;
+  for (size_t i = 0; i < biases.size(); ++i) {
+    parts.push_back(biases[i].defined() ? biases[i] : at::zeros({weights[i].size(0)}, weights[i].options()));
+  }
+  return at::cat(parts);
+}
+
+// LlamaRMSNorm's arithmetic for the fast path in one loop per row (no ATen dispatch):
+// h = float(x) * rsqrt(mean(float(x)^2) + eps), then weight * h.to(dtype) in the dtype.
+template <typename T>
+void rms_norm_rows(const T* x, const T* w, T* out, int64_t rows, int64_t D, double eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * D;
+    float ss = 0.0f;
+    for (int64_t i = 0; i < D; ++i) ss += static_cast<float>(xr[i]) * static_cast<float>(xr[i]);
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(D) + static_cast<float>(eps));
+    for (int64_t i = 0; i < D; ++i) {
+      out[r * D + i] = static_cast<T>(static_cast<float>(w[i]) * static_cast<float>(static_cast<T>(static_cast<float>(xr[i]) * inv)));
+    }
+  }
+}
+
+Tensor rms_norm_fast(const Tensor& x, const Tensor& weight, double eps) {
+  Tensor xc = x.contiguous();
+  Tensor out = at::empty_like(xc);
+  const int64_t D = xc.size(-1), rows = xc.numel() / D;
+  if (xc.scalar_type() == at::kFloat) {
+    rms_norm_rows(xc.const_data_ptr<float>(), weight.const_data_ptr<float>(), out.mutable_data_ptr<float>(), rows, D, eps);
+  } else {
+    rms_norm_rows(xc.const_data_ptr<c10::BFloat16>(), weight.const_data_ptr<c10::BFloat16>(),
+                  out.mutable_data_ptr<c10::BFloat16>(), rows, D, eps);
+  }
+  return out;
 }
 
 }  // namespace
@@ -224,15 +265,12 @@ NativeModel::NativeModel(NativeModelConfig config, NativeModelWeights weights)
     for (const auto& L : w.layers) {
       LayerPacks P;
       if (llama) {
-        P.q = cpu::PackedLinear(L.q_w, L.q_b);
-        P.k = cpu::PackedLinear(L.k_w, L.k_b);
-        P.v = cpu::PackedLinear(L.v_w, L.v_b);
+        P.qkv = cpu::PackedLinear(at::cat({L.q_w, L.k_w, L.v_w}), stacked_bias({L.q_b, L.k_b, L.v_b}, {L.q_w, L.k_w, L.v_w}));
         P.o = cpu::PackedLinear(L.o_w, L.o_b);
-        P.gate = cpu::PackedLinear(L.gate_w, L.gate_b);
-        P.up = cpu::PackedLinear(L.up_w, L.up_b);
+        P.gate_up = cpu::PackedLinear(at::cat({L.gate_w, L.up_w}), stacked_bias({L.gate_b, L.up_b}, {L.gate_w, L.up_w}));
         P.down = cpu::PackedLinear(L.down_w, L.down_b);
       } else {
-        P.q = cpu::PackedLinear(L.c_attn_w.t(), L.c_attn_b);
+        P.qkv = cpu::PackedLinear(L.c_attn_w.t(), L.c_attn_b);
         P.o = cpu::PackedLinear(L.attn_proj_w.t(), L.attn_proj_b);
         P.up = cpu::PackedLinear(L.c_fc_w.t(), L.c_fc_b);
         P.down = cpu::PackedLinear(L.mlp_proj_w.t(), L.mlp_proj_b);
@@ -373,12 +411,22 @@ Tensor NativeModel::llama_layer(int64_t i, const Tensor& x, const Tensor& cos, c
   const auto& L = weights_.layers[i];
   const int64_t n = x.size(1), hd = config_.head_dim;
   Tensor residual = x;
-  Tensor h = rms_norm(x, L.norm1_w, config_.norm_eps);
+  const bool fast = config_.fast && n <= cpu::kMaxSmallRows;
+  Tensor h = fast ? rms_norm_fast(x, L.norm1_w, config_.norm_eps) : rms_norm(x, L.norm1_w, config_.norm_eps);
   static const LayerPacks kNone;
   const LayerPacks& P = config_.fast ? packs_[i] : kNone;
-  Tensor q = linear(h, P.q, L.q_w, L.q_b).view({1, n, -1, hd}).transpose(1, 2);
-  Tensor k = linear(h, P.k, L.k_w, L.k_b).view({1, n, -1, hd}).transpose(1, 2);
-  Tensor v = linear(h, P.v, L.v_w, L.v_b).view({1, n, -1, hd}).transpose(1, 2);
+  Tensor q, k, v;
+  if (fast) {  // one pass over the stacked q, k, v weights
+    const int64_t Dq = L.q_w.size(0), Dkv = L.k_w.size(0);
+    Tensor qkv = P.qkv.forward(h);
+    q = qkv.narrow(-1, 0, Dq).view({1, n, -1, hd}).transpose(1, 2);
+    k = qkv.narrow(-1, Dq, Dkv).view({1, n, -1, hd}).transpose(1, 2);
+    v = qkv.narrow(-1, Dq + Dkv, Dkv).view({1, n, -1, hd}).transpose(1, 2);
+  } else {
+    q = at::linear(h, L.q_w, L.q_b).view({1, n, -1, hd}).transpose(1, 2);
+    k = at::linear(h, L.k_w, L.k_b).view({1, n, -1, hd}).transpose(1, 2);
+    v = at::linear(h, L.v_w, L.v_b).view({1, n, -1, hd}).transpose(1, 2);
+  }
   q = (q * cos) + (rotate_half(q) * sin);
   k = (k * cos) + (rotate_half(k) * sin);
   k_cache_[i].index_copy_(2, cache_position, k);  // StaticLayer.update
@@ -386,9 +434,15 @@ Tensor NativeModel::llama_layer(int64_t i, const Tensor& x, const Tensor& cos, c
   h = linear(attend(i, q, mask, kv_len), P.o, L.o_w, L.o_b);
   h = residual + h;
   residual = h;
-  h = rms_norm(h, L.norm2_w, config_.norm_eps);
-  h = linear(activation(linear(h, P.gate, L.gate_w, L.gate_b)) * linear(h, P.up, L.up_w, L.up_b), P.down,
-             L.down_w, L.down_b);
+  if (fast) {  // one pass over the stacked gate, up weights
+    h = P.gate_up.forward(rms_norm_fast(h, L.norm2_w, config_.norm_eps));
+    const int64_t I = L.gate_w.size(0);
+    h = P.down.forward(activation(h.narrow(-1, 0, I)) * h.narrow(-1, I, I));
+  } else {
+    h = rms_norm(h, L.norm2_w, config_.norm_eps);
+    h = at::linear(activation(at::linear(h, L.gate_w, L.gate_b)) * at::linear(h, L.up_w, L.up_b), L.down_w,
+                   L.down_b);
+  }
   return residual + h;
 }
 
@@ -405,7 +459,7 @@ Tensor NativeModel::gpt2_layer(int64_t i, const Tensor& x, const Tensor& mask, c
   };
   static const LayerPacks kNone;
   const LayerPacks& P = config_.fast ? packs_[i] : kNone;
-  auto qkv = conv(h, P.q, L.c_attn_w, L.c_attn_b).split(D, 2);
+  auto qkv = conv(h, P.qkv, L.c_attn_w, L.c_attn_b).split(D, 2);
   Tensor k = qkv[1].view({1, n, -1, hd}).transpose(1, 2);
   Tensor v = qkv[2].view({1, n, -1, hd}).transpose(1, 2);
   Tensor q = qkv[0].view({1, n, -1, hd}).transpose(1, 2);
@@ -466,7 +520,8 @@ std::pair<Tensor, Tensor> NativeModel::forward_at(const Tensor& ids, const Tenso
     Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);  // [1, 1, n, hd]
     Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
     for (int64_t i = 0; i < num_layers(); ++i) x = llama_layer(i, x, cos, sin, mask, cache_position, kv_len);
-    x = rms_norm(x, weights_.norm_w, config_.norm_eps);
+    x = (config_.fast && n <= cpu::kMaxSmallRows) ? rms_norm_fast(x, weights_.norm_w, config_.norm_eps)
+                                                   : rms_norm(x, weights_.norm_w, config_.norm_eps);
   } else {
     x = x + at::embedding(weights_.pos_embed, position_ids);
     for (int64_t i = 0; i < num_layers(); ++i) x = gpt2_layer(i, x, mask, cache_position, kv_len);

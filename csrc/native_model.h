@@ -107,10 +107,11 @@ struct NativeModelWeights {
   at::Tensor head_ids;        // optional int64 [N]: RestrictedVocabHead's kept token ids
 };
 
-// The PackedLinear of every projection of one layer (the fast path; Llama uses q..down,
-// GPT-2 q (c_attn, transposed once), o (attn.c_proj), up (mlp.c_fc), down (mlp.c_proj)).
+// The PackedLinear of every projection of one layer (the fast path). Llama: qkv = q, k, v
+// stacked, gate_up = gate, up stacked (one pass, one pool dispatch each), o, down; GPT-2:
+// qkv (c_attn, transposed once), o (attn.c_proj), up (mlp.c_fc), down (mlp.c_proj).
 struct LayerPacks {
-  cpu::PackedLinear q, k, v, o, gate, up, down;
+  cpu::PackedLinear qkv, o, gate_up, up, down;
 };
 
 class NativeModel : public Runner {
