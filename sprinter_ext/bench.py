@@ -184,6 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verifier", default=None, help="verifier file (default: the pair's own)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="model dtype of the default pair (results: methods_default[_bfloat16].json)")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
     ap.add_argument("--engines", default="native,reference",
                     help="comma-separated engines to time side by side (first = the speed-up baseline's)")
@@ -198,7 +200,7 @@ def main(argv=None) -> int:
     from . import load_pair
 
     if args.pair == "default":
-        pair = load_pair(verifier=args.verifier)
+        pair = load_pair(verifier=args.verifier, dtype=getattr(torch, args.dtype))
     else:
         from .models.tiny import tiny_model
 
@@ -224,7 +226,7 @@ def main(argv=None) -> int:
     print(format_table(result["rows"]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"methods_{args.pair}.json"
+    path = out / f"methods_{args.pair}{'' if args.dtype == 'float32' else '_' + args.dtype}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return 0
