@@ -100,21 +100,21 @@ __attribute__((target("avx2,fma"))) void mk_avx2(const void* wv, const void* xv,
   const W* w = static_cast<const W*>(wv);
   const float* x = static_cast<const float*>(xv);
   __m256 acc[kGroup][C];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int r = 0; r < kGroup; ++r)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
   for (int64_t kb = 0; kb < Kp; kb += B) {
     const W* blk = w + kb * kGroup;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int64_t i = 0; i < B; i += 8) {
       __m256 wk[kGroup];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int r = 0; r < kGroup; ++r) wk[r] = load8_avx2(blk + r * B + i);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c) {
         const __m256 xk = _mm256_loadu_ps(x + c * ldx + kb + i);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < kGroup; ++r) acc[r][c] = _mm256_fmadd_ps(wk[r], xk, acc[r][c]);
       }
     }
@@ -130,18 +130,18 @@ __attribute__((target("avx512f"))) void mk_avx512_f32(const void* wv, const void
   const float* w = static_cast<const float*>(wv);
   const float* x = static_cast<const float*>(xv);
   __m512 acc[kGroup][C];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int r = 0; r < kGroup; ++r)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   for (int64_t k = 0; k < Kp; k += 16) {
     __m512 wk[kGroup];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < kGroup; ++r) wk[r] = _mm512_loadu_ps(w + k * kGroup + r * 16);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) {
       const __m512 xk = _mm512_loadu_ps(x + c * ldx + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int r = 0; r < kGroup; ++r) acc[r][c] = _mm512_fmadd_ps(wk[r], xk, acc[r][c]);
     }
   }
@@ -156,18 +156,18 @@ __attribute__((target("avx512f,avx512bf16"))) void mk_avx512_bf16(const void* wv
   const uint16_t* w = static_cast<const uint16_t*>(wv);
   const uint16_t* x = static_cast<const uint16_t*>(xv);
   __m512 acc[kGroup][C];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int r = 0; r < kGroup; ++r)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   for (int64_t k = 0; k < Kp; k += 32) {
     __m512bh wk[kGroup];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < kGroup; ++r) wk[r] = (__m512bh)_mm512_loadu_si512(w + k * kGroup + r * 32);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) {
       const __m512bh xk = (__m512bh)_mm512_loadu_si512(x + c * ldx + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int r = 0; r < kGroup; ++r) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], wk[r], xk);
     }
   }
@@ -177,15 +177,17 @@ __attribute__((target("avx512f,avx512bf16"))) void mk_avx512_bf16(const void* wv
 #endif  // SPRINTER_X86
 
 // k[C - 1]: the kernel for C input rows, of one family.
+constexpr int kMaxCols = 6;
+
 struct KernelTable {
-  MicroKernel k[4];
+  MicroKernel k[kMaxCols];
   int max_cols;    // input rows per micro-kernel call (register budget)
   bool x_is_bf16;  // the scratch copy of x is bfloat16 (else float32)
 };
 
 template <template <int> class F>
 constexpr KernelTable make_table(int max_cols, bool x_is_bf16) {
-  return KernelTable{{F<1>::f, F<2>::f, F<3>::f, F<4>::f}, max_cols, x_is_bf16};
+  return KernelTable{{F<1>::f, F<2>::f, F<3>::f, F<4>::f, F<5>::f, F<6>::f}, max_cols, x_is_bf16};
 }
 
 template <int C> struct ScalarF32 { static constexpr MicroKernel f = mk_scalar<float, C>; };
@@ -198,15 +200,16 @@ template <int C> struct Avx512Bf16 { static constexpr MicroKernel f = mk_avx512_
 #endif
 
 // NOTE: AVX2 has 16 vector registers: 4 x 2 accumulators + 4 weight + 1 input fit, 4 x 4
-// would spill, hence max_cols 2 there; AVX-512's 32 registers take 4 x 4.
+// would spill, hence max_cols 2 there; AVX-512's 32 registers take 4 x 6 (24 + 4 + 1), so
+// a verification of 5-6 tokens is one pass instead of 4 + 1 or 4 + 2.
 const KernelTable& kernels(bool bf16_weight, Isa isa) {
   static const KernelTable scalar_f32 = make_table<ScalarF32>(4, false);
   static const KernelTable scalar_bf16 = make_table<ScalarBf16>(4, false);
 #ifdef SPRINTER_X86
   static const KernelTable avx2_f32 = make_table<Avx2F32>(2, false);
   static const KernelTable avx2_bf16 = make_table<Avx2Bf16>(2, false);
-  static const KernelTable avx512_f32 = make_table<Avx512F32>(4, false);
-  static const KernelTable avx512_bf16 = make_table<Avx512Bf16>(4, true);
+  static const KernelTable avx512_f32 = make_table<Avx512F32>(6, false);
+  static const KernelTable avx512_bf16 = make_table<Avx512Bf16>(6, true);
   if (bf16_weight) {
     // NOTE: without BF16 dot products the AVX2 widening kernel serves AVX-512 CPUs too.
     if (isa >= Isa::kAvx512Bf16) return avx512_bf16;
@@ -326,15 +329,19 @@ Tensor PackedLinear::forward(const Tensor& x, Isa isa) const {
   // NOTE: a task should stream at least ~32 KiB of weight, or the pool's wake-up costs
   // more than the split saves.
   const int64_t grain = std::max<int64_t>(1, (32 << 10) / group_bytes);
+  // input rows per micro-kernel call: as few, equal chunks as the register budget allows
+  // (n = 8 on AVX-512: 4 + 4, not 6 + 2)
+  const int64_t passes = (n + table.max_cols - 1) / table.max_cols;
+  const int64_t chunk = (n + passes - 1) / passes;
 
   // 2./3. groups of 4 output rows over the thread pool
   at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
-    float acc[kGroup * 4];
+    float acc[kGroup * kMaxCols];
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t j0 = kGroup * g;
       const int R = static_cast<int>(std::min<int64_t>(kGroup, N - j0));  // the last group's rows are padding beyond R
-      for (int64_t c0 = 0; c0 < n; c0 += table.max_cols) {
-        const int C = static_cast<int>(std::min<int64_t>(table.max_cols, n - c0));
+      for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+        const int C = static_cast<int>(std::min<int64_t>(chunk, n - c0));
         table.k[C - 1](wp + g * group_bytes, xp + c0 * Kp * x_es, Kp, Kp, acc);
         for (int c = 0; c < C; ++c) {
           for (int r = 0; r < R; ++r) {
