@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "engine_py.h"
+#include "linear_cpu.h"
 #include "native_model.h"
 #include "ops_cpu.h"
 #include "philox.h"
@@ -335,4 +336,5 @@ PYBIND11_MODULE(_C, m) {
   // native implementation (native_model_py.cpp).
   py::handle runner_base = sprinter::engine::register_engine(m);
   sprinter::engine::register_native_model(m, runner_base);
+  sprinter::cpu::register_linear_cpu(m);  // the small-n CPU linear of the native forward
 }

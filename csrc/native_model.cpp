@@ -7,6 +7,11 @@
 // cos() of one element can differ by an ulp with the buffer's length; GEMMs pick
 // their blocking from the shapes). Do not "simplify" a reshape or fuse two ops here
 // without re-running tests/test_native_model.py, which checks bitwise equality.
+//
+// config.fast (CPU only) swaps two things and leaves every other op as it is: the linears
+// of forwards over <= 16 tokens run PackedLinear (csrc/linear_cpu.h), which streams each
+// weight once for all rows, and attention reads only the valid prefix of the cache (one
+// query needs no mask then). Its contract is tolerance, not bits (tests/test_linear_cpu.py).
 #include "native_model.h"
 
 #include <ATen/TensorOperators.h>
@@ -15,6 +20,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/layer_norm.h>
@@ -36,6 +42,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 namespace sprinter {
@@ -114,6 +121,46 @@ Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   std::vector<int64_t> size_out(x.sizes().begin(), x.sizes().end());
   size_out.back() = weight.size(1);
   return at::addmm(bias, x.view({-1, x.size(-1)}), weight).view(size_out);
+}
+
+// The bias of stacked projections: undefined if none has one, else each (zeros where absent).
+Tensor stacked_bias(const std::vector<Tensor>& biases, const std::vector<Tensor>& weights) {
+  bool any = false;
+  for (const auto& b : biases) any = any || b.defined();
+  if (!any) return Tensor();
+  std::vector<Tensor> parts;
+  for (size_t i = 0; i < biases.size(); ++i) {
+    parts.push_back(biases[i].defined() ? biases[i] : at::zeros({weights[i].size(0)}, weights[i].options()));
+  }
+  return at::cat(parts);
+}
+
+// LlamaRMSNorm's arithmetic for the fast path in one loop per row (no ATen dispatch):
+// h = float(x) * rsqrt(mean(float(x)^2) + eps), then weight * h.to(dtype) in the dtype.
+template <typename T>
+void rms_norm_rows(const T* x, const T* w, T* out, int64_t rows, int64_t D, double eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * D;
+    float ss = 0.0f;
+    for (int64_t i = 0; i < D; ++i) ss += static_cast<float>(xr[i]) * static_cast<float>(xr[i]);
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(D) + static_cast<float>(eps));
+    for (int64_t i = 0; i < D; ++i) {
+      out[r * D + i] = static_cast<T>(static_cast<float>(w[i]) * static_cast<float>(static_cast<T>(static_cast<float>(xr[i]) * inv)));
+    }
+  }
+}
+
+Tensor rms_norm_fast(const Tensor& x, const Tensor& weight, double eps) {
+  Tensor xc = x.contiguous();
+  Tensor out = at::empty_like(xc);
+  const int64_t D = xc.size(-1), rows = xc.numel() / D;
+  if (xc.scalar_type() == at::kFloat) {
+    rms_norm_rows(xc.const_data_ptr<float>(), weight.const_data_ptr<float>(), out.mutable_data_ptr<float>(), rows, D, eps);
+  } else {
+    rms_norm_rows(xc.const_data_ptr<c10::BFloat16>(), weight.const_data_ptr<c10::BFloat16>(),
+                  out.mutable_data_ptr<c10::BFloat16>(), rows, D, eps);
+  }
+  return out;
 }
 
 }  // namespace
@@ -208,6 +255,31 @@ NativeModel::NativeModel(NativeModelConfig config, NativeModelWeights weights)
     }
   }
 
+  if (c.fast) {
+    if (!device.is_cpu()) invalid("the fast path runs on the CPU only (the CUDA path keeps static shapes)");
+    if (dtype != at::kFloat && dtype != at::kBFloat16) {
+      invalid("the fast path needs float32 or bfloat16 weights, got " + std::string(c10::toString(dtype)));
+    }
+    // NOTE: packing happens once here and copies the projection and head weights (the
+    // originals stay for prefill, which keeps at::linear).
+    for (const auto& L : w.layers) {
+      LayerPacks P;
+      if (llama) {
+        P.qkv = cpu::PackedLinear(at::cat({L.q_w, L.k_w, L.v_w}), stacked_bias({L.q_b, L.k_b, L.v_b}, {L.q_w, L.k_w, L.v_w}));
+        P.o = cpu::PackedLinear(L.o_w, L.o_b);
+        P.gate_up = cpu::PackedLinear(at::cat({L.gate_w, L.up_w}), stacked_bias({L.gate_b, L.up_b}, {L.gate_w, L.up_w}));
+        P.down = cpu::PackedLinear(L.down_w, L.down_b);
+      } else {
+        P.qkv = cpu::PackedLinear(L.c_attn_w.t(), L.c_attn_b);
+        P.o = cpu::PackedLinear(L.attn_proj_w.t(), L.attn_proj_b);
+        P.up = cpu::PackedLinear(L.c_fc_w.t(), L.c_fc_b);
+        P.down = cpu::PackedLinear(L.mlp_proj_w.t(), L.mlp_proj_b);
+      }
+      packs_.push_back(std::move(P));
+    }
+    head_pack_ = cpu::PackedLinear(w.head_w, w.head_b);
+  }
+
   c10::InferenceMode guard;  // the cache is only ever touched in inference mode
   const auto opts = at::TensorOptions().dtype(dtype).device(device);
   for (int64_t i = 0; i < n_layers; ++i) {
@@ -270,12 +342,18 @@ void NativeModel::check_tokens(const std::vector<int64_t>& ids) const {
 }
 
 // ModelRunner._forward's mask: 0 where key position <= query position, finfo.min elsewhere.
-Tensor NativeModel::causal_mask(const Tensor& cache_position) const {
+Tensor NativeModel::causal_mask(const Tensor& cache_position, int64_t kv_len) const {
   const int64_t n = cache_position.size(0);
-  Tensor allowed = positions_.unsqueeze(0).le(cache_position.unsqueeze(1));  // [n, max_len]
-  Tensor mask = at::zeros({1, 1, n, config_.max_len}, positions_.options().dtype(dtype()));
+  const int64_t cols = kv_len > 0 ? kv_len : config_.max_len;
+  Tensor allowed = positions_.narrow(0, 0, cols).unsqueeze(0).le(cache_position.unsqueeze(1));  // [n, cols]
+  Tensor mask = at::zeros({1, 1, n, cols}, positions_.options().dtype(dtype()));
   mask.masked_fill_(allowed.bitwise_not(), mask_min_);
   return mask;
+}
+
+Tensor NativeModel::linear(const Tensor& x, const cpu::PackedLinear& p, const Tensor& w, const Tensor& b) const {
+  if (config_.fast && x.numel() <= cpu::kMaxSmallRows * x.size(-1)) return p.forward(x);
+  return at::linear(x, w, b);
 }
 
 Tensor NativeModel::activation(const Tensor& x) const {
@@ -293,12 +371,16 @@ Tensor NativeModel::activation(const Tensor& x) const {
 
 // sdpa_attention_forward (integrations/sdpa_attention.py, CPU with a float mask) or the
 // family's eager_attention_forward, then the reshape of the attention module.
-Tensor NativeModel::attend(int64_t i, const Tensor& q, const Tensor& mask) {
+Tensor NativeModel::attend(int64_t i, const Tensor& q, const Tensor& mask, int64_t kv_len) {
   const int64_t n = q.size(2);
   const double scale = config_.attn_scaling[i];
   const bool llama = config_.family == ModelFamily::kLlama;
   const int64_t n_rep = config_.num_heads / config_.num_kv_heads;
   Tensor key = k_cache_[i], value = v_cache_[i];
+  if (kv_len > 0) {  // the fast path: the valid prefix only
+    key = key.narrow(2, 0, kv_len);
+    value = value.narrow(2, 0, kv_len);
+  }
   Tensor out;
   if (config_.attention == AttentionImpl::kSdpa) {
     Tensor query = q;
@@ -310,18 +392,20 @@ Tensor NativeModel::attend(int64_t i, const Tensor& q, const Tensor& mask) {
         value = repeat_kv(value, n_rep);
       }
     }
-    out = at::scaled_dot_product_attention(query, key, value, mask, /*dropout_p=*/0.0, /*is_causal=*/false, scale);
+    const std::optional<Tensor> attn_mask = mask.defined() ? std::optional<Tensor>(mask) : std::nullopt;
+    out = at::scaled_dot_product_attention(query, key, value, attn_mask, /*dropout_p=*/0.0, /*is_causal=*/false,
+                                           scale);
     out = out.reshape({out.size(0), -1, n, value.size(-1)}).transpose(1, 2).contiguous();
   } else if (llama) {
     key = repeat_kv(key, n_rep);
     value = repeat_kv(value, n_rep);
     Tensor w = at::matmul(q, key.transpose(2, 3)) * scale;
-    w = w + mask;
+    if (mask.defined()) w = w + mask;
     w = at::softmax(w, -1, at::kFloat).to(q.scalar_type());
     out = at::matmul(w, value).transpose(1, 2).contiguous();
   } else {
     Tensor w = at::matmul(q, key.transpose(-1, -2)) * scale;
-    w = w + mask;
+    if (mask.defined()) w = w + mask;
     w = at::softmax(w, -1).to(value.scalar_type());
     out = at::matmul(w, value).transpose(1, 2);
   }
@@ -331,44 +415,69 @@ Tensor NativeModel::attend(int64_t i, const Tensor& q, const Tensor& mask) {
 
 // LlamaDecoderLayer.forward with LlamaAttention, apply_rotary_pos_emb and LlamaMLP.
 Tensor NativeModel::llama_layer(int64_t i, const Tensor& x, const Tensor& cos, const Tensor& sin,
-                                const Tensor& mask, const Tensor& cache_position) {
+                                const Tensor& mask, const Tensor& cache_position, int64_t kv_len) {
   const auto& L = weights_.layers[i];
   const int64_t n = x.size(1), hd = config_.head_dim;
   Tensor residual = x;
-  Tensor h = rms_norm(x, L.norm1_w, config_.norm_eps);
-  Tensor q = at::linear(h, L.q_w, L.q_b).view({1, n, -1, hd}).transpose(1, 2);
-  Tensor k = at::linear(h, L.k_w, L.k_b).view({1, n, -1, hd}).transpose(1, 2);
-  Tensor v = at::linear(h, L.v_w, L.v_b).view({1, n, -1, hd}).transpose(1, 2);
+  const bool fast = config_.fast && n <= cpu::kMaxSmallRows;
+  Tensor h = fast ? rms_norm_fast(x, L.norm1_w, config_.norm_eps) : rms_norm(x, L.norm1_w, config_.norm_eps);
+  static const LayerPacks kNone;
+  const LayerPacks& P = config_.fast ? packs_[i] : kNone;
+  Tensor q, k, v;
+  if (fast) {  // one pass over the stacked q, k, v weights
+    const int64_t Dq = L.q_w.size(0), Dkv = L.k_w.size(0);
+    Tensor qkv = P.qkv.forward(h);
+    q = qkv.narrow(-1, 0, Dq).view({1, n, -1, hd}).transpose(1, 2);
+    k = qkv.narrow(-1, Dq, Dkv).view({1, n, -1, hd}).transpose(1, 2);
+    v = qkv.narrow(-1, Dq + Dkv, Dkv).view({1, n, -1, hd}).transpose(1, 2);
+  } else {
+    q = at::linear(h, L.q_w, L.q_b).view({1, n, -1, hd}).transpose(1, 2);
+    k = at::linear(h, L.k_w, L.k_b).view({1, n, -1, hd}).transpose(1, 2);
+    v = at::linear(h, L.v_w, L.v_b).view({1, n, -1, hd}).transpose(1, 2);
+  }
   q = (q * cos) + (rotate_half(q) * sin);
   k = (k * cos) + (rotate_half(k) * sin);
   k_cache_[i].index_copy_(2, cache_position, k);  // StaticLayer.update
   v_cache_[i].index_copy_(2, cache_position, v);
-  h = at::linear(attend(i, q, mask), L.o_w, L.o_b);
+  h = linear(attend(i, q, mask, kv_len), P.o, L.o_w, L.o_b);
   h = residual + h;
   residual = h;
-  h = rms_norm(h, L.norm2_w, config_.norm_eps);
-  h = at::linear(activation(at::linear(h, L.gate_w, L.gate_b)) * at::linear(h, L.up_w, L.up_b), L.down_w,
-                 L.down_b);
+  if (fast) {  // one pass over the stacked gate, up weights
+    h = P.gate_up.forward(rms_norm_fast(h, L.norm2_w, config_.norm_eps));
+    const int64_t I = L.gate_w.size(0);
+    h = P.down.forward(activation(h.narrow(-1, 0, I)) * h.narrow(-1, I, I));
+  } else {
+    h = rms_norm(h, L.norm2_w, config_.norm_eps);
+    h = at::linear(activation(at::linear(h, L.gate_w, L.gate_b)) * at::linear(h, L.up_w, L.up_b), L.down_w,
+                   L.down_b);
+  }
   return residual + h;
 }
 
 // GPT2Block.forward with GPT2Attention and GPT2MLP (dropout is the identity in eval).
-Tensor NativeModel::gpt2_layer(int64_t i, const Tensor& x, const Tensor& mask, const Tensor& cache_position) {
+Tensor NativeModel::gpt2_layer(int64_t i, const Tensor& x, const Tensor& mask, const Tensor& cache_position,
+                               int64_t kv_len) {
   const auto& L = weights_.layers[i];
   const int64_t n = x.size(1), D = config_.hidden_size, hd = config_.head_dim;
   Tensor residual = x;
   Tensor h = at::layer_norm(x, {D}, L.norm1_w, L.norm1_b, config_.norm_eps, /*cudnn_enable=*/true);
-  auto qkv = conv1d(h, L.c_attn_w, L.c_attn_b).split(D, 2);
+  const bool fast = config_.fast && n <= cpu::kMaxSmallRows;
+  auto conv = [&](const Tensor& in, const cpu::PackedLinear& p, const Tensor& w, const Tensor& b) {
+    return fast ? p.forward(in) : conv1d(in, w, b);
+  };
+  static const LayerPacks kNone;
+  const LayerPacks& P = config_.fast ? packs_[i] : kNone;
+  auto qkv = conv(h, P.qkv, L.c_attn_w, L.c_attn_b).split(D, 2);
   Tensor k = qkv[1].view({1, n, -1, hd}).transpose(1, 2);
   Tensor v = qkv[2].view({1, n, -1, hd}).transpose(1, 2);
   Tensor q = qkv[0].view({1, n, -1, hd}).transpose(1, 2);
   k_cache_[i].index_copy_(2, cache_position, k);  // StaticLayer.update
   v_cache_[i].index_copy_(2, cache_position, v);
-  h = conv1d(attend(i, q, mask), L.attn_proj_w, L.attn_proj_b);
+  h = conv(attend(i, q, mask, kv_len), P.o, L.attn_proj_w, L.attn_proj_b);
   h = h + residual;
   residual = h;
   h = at::layer_norm(h, {D}, L.norm2_w, L.norm2_b, config_.norm_eps, /*cudnn_enable=*/true);
-  h = conv1d(activation(conv1d(h, L.c_fc_w, L.c_fc_b)), L.mlp_proj_w, L.mlp_proj_b);
+  h = conv(activation(conv(h, P.up, L.c_fc_w, L.c_fc_b)), P.down, L.mlp_proj_w, L.mlp_proj_b);
   return residual + h;
 }
 
@@ -376,7 +485,7 @@ Tensor NativeModel::gpt2_layer(int64_t i, const Tensor& x, const Tensor& mask, c
 // softcapping, .float().
 Tensor NativeModel::head(const Tensor& hidden) const {
   const auto& w = weights_;
-  Tensor logits = at::linear(hidden, w.head_w, w.head_b);
+  Tensor logits = linear(hidden, head_pack_, w.head_w, w.head_b);
   if (w.head_ids.defined()) {  // RestrictedVocabHead.forward
     Tensor out = at::full({logits.size(0), config_.vocab_size}, -std::numeric_limits<double>::infinity(),
                           logits.options());
@@ -396,16 +505,20 @@ std::pair<Tensor, Tensor> NativeModel::forward(const std::vector<int64_t>& ids, 
   c10::InferenceMode guard;
   Tensor input_ids = at::empty({n}, at::TensorOptions().dtype(at::kLong));
   std::memcpy(input_ids.mutable_data_ptr<int64_t>(), ids.data(), sizeof(int64_t) * n);
-  auto out = forward_at(input_ids.to(device()), positions_.narrow(0, start, n), last_only);
+  auto out = forward_at(input_ids.to(device()), positions_.narrow(0, start, n), last_only,
+                        config_.fast ? start + n : -1);
   length_.store(start + n, std::memory_order_release);
   return out;
 }
 
-std::pair<Tensor, Tensor> NativeModel::forward_at(const Tensor& ids, const Tensor& cache_position, bool last_only) {
+std::pair<Tensor, Tensor> NativeModel::forward_at(const Tensor& ids, const Tensor& cache_position, bool last_only,
+                                                  int64_t kv_len) {
   const int64_t n = ids.size(0);
   Tensor input_ids = ids.unsqueeze(0);                   // [1, n]
   Tensor position_ids = cache_position.unsqueeze(0);     // [1, n]
-  Tensor mask = causal_mask(cache_position);             // [1, 1, n, max_len]
+  // [1, 1, n, max_len], or [1, 1, n, kv_len] on the fast path (none for one query: every
+  // slot of the valid prefix is visible to it)
+  Tensor mask = (kv_len > 0 && n == 1) ? Tensor() : causal_mask(cache_position, kv_len);
   Tensor x = at::embedding(weights_.embed, input_ids);   // [1, n, D]
   if (config_.family == ModelFamily::kLlama) {
     // LlamaRotaryEmbedding.forward (default rope: attention_scaling is 1.0, and the
@@ -414,11 +527,12 @@ std::pair<Tensor, Tensor> NativeModel::forward_at(const Tensor& ids, const Tenso
     Tensor emb = at::cat({freqs, freqs}, -1);
     Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);  // [1, 1, n, hd]
     Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
-    for (int64_t i = 0; i < num_layers(); ++i) x = llama_layer(i, x, cos, sin, mask, cache_position);
-    x = rms_norm(x, weights_.norm_w, config_.norm_eps);
+    for (int64_t i = 0; i < num_layers(); ++i) x = llama_layer(i, x, cos, sin, mask, cache_position, kv_len);
+    x = (config_.fast && n <= cpu::kMaxSmallRows) ? rms_norm_fast(x, weights_.norm_w, config_.norm_eps)
+                                                   : rms_norm(x, weights_.norm_w, config_.norm_eps);
   } else {
     x = x + at::embedding(weights_.pos_embed, position_ids);
-    for (int64_t i = 0; i < num_layers(); ++i) x = gpt2_layer(i, x, mask, cache_position);
+    for (int64_t i = 0; i < num_layers(); ++i) x = gpt2_layer(i, x, mask, cache_position, kv_len);
     x = at::layer_norm(x, {config_.hidden_size}, weights_.norm_w, weights_.norm_b, config_.norm_eps, true);
   }
   Tensor hidden = x.select(0, 0);  // [n, D]: last_hidden_state[0]

@@ -36,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "linear_cpu.h"
 #include "runner.h"
 
 namespace pybind11 {
@@ -76,6 +77,11 @@ struct NativeModelConfig {
   // scale_attn_weights. Its size is the number of layers.
   std::vector<double> attn_scaling;
   double logit_softcap = 0.0;  // final_logit_softcapping; 0 = none
+  // The weight-streaming CPU path (CPU models only): every linear of a forward over
+  // n <= 16 tokens runs csrc/linear_cpu.h's PackedLinear and attention reads only the
+  // valid prefix of the cache. Tolerance-equal to transformers, not bitwise; false is the
+  // op-for-op path described above.
+  bool fast = false;
 };
 
 // One decoder layer. Llama fills the nn.Linear weights ([out, in]); GPT-2 the Conv1D
@@ -99,6 +105,13 @@ struct NativeModelWeights {
   at::Tensor head_w;          // [V, D], or [N, D] with head_ids
   at::Tensor head_b;          // optional [V] / [N]
   at::Tensor head_ids;        // optional int64 [N]: RestrictedVocabHead's kept token ids
+};
+
+// The PackedLinear of every projection of one layer (the fast path). Llama: qkv = q, k, v
+// stacked, gate_up = gate, up stacked (one pass, one pool dispatch each), o, down; GPT-2:
+// qkv (c_attn, transposed once), o (attn.c_proj), up (mlp.c_fc), down (mlp.c_proj).
+struct LayerPacks {
+  cpu::PackedLinear qkv, o, gate_up, up, down;
 };
 
 class NativeModel : public Runner {
@@ -135,21 +148,28 @@ class NativeModel : public Runner {
   // The forward proper: ids [n] int64 written to the cache slots cache_position [n]
   // (int64), both on the device. No host synchronisation and no host-dependent
   // addresses, so a CUDA graph can capture it; it neither checks nor moves the length.
+  // kv_len > 0 (the fast path): attention reads only cache slots [0, kv_len).
   std::pair<at::Tensor, at::Tensor> forward_at(const at::Tensor& ids, const at::Tensor& cache_position,
-                                               bool last_only);
+                                               bool last_only, int64_t kv_len = -1);
   void check_room(int64_t start, int64_t n) const;  // CacheOverflowError unless start + n <= max_len
   void check_tokens(const std::vector<int64_t>& ids) const;  // std::out_of_range for ids outside the embedding
-  at::Tensor causal_mask(const at::Tensor& cache_position) const;
+  // [1, 1, n, kv_len] (kv_len <= 0: max_len).
+  at::Tensor causal_mask(const at::Tensor& cache_position, int64_t kv_len) const;
+  // at::linear(x, w, b), or on the fast path p.forward(x) for n <= 16 rows.
+  at::Tensor linear(const at::Tensor& x, const cpu::PackedLinear& p, const at::Tensor& w, const at::Tensor& b) const;
   at::Tensor llama_layer(int64_t i, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                         const at::Tensor& mask, const at::Tensor& cache_position);
-  at::Tensor gpt2_layer(int64_t i, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& cache_position);
+                         const at::Tensor& mask, const at::Tensor& cache_position, int64_t kv_len);
+  at::Tensor gpt2_layer(int64_t i, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& cache_position,
+                        int64_t kv_len);
   // q [1, H, n, hd] against the cache of layer i (already written); returns [1, n, H * hd].
-  at::Tensor attend(int64_t i, const at::Tensor& q, const at::Tensor& mask);
+  at::Tensor attend(int64_t i, const at::Tensor& q, const at::Tensor& mask, int64_t kv_len);
   at::Tensor activation(const at::Tensor& x) const;
   at::Tensor head(const at::Tensor& hidden) const;
 
   NativeModelConfig config_;
   NativeModelWeights weights_;
+  std::vector<LayerPacks> packs_;              // fast path only
+  cpu::PackedLinear head_pack_;                // fast path only
   std::vector<at::Tensor> k_cache_, v_cache_;  // per layer [1, H_kv, max_len, head_dim]
   at::Tensor positions_;                       // arange(max_len), int64, on the device
   double mask_min_ = 0.0;                      // finfo(dtype).min

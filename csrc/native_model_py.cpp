@@ -125,6 +125,7 @@ NativeModelConfig parse_config(const py::dict& config) {
   if (config.contains("logit_softcap") && !config["logit_softcap"].is_none()) {
     c.logit_softcap = config_item<double>(config, "logit_softcap");
   }
+  if (config.contains("fast")) c.fast = config_item<bool>(config, "fast");  // default: op for op
   return c;
 }
 

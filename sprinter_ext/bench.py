@@ -207,6 +207,8 @@ def build_parser():
     ap.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed+i)")
     ap.add_argument("--verifier", default=None, help="verifier file (None: the pair's own)")
     add_threads(ap)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="model dtype of the default pair (results: methods_default[_bfloat16].json)")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
     ap.add_argument("--engines", default="native,reference",
                     help="comma-separated engines to time side by side (first = the speed-up baseline's); "
@@ -241,7 +243,7 @@ def _main(args, out: Path, argv) -> int:
     from . import load_pair
 
     if args.pair == "default":
-        pair = load_pair(verifier=args.verifier)
+        pair = load_pair(verifier=args.verifier, dtype=getattr(torch, args.dtype))
     else:
         from .models.tiny import tiny_model
 
@@ -267,7 +269,7 @@ def _main(args, out: Path, argv) -> int:
           f"{torch.get_num_threads()} thread(s)")  # fmt: skip
     print(format_table(result["rows"]))
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"methods_{args.pair}.json"
+    path = out / f"methods_{args.pair}{'' if args.dtype == 'float32' else '_' + args.dtype}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return 0

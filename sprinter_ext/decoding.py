@@ -150,9 +150,10 @@ class Decoder:
     runner : "auto", "python" or "native"
         How each model's forward runs: python = transformers' modules over a static cache
         (sprinter_ext.models.runner.ModelRunner, any causal LM); native = the C++/ATen
-        forward of Llama and GPT-2 (sprinter_ext.models.native, bitwise-equal logits on
-        CPU, no Python per call); auto = native under engine="native" when both models are
-        supported, else python.
+        forward of Llama and GPT-2 (sprinter_ext.models.native, no Python per call; on CPU
+        its weight-streaming fast path, equal to transformers within float tolerance; the
+        bitwise op-for-op path is ``native_runner(model, fast=False)``); auto = native under
+        engine="native" when both models are supported, else python.
     eos_token_id : int, list of ints or None
         Stop tokens (included in the output). Default: the target's; None: never stop early.
     max_length : int, optional
@@ -211,9 +212,9 @@ class Decoder:
         self._lock = threading.Lock()
 
     def _runner_factory(self, runner: str, needs_draft: bool):
-        """ModelRunner (transformers' forward) or the C++ NativeModel (same protocol, bitwise
-        equal logits on CPU); auto: native under engine='native' when every model supports it.
-        Returns make(role, max_len) -> runner."""
+        """ModelRunner (transformers' forward) or the C++ NativeModel (same protocol; on CPU its
+        fast path, or op for op as transformers with fast=False); auto: native under
+        engine='native' when every model supports it. Returns make(role, max_len) -> runner."""
         from .models.fast_pair import is_tensor_model
 
         pair = self.pair

@@ -118,6 +118,33 @@ def test_load_against_another_draft_fails(verifier, pair, tmp_path):
         Verifier.load(tmp_path / "missing.safetensors")
 
 
+def test_same_draft_in_another_dtype_loads(verifier, pair, tmp_path):
+    """The fingerprint names the weights' origin: the draft in bf16, rounded twice (its
+    deltas added to a bf16 base), still matches; another model in bf16 still fails."""
+    import copy
+
+    path = tmp_path / "v.safetensors"
+    verifier.save(path)
+    draft16 = copy.deepcopy(pair.draft).to(torch.bfloat16)
+    with torch.no_grad():  # a second rounding, as smol_draft's bf16 build does
+        for p in draft16.parameters():
+            p.add_(p * 2.0**-8)
+    Verifier.load(path, draft=draft16)
+    other16 = tiny_model("llama", vocab=96, seed=999, layers=1).to(torch.bfloat16)
+    with pytest.raises(VerifierMismatchError, match="trained for draft"):
+        Verifier.load(path, draft=other16)
+    far = copy.deepcopy(pair.draft)
+    with torch.no_grad():
+        far.lm_head.weight.mul_(1.2)  # one tensor 20% off: not the same weights
+    with pytest.raises(VerifierMismatchError, match="trained for draft"):
+        Verifier.load(path, draft=far)
+
+
+def test_default_pair_loads_in_bfloat16_with_its_verifier():
+    pair = sprinter_ext.load_pair(dtype=torch.bfloat16)
+    assert pair.target.dtype == torch.bfloat16 and pair.verifier is not None
+
+
 def test_training_errors(pair, texts):
     with pytest.raises(ValueError, match="label rule"):
         train_verifier(pair, texts, label="maybe")

@@ -184,7 +184,7 @@ def _config_and_tensors(model, max_len: int) -> tuple[dict, dict[str, torch.Tens
     return cfg, tensors
 
 
-def native_runner(model, max_len: int | None = None):
+def native_runner(model, max_len: int | None = None, *, fast: bool | None = None):
     """A ``sprinter_ext._C.NativeModel`` running `model` with a static KV cache.
 
     Parameters
@@ -195,6 +195,12 @@ def native_runner(model, max_len: int | None = None):
     max_len : int, optional
         Cache size in tokens, validated like ModelRunner's: default
         min(2048, max_position_embeddings), at least 2, at most the model's limit.
+    fast : bool, optional
+        True: the weight-streaming CPU path (csrc/linear_cpu.h: every linear of a
+        forward over <= 16 tokens streams its weight once; attention over the valid
+        prefix), equal to transformers within float tolerance. False: op for op,
+        bitwise equal to ModelRunner on CPU. Default: True for a float32/bfloat16
+        model on the CPU, else False.
 
     Returns
     -------
@@ -210,7 +216,8 @@ def native_runner(model, max_len: int | None = None):
     UnsupportedModelError
         (a ValueError) The model is not supported; the message says why.
     ValueError
-        `max_len` is invalid.
+        `max_len` is invalid, or `fast` is True for a model off the CPU or of
+        another dtype.
 
     Examples
     --------
@@ -231,7 +238,19 @@ def native_runner(model, max_len: int | None = None):
     max_len = resolve_max_len(model, max_len)
     from .._native import _C
 
+    param = next(model.parameters())
+    fast_ok = param.device.type == "cpu" and param.dtype in (torch.float32, torch.bfloat16)
+    if fast is None:
+        fast = fast_ok
+    elif not isinstance(fast, bool):
+        raise ArgumentTypeError(f"fast must be a bool or None, got {type(fast).__name__}")
+    elif fast and not fast_ok:
+        raise InvalidArgumentError(
+            f"fast=True needs a float32 or bfloat16 model on the CPU, got {param.dtype} on {param.device}; "
+            "use fast=False"
+        )
     cfg, tensors = _config_and_tensors(model, max_len)
+    cfg["fast"] = fast
     return _C.NativeModel(cfg, tensors)
 
 

@@ -27,24 +27,61 @@ class VerifierMismatchError(SprinterError, ValueError):
     """The verifier was trained for another draft model."""
 
 
+# Values per parameter kept in a verifier's header (draft_sample) and the relative
+# tolerance they are compared with. NOTE: the same draft in bf16 is not the fp32 draft
+# rounded once: smol_draft adds its deltas to a bf16 target (two roundings), so its
+# exact fingerprint differs while every value stays within ~2 bf16 ulps (2^-7); weights
+# of another model differ by O(1).
+_SAMPLE_PER_PARAM = 8
+_SAMPLE_RTOL = 2.0**-5
+
+
+def _param_samples(draft):
+    """(name, float32 sample of <= 64 values) per parameter, strided over the flat tensor."""
+    for name, p in draft.named_parameters():
+        flat = p.detach().reshape(-1)
+        yield name, flat[:: max(1, flat.numel() // 64)][:64].float().cpu()
+
+
+def _same_origin(stored: dict, draft) -> bool:
+    """True iff every stored sample matches `draft`'s within the bf16-rounding tolerance."""
+    current = dict(_param_samples(draft))
+    if set(stored) != set(current):
+        return False
+    for name, values in stored.items():
+        want = torch.tensor(values, dtype=torch.float32)
+        got = current[name][: len(values)]
+        if got.shape != want.shape:
+            return False
+        scale = want.abs().max().clamp_min(1e-12)
+        if bool(((got - want).abs() > _SAMPLE_RTOL * scale).any()):
+            return False
+    return True
+
+
 def draft_identity(draft) -> dict:
-    """{draft_id, draft_arch, draft_fingerprint, draft_hidden_size}: what a verifier is tied to."""
+    """{draft_id, draft_arch, draft_fingerprint, draft_sample, draft_hidden_size}: what a verifier is tied to.
+
+    draft_fingerprint hashes the weights rounded to bf16; draft_sample keeps a few values
+    per parameter so that a draft of the same origin in another dtype (whose roundings
+    differ) is still recognised (check_draft)."""
     c = draft.config
     hidden = getattr(c, "hidden_size", None) or getattr(c, "n_embd", None)
     layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", None)
     arch = f"{getattr(c, 'model_type', type(draft).__name__)}-L{layers}-D{hidden}-V{c.vocab_size}"
     h = hashlib.sha256()
+    samples = {}
     with torch.no_grad():
-        for name, p in draft.named_parameters():
-            flat = p.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 64)][:64]
+        for name, sample in _param_samples(draft):
             # bf16 rounding: the same weights loaded in fp32 or bf16 give one fingerprint
             h.update(name.encode())
-            h.update(sample.to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
+            h.update(sample.to(torch.bfloat16).view(torch.int16).numpy().tobytes())
+            samples[name] = [float(v) for v in sample[:_SAMPLE_PER_PARAM]]
     return {
         "draft_id": getattr(c, "name_or_path", "") or type(draft).__name__,
         "draft_arch": arch,
         "draft_fingerprint": h.hexdigest()[:16],
+        "draft_sample": samples,
         "draft_hidden_size": int(hidden) if hidden else None,
     }
 
@@ -62,6 +99,8 @@ def check_draft(verifier, draft, vocab_size: int | None = None) -> None:
     if meta.get("vocab_size") not in (None, vocab):
         raise VerifierMismatchError(f"the verifier was trained for vocabulary {meta['vocab_size']}, the draft has {vocab}")
     for key in ("draft_arch", "draft_fingerprint"):
+        if key == "draft_fingerprint" and meta.get("draft_sample") and _same_origin(meta["draft_sample"], draft):
+            continue  # the same weights in another dtype
         if meta.get(key) not in (None, ident[key]):
             raise VerifierMismatchError(
                 f"the verifier was trained for draft {meta.get('draft_id')!r} ({key} {meta[key]}), "
