@@ -92,10 +92,10 @@ def test_lazy_native_tokens_equal_transformers_runner(method):
     Python runner over the built transformers models, for two seeds."""
     pair = fresh_lazy_pair()
     prompt = "def fib(n):\n    "
-    fast = [sprinter_ext.generate(pair, prompt, method=method, max_new_tokens=10, seed=s, temperature=t).tokens
+    fast = [sprinter_ext.generate(pair, prompt, chat=False, method=method, max_new_tokens=10, seed=s, temperature=t).tokens
             for s, t in ((1, 1.0), (7, 0.0))]  # fmt: skip
     assert pair._source.built("target") is None and pair._source.built("draft") is None
-    slow = [sprinter_ext.generate(pair, prompt, method=method, max_new_tokens=10, seed=s, temperature=t,
+    slow = [sprinter_ext.generate(pair, prompt, chat=False, method=method, max_new_tokens=10, seed=s, temperature=t,
                                   engine="reference", runner="python").tokens
             for s, t in ((1, 1.0), (7, 0.0))]  # fmt: skip
     assert pair._source.built("target") is not None

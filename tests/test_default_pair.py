@@ -21,17 +21,17 @@ def test_default_pair_loads(default_pair):
 
 
 def test_ersd_equals_ar_and_greedy_sd_equals_ar(default_pair):
-    ar = sprinter_ext.generate(default_pair, PROMPT, method="ar", max_new_tokens=N, seed=3, eos_token_id=None)
-    er = sprinter_ext.generate(default_pair, PROMPT, method="ersd", max_new_tokens=N, seed=3, k=3, eos_token_id=None)
+    ar = sprinter_ext.generate(default_pair, PROMPT, chat=False, method="ar", max_new_tokens=N, seed=3, eos_token_id=None)
+    er = sprinter_ext.generate(default_pair, PROMPT, chat=False, method="ersd", max_new_tokens=N, seed=3, k=3, eos_token_id=None)
     assert er.tokens == ar.tokens and len(ar.tokens) == N
     assert isinstance(ar.text, str) and ar.text
-    g_ar = sprinter_ext.generate(default_pair, PROMPT, method="ar", max_new_tokens=N, temperature=0.0)
-    g_sd = sprinter_ext.generate(default_pair, PROMPT, method="sd", max_new_tokens=N, temperature=0.0, k=4)
+    g_ar = sprinter_ext.generate(default_pair, PROMPT, chat=False, method="ar", max_new_tokens=N, temperature=0.0)
+    g_sd = sprinter_ext.generate(default_pair, PROMPT, chat=False, method="sd", max_new_tokens=N, temperature=0.0, k=4)
     assert g_sd.tokens == g_ar.tokens
 
 
 def test_same_seed_same_tokens(default_pair):
     dec = sprinter_ext.Decoder(default_pair, "sd", k=3, top_p=0.9)
-    a = dec.generate(PROMPT, max_new_tokens=N, seed=11)
-    b = dec.generate(PROMPT, max_new_tokens=N, seed=11)
+    a = dec.generate(PROMPT, chat=False, max_new_tokens=N, seed=11)
+    b = dec.generate(PROMPT, chat=False, max_new_tokens=N, seed=11)
     assert a.tokens == b.tokens and a.text == b.text
