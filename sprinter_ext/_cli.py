@@ -15,7 +15,7 @@ import re
 
 from ._threads import DEFAULT_THREADS, ENV, resolve_threads
 
-__all__ = ["make_parser", "plain", "add_threads"]
+__all__ = ["make_parser", "plain", "add_threads", "run_threaded"]
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -65,3 +65,13 @@ def add_threads(ap: argparse.ArgumentParser) -> None:
         help=f"torch intra-op threads for this command; 'all' = every CPU (None: ${ENV} if set, "
         f"else {DEFAULT_THREADS}, which does not collapse on a shared machine)",
     )
+
+
+def run_threaded(parser: argparse.ArgumentParser, argv, body) -> int:
+    """Parse `argv` with `parser`, then run ``body(args)`` under the command's --threads
+    (torch's setting is put back afterwards): the shared body of every subcommand's main()."""
+    from ._threads import use_threads
+
+    args = parser.parse_args(argv)
+    with use_threads(args.threads):
+        return body(args)

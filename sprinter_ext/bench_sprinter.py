@@ -11,7 +11,6 @@ PNG of the frontier under bench/results/.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -172,11 +171,9 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    from ._threads import use_threads
+    from ._cli import run_threaded
 
-    args = build_parser().parse_args(argv)
-    with use_threads(args.threads):
-        return _main(args, argv)
+    return run_threaded(build_parser(), argv, lambda args: _main(args, argv))
 
 
 def _main(args, argv) -> int:

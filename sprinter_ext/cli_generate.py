@@ -81,11 +81,9 @@ def _prompt(args, tokenizer):
 
 
 def main(argv=None) -> int:
-    from ._threads import use_threads
+    from ._cli import run_threaded
 
-    args = build_parser().parse_args(argv)
-    with use_threads(args.threads):
-        return _run(args)
+    return run_threaded(build_parser(), argv, _run)
 
 
 def _run(args) -> int:

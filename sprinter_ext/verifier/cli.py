@@ -7,12 +7,9 @@ prompts are never used), further split by text into train/validation.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
-
-import torch
 
 from .labels import LABELS, collect
 from .model import FEATURES
@@ -60,11 +57,9 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    from .._threads import use_threads
+    from .._cli import run_threaded
 
-    args = build_parser().parse_args(argv)
-    with use_threads(args.threads):
-        return _main(args, argv)
+    return run_threaded(build_parser(), argv, lambda args: _main(args, argv))
 
 
 def _main(args, argv) -> int:
