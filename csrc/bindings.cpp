@@ -1,13 +1,13 @@
 // sprinter_ext._C: the compiled core of sprinter_ext (pybind11 + libtorch).
 //
-// Exposes build_info(), the Philox randomness contract of csrc/philox.h, the fused
+// Exposes build_info(), the Philox randomness contract of csrc/common/philox.h, the fused
 // ops' CPU twins (draft_sample_cpu, verify_tokens_cpu) and, in CUDA builds, their
 // CUDA twins (draft_sample_cuda, verify_tokens_cuda; same arguments and results):
 //   philox4x32(counter, key)                  -> 4-tuple of uint32
 //   philox_uniform(seed, position, stream, n) -> float32 [n]     (int position)
 //                                             -> float32 [B, n]  (int64 tensor [B])
 //   philox_uniform_batched(seed, positions, stream, n) -> float32 [B, n]
-// and the model interface: Runner (csrc/runner.h) and NativeModel (native_model_py.cpp).
+// and the model interface: Runner (csrc/engine/runner.h) and NativeModel (native_model_py.cpp).
 // Arguments are validated here; bad values raise ValueError, wrong types
 // TypeError (pybind11 translates py::value_error / py::type_error).
 #include <ATen/Parallel.h>
@@ -22,19 +22,19 @@
 #include <string>
 #include <vector>
 
-#include "engine_py.h"
-#include "linear_cpu.h"
-#include "native_model.h"
-#include "ops_cpu.h"
-#include "philox.h"
-#include "py_checks.h"
+#include "engine/engine_py.h"
+#include "model/linear_cpu.h"
+#include "model/native_model.h"
+#include "ops/ops_cpu.h"
+#include "common/philox.h"
+#include "common/py_checks.h"
 
 #ifdef SPRINTER_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "cuda/ops_cuda_torch.h"
-#include "cuda/philox_cuda.h"
+#include "ops/cuda/ops_cuda_torch.h"
+#include "ops/cuda/philox_cuda.h"
 #endif
 
 // Build facts handed in by CMakeLists.txt (fallbacks keep a hand build working).

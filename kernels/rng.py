@@ -1,4 +1,4 @@
-"""Triton twin of the randomness contract (sprinter_ext/_rng.py, csrc/philox.h).
+"""Triton twin of the randomness contract (sprinter_ext/_rng.py, csrc/common/philox.h).
 
 u(seed, position, stream, index) = ((word >> 9) + 0.5f) * 2**-23 (float32, exact),
 word = Philox4x32-10((index >> 2, position & 0xFFFFFFFF, stream, 0),

@@ -35,7 +35,7 @@ from .sampling import SamplingSettings
 __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyError"]
 
 ENGINES = ("auto", "reference", "fused", "native")
-NATIVE_METHODS = ("ar", "sd", "ersd", "sprinter")  # what csrc/engine.cpp implements
+NATIVE_METHODS = ("ar", "sd", "ersd", "sprinter")  # what csrc/engine/engine.cpp implements
 RUNNERS = ("auto", "python", "native")
 SNAPSHOT_METHODS = ("ssd",)  # need runner.snapshot/restore, which only ModelRunner has
 
@@ -143,7 +143,7 @@ class Decoder:
     engine : "auto", "reference", "fused" or "native"
         reference: the plain-PyTorch methods (the specification); fused: the same state
         machine with sampling/verification in the fused ops (C++ on CPU, Triton on CUDA);
-        native: the whole round loop in C++ (csrc/engine.cpp) with the GIL released,
+        native: the whole round loop in C++ (csrc/engine/engine.cpp) with the GIL released,
         calling the fused ops directly (CPU; ar, sd, ersd, sprinter); auto: native where
         it runs, else fused when the extension is built, else reference. Same tokens for
         the same seed on every engine.
@@ -198,7 +198,7 @@ class Decoder:
         self.method = method
         # reference: methods/ in plain PyTorch (the spec); fused: the same state machine
         # with sampling and verification in sprinter_ext.ops (C++ on CPU, Triton on CUDA).
-        # native: the whole round loop in C++ (csrc/engine.cpp) calling the same fused ops.
+        # native: the whole round loop in C++ (csrc/engine/engine.cpp) calling the same fused ops.
         self.engine = _pick_engine(engine, method, pair.device)
         self._module = module
         self._eos = _eos_set(pair, eos_token_id)
@@ -317,7 +317,7 @@ class Decoder:
         except Exception:
             # NOTE: a failed generation (NaN logits above all) may have left NaN keys/values in
             # the caches, which masked attention still multiplies (0 * NaN = NaN): scrub both
-            # so this Decoder serves the next call (runner.scrub(), csrc/runner.h). The native
+            # so this Decoder serves the next call (runner.scrub(), csrc/engine/runner.h). The native
             # loop scrubs its runners itself; doing it again is cheap and keeps one rule here.
             self._target.runner.scrub()
             if self._draft is not None:

@@ -61,8 +61,8 @@ def test_native_build_info_adds_runtime_facts():
 
 
 def test_sources_are_in_the_tree():
-    assert (REPO / "csrc" / "cuda" / "philox_cuda.cu").is_file()
-    assert (REPO / "csrc" / "philox.h").is_file()
+    assert (REPO / "csrc" / "ops" / "cuda" / "philox_cuda.cu").is_file()
+    assert (REPO / "csrc" / "common" / "philox.h").is_file()
     assert (REPO / "csrc" / "bindings.cpp").is_file()
     assert (REPO / "CMakeLists.txt").is_file()
 

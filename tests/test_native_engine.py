@@ -1,4 +1,4 @@
-"""engine='native': the C++ round loop (csrc/engine.cpp) against the reference engine.
+"""engine='native': the C++ round loop (csrc/engine/engine.cpp) against the reference engine.
 
 Token equality for every method lives in test_methods.py / test_sprinter.py (tiny
 pairs); here: the default pair, reuse, threads, memory, errors and the bindings.

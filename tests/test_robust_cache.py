@@ -3,7 +3,7 @@
 A generation that hits NaN logits has already written NaN keys/values into the
 static KV caches; masked attention multiplies them by zero (0 * NaN = NaN), so
 without a scrub every later call of that Decoder fails too. The repair is one
-mechanism behind the runner protocol (``runner.scrub()``, csrc/runner.h), called
+mechanism behind the runner protocol (``runner.scrub()``, csrc/engine/runner.h), called
 by the Decoder whenever a generation fails; this checks it on every method x engine
 x runner against a fresh Decoder's tokens.
 """

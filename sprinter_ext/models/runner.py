@@ -27,7 +27,7 @@ Logits come back as float32 whatever the model dtype.
 NOTE (scrub): a forward that produced NaN/inf has written NaN keys/values; the
 additive mask multiplies masked slots' values by 0 and 0 * NaN = NaN, so after a
 rollback they still poison every later forward. The engines call ``scrub()``
-(the same method as csrc/runner.h's ``Runner::scrub``) whenever a generation fails.
+(the same method as csrc/engine/runner.h's ``Runner::scrub``) whenever a generation fails.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-// Runs the kernels of csrc/cuda/ops_cuda.cu under the CPU emulation of emu.h
+// Runs the kernels of csrc/ops/cuda/ops_cuda.cu under the CPU emulation of emu.h
 // (driven by tests/test_cuda_emulation.py). Build:
 //   g++ -std=c++20 -O2 -pthread -DSPRINTER_CUDA_EMULATION -DSPRINTER_CUDA_THREADS=64
 //       -I csrc -I <cuda>/include tests/cuda_emu/emu_main.cpp -o emu
@@ -7,7 +7,7 @@
 // outputs are written beside them.
 #include "emu.h"
 // clang-format off: emu.h must come first (it defines __global__ etc.)
-#include "cuda/ops_cuda.cu"
+#include "ops/cuda/ops_cuda.cu"
 // clang-format on
 
 #include <cstdio>

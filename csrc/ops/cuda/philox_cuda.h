@@ -1,4 +1,4 @@
-// Host-side entry point of the CUDA Philox kernel (csrc/cuda/philox_cuda.cu).
+// Host-side entry point of the CUDA Philox kernel (csrc/ops/cuda/philox_cuda.cu).
 //
 // Deliberately free of torch and CUDA headers: bindings.cpp (host C++, torch
 // headers) calls it with raw pointers and an opaque stream handle, and the .cu

@@ -1,4 +1,4 @@
-// The narrow model interface the native loop (csrc/engine.cpp) drives.
+// The narrow model interface the native loop (csrc/engine/engine.cpp) drives.
 //
 // It mirrors the Python runner protocol of sprinter_ext/models/runner.py
 // (prefill / step / extend / truncate / length): one batch-1 causal LM with a

@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "linear_cpu.h"
-#include "runner.h"
+#include "engine/runner.h"
 
 namespace pybind11 {
 class module_;
@@ -78,7 +78,7 @@ struct NativeModelConfig {
   std::vector<double> attn_scaling;
   double logit_softcap = 0.0;  // final_logit_softcapping; 0 = none
   // The weight-streaming CPU path (CPU models only): every linear of a forward over
-  // n <= 16 tokens runs csrc/linear_cpu.h's PackedLinear and attention reads only the
+  // n <= 16 tokens runs csrc/model/linear_cpu.h's PackedLinear and attention reads only the
   // valid prefix of the cache. Tolerance-equal to transformers, not bitwise; false is the
   // op-for-op path described above.
   bool fast = false;

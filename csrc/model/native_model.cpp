@@ -9,7 +9,7 @@
 // without re-running tests/test_native_model.py, which checks bitwise equality.
 //
 // config.fast (CPU only) swaps two things and leaves every other op as it is: the linears
-// of forwards over <= 16 tokens run PackedLinear (csrc/linear_cpu.h), which streams each
+// of forwards over <= 16 tokens run PackedLinear (csrc/model/linear_cpu.h), which streams each
 // weight once for all rows, and attention reads only the valid prefix of the cache (one
 // query needs no mask then). Its contract is tolerance, not bits (tests/test_linear_cpu.py).
 #include "native_model.h"

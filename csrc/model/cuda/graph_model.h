@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "../native_model.h"
+#include "model/native_model.h"
 
 namespace sprinter {
 namespace engine {

@@ -10,9 +10,9 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "ops_cpu.h"
+#include "ops/ops_cpu.h"
 #ifdef SPRINTER_WITH_CUDA
-#include "cuda/ops_cuda_torch.h"
+#include "ops/cuda/ops_cuda_torch.h"
 #endif
 
 namespace sprinter {
@@ -20,7 +20,7 @@ namespace engine {
 namespace {
 
 // The fused ops on the logits' device: the C++ twins on CPU, the CUDA kernels on CUDA
-// (csrc/cuda/ops_cuda_torch.h, same signatures; their status stays on the device).
+// (csrc/ops/cuda/ops_cuda_torch.h, same signatures; their status stays on the device).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sample_on(
     const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, uint64_t seed,
     uint32_t stream, double temperature, int64_t top_k, double top_p, const std::vector<at::Tensor>& weights,

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "engine.h"
-#include "py_checks.h"
+#include "common/py_checks.h"
 
 namespace py = pybind11;
 
@@ -126,7 +126,7 @@ py::handle register_engine(py::module_& m) {
   });
 
   auto runner = py::class_<Runner, std::shared_ptr<Runner>>(
-      m, "Runner", "A batch-1 model runner the native loop can drive (csrc/runner.h).");
+      m, "Runner", "A batch-1 model runner the native loop can drive (csrc/engine/runner.h).");
 
   py::class_<PyRunner, Runner, std::shared_ptr<PyRunner>>(
       m, "PyRunner",
@@ -137,7 +137,7 @@ py::handle register_engine(py::module_& m) {
 
   py::class_<Generation>(
       m, "Generation",
-      "One generation of the native loop (csrc/engine.h). Every argument is checked here with the "
+      "One generation of the native loop (csrc/engine/engine.h). Every argument is checked here with the "
       "named errors of sprinter_ext.errors (the same rules as sprinter_ext.decoding).")
       .def(py::init([](std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, const std::string& method,
                        py::handle k, py::handle temperature, py::handle top_k, py::handle top_p,

@@ -1,9 +1,9 @@
-// Raw launchers of the CUDA fused ops (csrc/cuda/ops_cuda.cu), the CUDA twins of
+// Raw launchers of the CUDA fused ops (csrc/ops/cuda/ops_cuda.cu), the CUDA twins of
 // sprinter_ext.ops.draft_sample / verify_tokens (spec: the torch backend in
-// sprinter_ext/ops.py; CPU twin: csrc/ops_cpu.cpp; Triton twin: kernels/).
+// sprinter_ext/ops.py; CPU twin: csrc/ops/ops_cpu.cpp; Triton twin: kernels/).
 //
 // Plain CUDA C++17, no torch headers: device pointers, sizes and a cudaStream_t.
-// The torch-facing wrapper (csrc/cuda/ops_cuda_torch.cpp) checks the tensors and
+// The torch-facing wrapper (csrc/ops/cuda/ops_cuda_torch.cpp) checks the tensors and
 // allocates the outputs and workspaces. Nothing here synchronises with the host
 // or allocates memory, so both launchers can be captured in a CUDA graph.
 //

@@ -1,6 +1,6 @@
 // CUDA twins of sprinter_ext.ops.draft_sample / verify_tokens (declared in ops_cuda.h).
 // Plain CUDA C++17, no torch headers; by hand:
-//   nvcc -std=c++17 -O3 -arch=sm_90 -I csrc -c csrc/cuda/ops_cuda.cu -o /tmp/ops_cuda.o
+//   nvcc -std=c++17 -O3 -arch=sm_90 -I csrc -c csrc/ops/cuda/ops_cuda.cu -o /tmp/ops_cuda.o
 // Do not build with --use_fast_math: the processed distribution relies on IEEE
 // division and the precise expf/logf (the Triton and C++ twins do the same).
 //
@@ -38,7 +38,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "../philox.h"
+#include "common/philox.h"
 #include "row_ops.cuh"
 
 #ifndef SPRINTER_CUDA_EMULATION

@@ -1,7 +1,7 @@
 // The CUDA fused ops on torch tensors: the same signatures and results as the CPU
-// twins of csrc/ops_cpu.h (sprinter::cpu::draft_sample / verify_tokens), for CUDA
+// twins of csrc/ops/ops_cpu.h (sprinter::cpu::draft_sample / verify_tokens), for CUDA
 // tensors. Compiled only when SPRINTER_WITH_CUDA (CMakeLists.txt); kernels in
-// csrc/cuda/ops_cuda.cu.
+// csrc/ops/cuda/ops_cuda.cu.
 //
 // Unlike the CPU twins, these never wait for the GPU: the status tensor ([B] int8,
 // 1 = non-finite logits) stays on the device, and such a row gets fixed "nothing
