@@ -289,18 +289,21 @@ class Decoder:
 
     def _native_rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
         from . import _native
+        from ._generation import GenerationConfig
         from .ops import _feature_codes, _verifier_layers
 
         o, st = self._options, self.settings
         verifier = o.get("verifier")
         backend = "cuda" if self.pair.device.type == "cuda" else "cpu"
         layers = _verifier_layers(verifier, self.pair.device, backend) if verifier is not None else []
-        g = _native._C.Generation(
-            self._native[0], self._native[1], self.method, self.k, float(st.temperature), st.top_k,
-            float(st.top_p), sorted(self._eos), [w for w, _ in layers], [b for _, b in layers],
-            _feature_codes(verifier) if verifier is not None else [], float(o.get("threshold", 0.0)),
-            o.get("max_run", 1), o.get("verify") == "all", ids, seed, max_new_tokens,
-        )  # fmt: skip
+        config = GenerationConfig(
+            method=self.method, k=self.k, sampling=st, eos=sorted(self._eos),
+            verifier_weights=[w for w, _ in layers], verifier_biases=[b for _, b in layers],
+            verifier_features=_feature_codes(verifier) if verifier is not None else [],
+            threshold=float(o.get("threshold", 0.0)), max_run=o.get("max_run", 1),
+            verify_all=o.get("verify") == "all", prompt=ids, seed=seed, max_new_tokens=max_new_tokens,
+        )
+        g = _native._C.Generation(self._native[0], self._native[1], config.to_native())
         t0 = time.perf_counter()
         while not g.done:
             toks = g.round()

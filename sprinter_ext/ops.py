@@ -41,7 +41,7 @@ import torch
 from . import _rng
 from ._rng import Stream
 from .errors import ArgumentTypeError, InvalidArgumentError, NonFiniteLogitsError
-from .sampling import SamplingSettings, probs
+from .sampling import NONFINITE_MESSAGE, SamplingSettings, probs
 from .verifier.model import FEATURES, Verifier
 
 __all__ = ["DraftSample", "VerifyResult", "draft_sample", "verify_tokens", "BACKENDS"]
@@ -296,10 +296,7 @@ def draft_sample(
 
 
 def _raise_non_finite():
-    raise NonFiniteLogitsError(
-        "the model produced NaN/inf logits; generation stopped without output. "
-        "Check the weights, the dtype (fp16 overflow?) and the inputs"
-    )
+    raise NonFiniteLogitsError(NONFINITE_MESSAGE)
 
 
 def _race_rows(weights: torch.Tensor, seed: int, pos: torch.Tensor, stream: int) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 - csrc/ops/cuda/*.cu with nvcc to sm_90 objects, with the half/bfloat16 operator macros
   torch puts on extension builds;
-- csrc/ops/cuda/ops_cuda_torch.cpp and csrc/bindings.cpp with SPRINTER_WITH_CUDA=1, a
+- csrc/ops/cuda/ops_cuda_torch.cpp, csrc/ops/ops_py.cpp (the bindings of the ops), the
+  native loop and the CUDA-graph runner with SPRINTER_WITH_CUDA=1, a
   g++ syntax check against torch's C10 CUDA headers (a CUDA build of torch links them
   for real; CMakeLists.txt).
 
@@ -48,13 +49,13 @@ def test_cu_sources_compile_for_sm90(tmp_path, source):
 @needs_gxx
 @pytest.mark.parametrize(
     "source",
-    ["ops/cuda/ops_cuda_torch.cpp", "bindings.cpp", "engine/engine.cpp", "model/cuda/graph_model.cpp",
+    ["ops/cuda/ops_cuda_torch.cpp", "ops/ops_py.cpp", "bindings.cpp", "engine/engine.cpp", "model/cuda/graph_model.cpp",
      "model/native_model_py.cpp"],
 )
 def test_torch_side_sources_parse_with_cuda(tmp_path, source):
     """Everything compiled only with SPRINTER_WITH_CUDA: the ops' wrapper, the bindings, the
     native loop's CUDA dispatch, and the CUDA-graph runner."""
-    extra = python_includes() if source in ("bindings.cpp", "model/native_model_py.cpp") else []
+    extra = python_includes() if source in ("ops/ops_py.cpp", "bindings.cpp", "model/native_model_py.cpp") else []
     cmd = ["g++", *GXX_FLAGS, *torch_includes(tmp_path), "-isystem", str(cuda_include()), *extra,
            "-I", "csrc", f"csrc/{source}"]  # fmt: skip
     err = _run(cmd)

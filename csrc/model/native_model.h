@@ -1,5 +1,5 @@
 // NativeModel: the forward pass of Llama and GPT-2 in ATen, behind the Runner
-// interface of runner.h, so the native decode loop runs a generation without Python.
+// interface of engine/runner.h, so the native decode loop runs a generation without Python.
 //
 // It reproduces sprinter_ext/models/runner.py's ModelRunner over transformers'
 // LlamaForCausalLM / GPT2LMHeadModel op for op (same ATen ops, same shapes, same
@@ -125,6 +125,7 @@ class NativeModel : public Runner {
   void truncate(int64_t length) override;
   int64_t length() const override { return length_.load(std::memory_order_acquire); }
   void scrub() override;
+  std::string name() const override { return "NativeModel"; }  // no snapshot/restore
 
   // prefill() that also returns (logits [1, V] float32, hidden [1, D]) of the last
   // position, computed as ModelRunner.prefill does (head on the last row only);

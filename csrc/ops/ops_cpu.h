@@ -1,4 +1,5 @@
-// CPU twins of the fused ops of sprinter_ext.ops (reference: sprinter_ext/ops.py).
+// CPU twins of the fused ops of sprinter_ext.ops (reference: sprinter_ext/ops.py;
+// CUDA twins: ops/cuda/ops_cuda_torch.h, same signatures).
 //
 // Inputs are validated in Python (sprinter_ext/ops.py, _check_tensor); these
 // functions re-check only what would make them read out of bounds. Both return
@@ -12,6 +13,8 @@
 #include <tuple>
 #include <vector>
 
+#include "common/sampling.h"
+
 namespace sprinter {
 namespace cpu {
 
@@ -21,8 +24,7 @@ namespace cpu {
 // Returns (token [B] int64, probs [B, V] f32, q_token [B] f32, score [B] f32, status [B] int8).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sample(
     const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, uint64_t seed,
-    uint32_t stream, double temperature, int64_t top_k, double top_p,
-    const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
+    uint32_t stream, const SamplingSettings& sampling, const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
     const std::vector<int64_t>& features);
 
 // target_logits [B, n+1, V], draft_probs [B, n, V] (f32/f16/bf16), draft_tokens [B, n] int64,
@@ -30,8 +32,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sam
 // Returns (tokens [B, n+1] int64 padded with -1, num_accepted [B] int64, status [B] int8).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> verify_tokens(
     const at::Tensor& target_logits, const at::Tensor& draft_probs, const at::Tensor& draft_tokens,
-    const at::Tensor& start_position, uint64_t seed, double temperature, int64_t top_k,
-    double top_p, bool sd);
+    const at::Tensor& start_position, uint64_t seed, const SamplingSettings& sampling, bool sd);
 
 }  // namespace cpu
 }  // namespace sprinter

@@ -4,13 +4,13 @@
 
 #include <cstdint>
 
+#include "common/philox.h"
+
 namespace sprinter {
 namespace cpu {
 namespace simd {
 
-struct Key {  // the Philox key: (seed & 0xFFFFFFFF, seed >> 32)
-  uint32_t k0, k1;
-};
+using ::sprinter::philox::Key;  // the Philox key of a seed (philox::seed_key)
 
 // u(seed, position, stream, index) of the randomness contract (csrc/common/philox.h).
 float uniform_at(Key key, uint32_t position, uint32_t stream, int64_t index);

@@ -78,8 +78,9 @@ int draft(const std::string& dir) {
   std::vector<int64_t> token(B);
   std::vector<float> probs(B * V), q_token(B), score(B);
   std::vector<int8_t> status(B);
-  const Sampling s{static_cast<float>(temperature), top_k, static_cast<float>(top_p)};
-  const uint32_t k0 = static_cast<uint32_t>(seed & 0xFFFFFFFFull), k1 = static_cast<uint32_t>(seed >> 32);
+  const sprinter::SamplingSettings s{static_cast<float>(temperature), top_k, static_cast<float>(top_p)};
+  const auto key = sprinter::philox::seed_key(seed);
+  const uint32_t k0 = key.k0, k1 = key.k1;
   with_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     emu::launch(static_cast<unsigned>(B), kThreads, draft_sample_kernel<T>, as<T>(logits),
@@ -111,8 +112,9 @@ int verify(const std::string& dir) {
   std::vector<int32_t> flags(B * n1, 7);
   std::vector<int64_t> cand(B * n1, 7), tokens(B * n1, 7), num(B, 7);
   std::vector<int8_t> status(B, 7);
-  const Sampling s{static_cast<float>(temperature), top_k, static_cast<float>(top_p)};
-  const uint32_t k0 = static_cast<uint32_t>(seed & 0xFFFFFFFFull), k1 = static_cast<uint32_t>(seed >> 32);
+  const sprinter::SamplingSettings s{static_cast<float>(temperature), top_k, static_cast<float>(top_p)};
+  const auto key = sprinter::philox::seed_key(seed);
+  const uint32_t k0 = key.k0, k1 = key.k1;
   const int64_t* xp = n > 0 ? as<int64_t>(x) : nullptr;  // as the real launcher may see
   with_dtype(lt, [&](auto ltag) {
     with_dtype(qt, [&](auto qtag) {

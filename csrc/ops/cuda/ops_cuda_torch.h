@@ -18,6 +18,8 @@
 #include <tuple>
 #include <vector>
 
+#include "common/sampling.h"
+
 namespace sprinter {
 namespace cuda {
 
@@ -28,8 +30,7 @@ namespace cuda {
 // Returns (token [B] int64, probs [B, V] f32, q_token [B] f32, score [B] f32, status [B] int8).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sample(
     const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, uint64_t seed,
-    uint32_t stream, double temperature, int64_t top_k, double top_p,
-    const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
+    uint32_t stream, const SamplingSettings& sampling, const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
     const std::vector<int64_t>& features);
 
 // target_logits [B, n+1, V], draft_probs [B, n, V] (f32/f16/bf16), draft_tokens [B, n] int64,
@@ -38,8 +39,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sam
 // Returns (tokens [B, n+1] int64 padded with -1, num_accepted [B] int64, status [B] int8).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> verify_tokens(
     const at::Tensor& target_logits, const at::Tensor& draft_probs, const at::Tensor& draft_tokens,
-    const at::Tensor& start_position, uint64_t seed, double temperature, int64_t top_k,
-    double top_p, bool sd);
+    const at::Tensor& start_position, uint64_t seed, const SamplingSettings& sampling, bool sd);
 
 }  // namespace cuda
 }  // namespace sprinter
