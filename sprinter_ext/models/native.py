@@ -1,11 +1,12 @@
 """The native (C++/ATen) runner: Llama / GPT-2 forward without Python in the loop.
 
 :func:`native_runner` builds a ``sprinter_ext._C.NativeModel`` from a transformers
-model. It speaks :class:`~sprinter_ext.models.runner.ModelRunner`'s protocol
-(``prefill`` / ``step`` / ``extend`` / ``truncate``, ``length``, ``max_len``,
+model. It speaks the :class:`sprinter_ext.runners.Runner` protocol (``prefill`` /
+``step`` / ``extend`` / ``truncate`` / ``scrub``, ``length``; plus ``max_len``,
 ``vocab_size``, ``device``, ``dtype``, ``hidden_size``) and is also a
 ``sprinter_ext._C.Runner``, the C++ interface (csrc/engine/runner.h) the native decode loop
-drives without taking the GIL.
+drives without taking the GIL. It has no snapshot/restore (``supports_snapshot`` is
+False), so methods that need them (ssd) refuse it.
 
 Supported (:func:`supports`): ``LlamaForCausalLM`` (GQA, attention / MLP biases,
 tied or untied head, default RoPE only, the default draft's

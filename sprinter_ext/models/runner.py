@@ -1,6 +1,8 @@
 """A batch-1 runner over any Hugging Face causal LM with a static KV cache.
 
-The protocol every engine drives (DESIGN.md, "models/"):
+:class:`ModelRunner` implements both runner protocols of :mod:`sprinter_ext.runners`
+(``Runner``, the interface of csrc/engine/runner.h, and ``SnapshotRunner``, its optional
+snapshot/restore capability):
 
     runner.prefill(ids)       reset the cache, run the prompt -> (logits [V], hidden [D]) of its last position
     runner.step(token)        one token -> (logits [V], hidden [D])
