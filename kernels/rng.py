@@ -13,6 +13,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from .._rng import seed_key
 from ..errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["philox_uniform"]
@@ -125,6 +126,6 @@ def philox_uniform(seed: int, positions: torch.Tensor, stream: int, n: int) -> t
         rows = min(_MAX_ROWS, batch - r0)
         _philox_uniform_kernel[(tiles, rows)](
             positions[r0 : r0 + rows], out[r0 : r0 + rows], n,
-            seed & _MAX_U32, seed >> 32, stream, BLOCK=block,
+            *seed_key(seed), stream, BLOCK=block,
         )
     return out
