@@ -118,7 +118,9 @@ def options(pair, *, budget: int | None = None, saguaro_c: float = 1.0, fanout=N
         if not isinstance(flag, bool):
             raise ArgumentTypeError(f"{name} must be a bool, got {type(flag).__name__}")
     if threaded is not None and not isinstance(threaded, bool):
-        raise ArgumentTypeError(f"threaded must be a bool or None (the engine's default), got {type(threaded).__name__}")
+        raise ArgumentTypeError(
+            f"threaded must be a bool or None (the engine's default), got {type(threaded).__name__}"
+        )
     return dict(budget=budget, saguaro_c=c, fanout=fanout, accept_rate=accept_rate, r=r, stop_early=stop_early,
                 threaded=threaded, pin=pin)  # fmt: skip
 
