@@ -64,8 +64,8 @@ def test_sprinter_sweep_on_the_tiny_pair(tmp_path):
     import torch
 
     import sprinter_ext
-    from sprinter_ext.bench import environment
-    from sprinter_ext.bench_sprinter import plot, rouge_l, sweep, target_nll
+    from sprinter_ext.cli.bench import environment
+    from sprinter_ext.cli.sprinter_sweep import plot, rouge_l, sweep, target_nll
     from sprinter_ext.models.tiny import tiny_pair
     from sprinter_ext.verifier import train_verifier
 
@@ -93,11 +93,10 @@ def test_sprinter_sweep_on_the_tiny_pair(tmp_path):
 
 def _parsers():
     from sprinter_ext import __main__ as cli
-    from sprinter_ext import bench, bench_sprinter, cli_generate
-    from sprinter_ext.verifier import cli as verifier_cli
+    from sprinter_ext.cli import bench, generate, sprinter_sweep, train_verifier
 
-    return {"generate": cli_generate.build_parser(), "bench": bench.build_parser(),
-            "sprinter-sweep": bench_sprinter.build_parser(), "train-verifier": verifier_cli.build_parser(),
+    return {"generate": generate.build_parser(), "bench": bench.build_parser(),
+            "sprinter-sweep": sprinter_sweep.build_parser(), "train-verifier": train_verifier.build_parser(),
             "info": cli.info_parser()}  # fmt: skip
 
 
