@@ -8,15 +8,14 @@ import pytest
 import torch
 
 import sprinter_ext
-from sprinter_ext.models.tiny import tiny_model, tiny_pair
+from sprinter_ext.models.tiny import tiny_model
 from sprinter_ext.sampling import SamplingSettings, probs
 from sprinter_ext.verifier import Verifier, VerifierMismatchError, auc, collect, q_features, train_verifier
 
 
 @pytest.fixture(scope="module")
-def pair():
-    d, t = tiny_pair("llama", vocab=96, draft_scale=0.5)
-    return sprinter_ext.load_pair(d, t)
+def pair(make_tiny_pair):
+    return make_tiny_pair("llama", vocab=96, draft_scale=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from ..decoding import Decoder
-from ..flops import generation_flops
-from ..methods import METHODS
+from .. import METHODS, Decoder, __version__
 from ..data import heldout_prompts
 from ..errors import InvalidArgumentError
+from ..flops import generation_flops
 
 __all__ = ["main", "run_bench", "environment", "cpu_name", "format_table"]
 

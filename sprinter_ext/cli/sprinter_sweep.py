@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from .. import Decoder
 from ..data import heldout_prompts
-from .bench import environment
-from ..decoding import Decoder
 from ..flops import generation_flops
+from .bench import environment
 
 __all__ = ["main", "sweep", "target_nll", "rouge_l"]
 
