@@ -151,3 +151,21 @@ def test_training_errors(pair, texts):
         train_verifier(pair, texts, val_fraction=1.0, progress=False)
     with pytest.raises(ValueError, match="tokenizer"):
         train_verifier(pair, ["some text", "more"], progress=False)
+
+
+def test_verifier_modules_import_one_way():
+    """io.py (the file format) and metrics.py import neither model.py nor train.py/labels.py
+    at run time, so model.py can import them at the top: no import loop."""
+    import ast
+    from pathlib import Path
+
+    import sprinter_ext.verifier as pkg
+
+    root = Path(pkg.__file__).parent
+    for name in ("io", "metrics"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}  # fmt: skip
+        imported = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1 and id(node) not in typing_only}  # fmt: skip
+        assert not imported & {"model", "train", "labels"}, (name, imported)
