@@ -28,21 +28,20 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import sprinter_ext
+from sprinter_ext.data import heldout_prompts
+from sprinter_ext.models.runner import ModelRunner
 
-import sprinter_ext  # noqa: E402
-from sprinter_ext.bench import heldout_prompts  # noqa: E402
-from sprinter_ext.models.runner import ModelRunner  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (method, Decoder options, intra-op threads (None: --threads))
 VARIANTS = {
     "ar": ("ar", {}, None),
     "sd": ("sd", {}, None),
     "sd_1thread": ("sd", {}, 1),
-    "ssd_fused": ("ssd", {"engine": "fused"}, None),
-    "ssd_fused_wait": ("ssd", {"engine": "fused", "stop_early": False}, None),
-    "ssd_fused_c0.5": ("ssd", {"engine": "fused", "saguaro_c": 0.5}, None),
+    "ssd_fused": ("ssd", {"engine": "fused", "pin": True}, None),
+    "ssd_fused_wait": ("ssd", {"engine": "fused", "stop_early": False, "pin": True}, None),
+    "ssd_fused_c0.5": ("ssd", {"engine": "fused", "saguaro_c": 0.5, "pin": True}, None),
     "ssd_reference": ("ssd", {"engine": "reference"}, None),
 }
 

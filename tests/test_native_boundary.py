@@ -20,8 +20,9 @@ import torch
 
 from sprinter_ext import _rng, runners, sampling
 from sprinter_ext._generation import GenerationConfig, native_generation
-from sprinter_ext.decoding import NATIVE_METHODS, _native_available
+from sprinter_ext.decoding import _native_available
 from sprinter_ext.errors import ArgumentTypeError, InvalidArgumentError
+from sprinter_ext.methods import NATIVE_METHODS
 from sprinter_ext.models.runner import ModelRunner
 from sprinter_ext.sampling import SamplingSettings
 
@@ -121,6 +122,7 @@ def test_non_finite_message_is_the_bound_one(C):
 
 
 def test_native_method_list_is_the_loops(C):
+    """The registry (sprinter_ext.methods, native=True records) and engine.h kMethodNames agree."""
     assert tuple(C.native_methods()) == tuple(NATIVE_METHODS)
 
 

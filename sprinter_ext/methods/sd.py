@@ -18,8 +18,6 @@ from .. import _rng
 from .._rng import Stream
 from ._session import Session
 
-NEEDS_DRAFT = True
-
 
 def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Unnormalised residual max(p - q, 0) (the race does not need the normalisation)."""

@@ -26,7 +26,6 @@ from .._rng import Stream
 from ._session import Session
 from ..errors import ArgumentTypeError, InvalidArgumentError
 
-NEEDS_DRAFT = True
 VERIFY_MODES = ("flagged", "all")
 DEFAULT_MAX_RUN = 20
 
