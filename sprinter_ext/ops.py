@@ -15,10 +15,10 @@ token follows when all n draft tokens are accepted. A round commits
 
 Backends: ``"torch"`` (the plain-PyTorch statement below: the spec, built from
 :func:`sprinter_ext.sampling.probs`, :mod:`sprinter_ext._rng` and the
-:class:`~sprinter_ext.verifier.model.Verifier`), ``"cpu"`` (C++ in csrc/ops_cpu.cpp,
+:class:`~sprinter_ext.verifier.model.Verifier`), ``"cpu"`` (C++ in csrc/ops/ops_cpu.cpp,
 ``sprinter_ext._C``), ``"triton"`` (kernels/draft_sample.py, kernels/verify_tokens.py;
 CUDA, or CPU tensors under ``TRITON_INTERPRET=1``), ``"cuda"`` (CUDA C++ in
-csrc/cuda/ops_cuda.cu, ``sprinter_ext._C`` built against a CUDA torch; CUDA tensors).
+csrc/ops/cuda/ops_cuda.cu, ``sprinter_ext._C`` built against a CUDA torch; CUDA tensors).
 ``"auto"`` picks cuda for CUDA tensors when ``sprinter_ext._C`` has the CUDA ops, else
 triton, and cpu for CPU tensors. All backends give the same tokens, counts and accept
 flags (up to ties caused by float rounding, e.g. two race scores within an ulp) and
@@ -41,7 +41,7 @@ import torch
 from . import _rng
 from ._rng import Stream
 from .errors import ArgumentTypeError, InvalidArgumentError, NonFiniteLogitsError
-from .sampling import SamplingSettings, probs
+from .sampling import NONFINITE_MESSAGE, SamplingSettings, probs
 from .verifier.model import FEATURES, Verifier
 
 __all__ = ["DraftSample", "VerifyResult", "draft_sample", "verify_tokens", "BACKENDS"]
@@ -296,10 +296,7 @@ def draft_sample(
 
 
 def _raise_non_finite():
-    raise NonFiniteLogitsError(
-        "the model produced NaN/inf logits; generation stopped without output. "
-        "Check the weights, the dtype (fp16 overflow?) and the inputs"
-    )
+    raise NonFiniteLogitsError(NONFINITE_MESSAGE)
 
 
 def _race_rows(weights: torch.Tensor, seed: int, pos: torch.Tensor, stream: int) -> torch.Tensor:
