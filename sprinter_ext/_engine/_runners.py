@@ -21,6 +21,14 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
     """
     from ..models.fast_pair import is_tensor_model
 
+    if method.needs_draft and pair.draft_kind == "head":
+        if runner == "native":
+            raise InvalidArgumentError(
+                "runner='native' cannot run a draft head yet: the head reads the target's layer "
+                "features, which only the python runner records; use runner='python' or 'auto'")
+        from ..drafts.runner import head_runner_factory
+
+        return head_runner_factory(pair)
     python = lambda role, max_len: ModelRunner(pair._model(role), max_len)  # noqa: E731
     if runner == "python":
         return python
