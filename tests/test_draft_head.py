@@ -39,7 +39,7 @@ def test_unrolled_equals_cached_steps(seed):
 
 def test_named_errors():
     with pytest.raises(InvalidArgumentError, match="beyond the target's depth"):
-        _cfg(feature_layers=(1, 9))
+        _cfg(feature_layers=(1, 4))
     cfg = _cfg()
     with pytest.raises(InvalidArgumentError, match="outside the target's vocabulary"):
         DraftHead(cfg, torch.arange(17) + 20)

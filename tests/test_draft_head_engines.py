@@ -25,14 +25,14 @@ def random_head(target, layers, vocab_ids, seed: int, scale: float = 0.4) -> Dra
 @pytest.fixture(scope="module")
 def small_head_pair():
     target = tiny_model("llama", vocab=V, layers=2, hidden=32, seed=23, scale=0.5)
-    head = random_head(target, (1, 2), [0, 1, 2, 3, 5, 6], seed=7)  # tokens 4 and 7: q = 0
+    head = random_head(target, (0, 1), [0, 1, 2, 3, 5, 6], seed=7)  # tokens 4 and 7: q = 0
     return sprinter_ext.load_pair(head, target)
 
 
 @pytest.fixture(scope="module")
 def head_pair():
     target = tiny_model("llama", vocab=96, layers=3, hidden=32, seed=5)
-    head = random_head(target, (0, 2, 3), list(range(0, 96, 2)) + [1, 3], seed=11, scale=0.3)
+    head = random_head(target, (0, 2, 1), list(range(0, 96, 2)) + [1, 3], seed=11, scale=0.3)
     return sprinter_ext.load_pair(head, target)
 
 
@@ -87,9 +87,41 @@ def test_engines_agree_with_a_head(head_pair, method, engine):
     assert got.stats["target_calls"] == ref.stats["target_calls"]
 
 
-def test_native_runner_is_refused_by_name(head_pair):
-    with pytest.raises(sprinter_ext.errors.InvalidArgumentError, match="draft head"):
-        sprinter_ext.Decoder(head_pair, "sd", runner="native")
+@pytest.mark.parametrize("method", ["sd", "ersd", "sprinter"])
+def test_native_target_runner_feeds_the_head(head_pair, method):
+    """The C++ NativeModel records the head's features (set_feature_layers): same tokens and
+    counts as the python runner, on the native engine and the reference one."""
+    opts = {"verifier": _verifier(head_pair), "threshold": 0.5} if method == "sprinter" else {}
+    kw = dict(k=3, max_new_tokens=36, seed=4, eos_token_id=None, **opts)
+    ref = sprinter_ext.generate(head_pair, PROMPT_LONG, method=method, engine="reference", runner="python", **kw)
+    for engine in ("reference", "native"):
+        got = sprinter_ext.generate(head_pair, PROMPT_LONG, method=method, engine=engine, runner="native", **kw)
+        assert got.stats["runner"] == "native"
+        assert got.tokens == ref.tokens, engine
+        assert got.stats["target_calls"] == ref.stats["target_calls"]
+
+
+def test_native_feature_tap_matches_hidden_states(head_pair):
+    from sprinter_ext.models.native import native_runner
+
+    target = head_pair.target
+    r = native_runner(target, 64)
+    with pytest.raises(ValueError, match="beyond the target's depth"):
+        r.set_feature_layers([0, 3])  # 3 layers: indices 0..2
+    r.set_feature_layers([0, 2, 1])
+    r.prefill(PROMPT_LONG)
+    r.extend([4, 5])
+    r.truncate(4)
+    r.extend([6])
+    ids = torch.tensor([PROMPT_LONG[:4] + [6]])
+    hs = target(ids, output_hidden_states=True).hidden_states
+    want = torch.cat([hs[0][0], hs[2][0], hs[1][0]], -1)
+    torch.testing.assert_close(r.features[: r.length], want, rtol=1e-4, atol=1e-4)
+
+
+def test_ssd_on_the_native_runner_is_refused_with_a_head(head_pair):
+    with pytest.raises(sprinter_ext.errors.InvalidArgumentError, match="snapshots"):
+        sprinter_ext.Decoder(head_pair, "ssd", runner="native", engine="reference")
 
 
 @pytest.mark.parametrize("method,opts", [("sprinter", {"threshold": 2.0}), ("sprinter", {"verify": "all", "threshold": 0.5}),

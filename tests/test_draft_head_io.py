@@ -85,10 +85,10 @@ def _write_eagle3(d, head: DraftHead, target, *, aux_ids=None, with_embed=False,
 
 
 def test_eagle3_layout_loads_and_drafts_the_same(target, tmp_path):
-    head = _head(target, layers=(1, 2, 3))
-    _write_eagle3(tmp_path / "eagle", head, target, aux_ids=[0, 1, 2], with_embed=True)
+    head = _head(target, layers=(1, 2))
+    _write_eagle3(tmp_path / "eagle", head, target, aux_ids=[0, 1], with_embed=True)
     back = load_eagle3(tmp_path / "eagle", target)
-    assert back.config.feature_layers == (1, 2, 3)  # output of layer i = input of layer i + 1
+    assert back.config.feature_layers == (1, 2)  # output of layer i = input of layer i + 1
     assert torch.equal(back.d2t, head.d2t)
     kw = dict(method="sd", k=3, max_new_tokens=20, seed=1, eos_token_id=None)
     a = sprinter_ext.generate(sprinter_ext.load_pair(head, target), [1, 2, 3], **kw)
@@ -113,7 +113,7 @@ def test_eagle3_default_layers_and_errors(tmp_path):
 
 
 def test_vocabulary_map_out_of_range(target, tmp_path):
-    head = _head(target, layers=(1, 2, 3))
+    head = _head(target, layers=(1, 2))
     _write_eagle3(tmp_path / "e", head, target)
     t = load_file(str(tmp_path / "e" / "model.safetensors"))
     t["d2t"] = t["d2t"] + 1000

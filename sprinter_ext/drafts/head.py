@@ -54,10 +54,10 @@ class HeadConfig:
         if not self.feature_layers:
             raise InvalidArgumentError("feature_layers is empty: name at least one target layer")
         for l in self.feature_layers:
-            if not 0 <= l <= self.target_layers:
+            if not 0 <= l < self.target_layers:
                 raise InvalidArgumentError(
                     f"feature layer {l} is beyond the target's depth ({self.target_layers} layers): "
-                    f"use indices in [0, {self.target_layers}] (the residual stream entering that layer)")
+                    f"use indices in [0, {self.target_layers - 1}] (the residual stream entering that layer)")
         if not 1 <= self.draft_vocab_size <= self.target_vocab_size:
             raise InvalidArgumentError(
                 f"draft vocabulary of {self.draft_vocab_size} tokens for a target vocabulary of "

@@ -199,25 +199,56 @@ class HeadRunner:
         self._g[lo:hi] = h._finish(feat, attn.transpose(0, 1).reshape(hi - lo, -1))
 
 
-def head_runner_factory(pair):
-    """make(role, max_len) for a pair whose draft is a head: the target's python runner records
-    the head's feature layers, the head reads them. Roles must be made target first."""
+class NativeTap:
+    """The FeatureTap view of a C++ NativeModel's feature buffer (``set_feature_layers``):
+    rows [0, runner.length) are valid, so rollback needs nothing more."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.layers = tuple(runner.feature_layers)
+        self.buf = runner.features
+
+    @property
+    def length(self) -> int:
+        return self.runner.length
+
+
+def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
+    """make(role, max_len) for a pair whose draft is a head: the target's runner records the
+    head's feature layers (python: ModelRunner; native: the C++ NativeModel's feature tap,
+    CPU and CUDA eager), the head reads them. Roles must be made target first.
+
+    runner "auto" takes the native target when the extension is built and supports it."""
+    from ..models import native
     from ..models.runner import ModelRunner
 
     head = pair._draft
     made: dict = {}
+    if runner not in ("python", "native", "auto"):
+        raise InvalidArgumentError(f"unknown runner {runner!r}")
+    reason = native.unsupported_reason(pair._model("target")) if built else "the extension is not built"
+    if runner == "native" and reason:
+        raise InvalidArgumentError(f"runner='native' cannot run this target: {reason}; use runner='python'")
+    use_native = runner != "python" and not reason
 
     def make(role: str, max_len):
         target = pair._model("target")
         if role == "target":
-            made["target"] = ModelRunner(target, max_len, feature_layers=head.config.feature_layers)
-            return made["target"]
+            if use_native:
+                r = native.native_runner(target, max_len)
+                r.set_feature_layers(list(head.config.feature_layers))
+                made["tap"] = NativeTap(r)
+            else:
+                r = ModelRunner(target, max_len, feature_layers=head.config.feature_layers)
+                made["tap"] = r.tap
+            made["target"] = r
+            return r
         t = made.get("target")
         if t is None:
             raise RuntimeError("the target runner must be made before the head's")
         emb = getattr(head, "embedding", None)
         if emb is None:
             emb = target.get_input_embeddings().weight
-        return HeadRunner(head, emb.detach(), t.tap, int(target.config.vocab_size), t.max_len)
+        return HeadRunner(head, emb.detach(), made["tap"], int(target.config.vocab_size), t.max_len)
 
     return make

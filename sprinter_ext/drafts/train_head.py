@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -232,6 +233,7 @@ def main(argv=None) -> None:
     ap.add_argument("--save-every", type=int, default=25)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=20261202)
+    ap.add_argument("--export", default=None, help="only write the checkpoint's head to this file and exit")
     ap.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default="bfloat16",
                     help="dtype of the target copy that makes training features/labels (eval uses float32)")
     args = ap.parse_args(argv)
@@ -242,6 +244,11 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     target, tok = load_default_target()
     target.eval().requires_grad_(False)
+    if args.export:
+        export_head(work / "checkpoint.safetensors", args.export, target,
+                    command="python -m sprinter_ext train-head " + " ".join(argv if argv is not None else sys.argv[1:]))
+        print(f"wrote {args.export}")
+        return
     if args.teacher_dtype == "float32":
         trainer_target = target
     else:
@@ -303,3 +310,25 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def export_head(checkpoint, out, target, *, command: str = "", extra: dict | None = None) -> DraftHead:
+    """Write the head of a training checkpoint as a head file (:func:`.io.save_head`)."""
+    from safetensors import safe_open
+
+    from .io import save_head
+
+    with safe_open(str(checkpoint), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    t = load_file(str(checkpoint))
+    cfg = HeadConfig(**meta["config"])
+    head = DraftHead(cfg, t["head.d2t"])
+    head.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("head.")})
+    last = meta["log"][-1] if meta.get("log") else {}
+    args = meta.get("args", {})
+    save_head(head, out, target=target, command=command,
+              training={"steps": meta["step"], "data": "target continuations of offline prompts "
+                        "(sprinter_ext.drafts.head_data, train split of sprinter_ext.data)",
+                        "args": args, **(extra or {})},
+              metrics={"heldout_eval": last})
+    return head.eval()

@@ -109,7 +109,7 @@ class ModelRunner:
             from ..drafts.runner import FeatureTap
 
             depth = int(getattr(config, "num_hidden_layers", 0))
-            bad = [l for l in feature_layers if not 0 <= int(l) < depth + 1]
+            bad = [l for l in feature_layers if not 0 <= int(l) < depth]
             if bad:
                 raise InvalidArgumentError(
                     f"feature layers {bad} are beyond the target's depth ({depth} layers)")
