@@ -153,33 +153,3 @@ def generate_corpus(model, prompts: list[Prompt], path: str | os.PathLike, *, ma
                 bar.update(len(chunk))
     return [have[i] for i in sorted(have)]
 
-
-def main(argv=None) -> None:
-    """``python -m sprinter_ext.drafts.head_data --split train|heldout --out FILE``"""
-    import argparse
-
-    from ..models.default_pair import load_default_target
-    from ..models.smol_draft import split_documents
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", choices=("train", "heldout"), default="train")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--max-new-tokens", type=int, default=112)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--limit", type=int, default=None, help="first N prompts only")
-    ap.add_argument("--seed", type=int, default=20261202)
-    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("SPRINTER_EXT_THREADS", "1")))
-    model, tok = load_default_target()
-    model = model.to(getattr(torch, args.dtype))
-    train, held = split_documents()
-    prompts = build_prompts(tok, train if args.split == "train" else held)
-    if args.limit is not None:
-        prompts = prompts[: args.limit]
-    generate_corpus(model, prompts, args.out, max_new_tokens=args.max_new_tokens, batch=args.batch,
-                    seed=args.seed, eos=tok.eos_token_id)
-
-
-if __name__ == "__main__":
-    main()

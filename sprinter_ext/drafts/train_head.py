@@ -1,7 +1,7 @@
 """Train a draft head on the target's own continuations (resumable, offline).
 
-    python -m sprinter_ext.drafts.train_head --data train.jsonl --heldout heldout.jsonl \
-        --work DIR --minutes 60 [--layers 2,15,27] [--vocab 8192] [--steps 5]
+Library function :func:`train_head`; the CLI is ``python -m sprinter_ext train-head``
+(:mod:`sprinter_ext.cli.train_head`).
 
 Data: JSON-lines records of :mod:`.head_data` (prompt + the target's continuation). Per
 batch the target runs once (teacher forcing) and gives the features of the feature layers
@@ -17,7 +17,6 @@ is written every --save-every steps and at the end; rerunning the same command c
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -217,77 +216,56 @@ def evaluate(head, target, held: list[dict], layers, steps, k: int = 5, max_len:
     return {"per_step": per_step, "tokens_per_call": new / max(calls, 1)}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--heldout", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--minutes", type=float, default=60)
-    ap.add_argument("--layers", default="2,15,27")
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--steps", type=int, default=5, help="unrolled draft steps (training-time test)")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--max-len", type=int, default=320)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--total-steps", type=int, default=3000, help="cosine schedule length")
-    ap.add_argument("--save-every", type=int, default=25)
-    ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=20261202)
-    ap.add_argument("--export", default=None, help="only write the checkpoint's head to this file and exit")
-    ap.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default="bfloat16",
-                    help="dtype of the target copy that makes training features/labels (eval uses float32)")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("SPRINTER_EXT_THREADS", "1")))
-    from ..models.default_pair import load_default_target
-
-    work = Path(args.work)
+def train_head(target, tokenizer, data, heldout, work, *, minutes: float = 60, layers=(2, 15, 27),
+               vocab: int = 8192, steps: int = 5, batch: int = 8, max_len: int = 320, lr: float = 5e-4,
+               total_steps: int = 3000, save_every: int = 25, eval_every: int = 100, seed: int = 20261202,
+               teacher_dtype=torch.bfloat16, settings: dict | None = None) -> dict:
+    """Train (or resume training) a head for `target` on the records in the JSON-lines file
+    `data`, evaluating on `heldout`; checkpoints in `work`. Stops after `minutes` or at
+    `total_steps`. Returns the checkpoint's metadata (step, config, eval log)."""
+    work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    target, tok = load_default_target()
     target.eval().requires_grad_(False)
-    if args.export:
-        export_head(work / "checkpoint.safetensors", args.export, target,
-                    command="python -m sprinter_ext train-head " + " ".join(argv if argv is not None else sys.argv[1:]))
-        print(f"wrote {args.export}")
-        return
-    if args.teacher_dtype == "float32":
+    if teacher_dtype == target.dtype:
         trainer_target = target
     else:
         import copy
-        trainer_target = copy.deepcopy(target).to(getattr(torch, args.teacher_dtype))
-    layers = tuple(int(x) for x in args.layers.split(","))
-    recs = [r for r in read_records(args.data) if r["completion"]]
-    held = read_records(args.heldout)
+
+        trainer_target = copy.deepcopy(target).to(teacher_dtype)
+    layers = tuple(int(x) for x in layers)
+    recs = [r for r in read_records(data) if r["completion"]]
+    held = read_records(heldout)
     ck = work / "checkpoint.safetensors"
     if ck.exists():
         from safetensors import safe_open
+
         with safe_open(str(ck), "pt") as f:
             d2t = f.get_tensor("head.d2t")
     else:
-        from ..models.smol_draft import train_texts
-        d2t = choose_vocab(recs, args.vocab, always=[tok.eos_token_id], texts=train_texts(), tokenizer=tok)
+        from ..data import train_texts
+
+        d2t = choose_vocab(recs, vocab, always=[tokenizer.eos_token_id], texts=train_texts(), tokenizer=tokenizer)
     cfg = HeadConfig.for_target(target.config, layers, d2t.numel())
     head = DraftHead(cfg, d2t)
-    opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0,
-                            betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(list(head.parameters()), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     if ck.exists():
         meta = _load(ck, head, opt)
         print(f"resumed at step {meta['step']}")
     else:
         init_from_target(head, target)
-        meta = {"step": 0, "config": cfg.to_dict(), "args": vars(args), "log": []}
+        meta = {"step": 0, "config": cfg.to_dict(), "args": dict(settings or {}), "log": []}
     step = meta["step"]
     start = time.time()
-    bar = tqdm(desc="head training", unit="step", initial=step, total=args.total_steps)
-    while time.time() - start < args.minutes * 60 and step < args.total_steps:
-        rng = random.Random(args.seed * 7919 + step)  # the batch is a function of the step
-        batch = rng.sample(recs, args.batch)
-        ids, valid = make_batch(batch, args.max_len)
-        lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(step, args.total_steps) / args.total_steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
+    bar = tqdm(desc="head training", unit="step", initial=step, total=total_steps)
+    while time.time() - start < minutes * 60 and step < total_steps:
         if step % 50 == 0:  # the data file may still be growing (generation runs alongside)
-            recs = [r for r in read_records(args.data) if r["completion"]]
-        loss, st = head_losses(head, trainer_target, ids, valid, layers, args.steps)
+            recs = [r for r in read_records(data) if r["completion"]]
+        rng = random.Random(seed * 7919 + step)  # the batch is a function of the step
+        ids, valid = make_batch(rng.sample(recs, batch), max_len)
+        cur = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        for g in opt.param_groups:
+            g["lr"] = cur
+        loss, st = head_losses(head, trainer_target, ids, valid, layers, steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 0.5)
@@ -295,21 +273,18 @@ def main(argv=None) -> None:
         step += 1
         meta["step"] = step
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc0=f"{st[0]['accept']:.2f}", g0=f"{st[0]['greedy']:.2f}",
-                        acc_last=f"{st[-1]['accept']:.2f}")
-        if step % args.eval_every == 0:
-            ev = evaluate(head, target, held, layers, args.steps)
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", acc0=f"{st[0]['accept']:.2f}",
+                        g0=f"{st[0]['greedy']:.2f}", acc_last=f"{st[-1]['accept']:.2f}")
+        if step % eval_every == 0:
+            ev = evaluate(head, target, held, layers, steps)
             ev["step"] = step
             meta["log"].append(ev)
             print(json.dumps(ev), flush=True)
-        if step % args.save_every == 0:
+        if step % save_every == 0:
             _save(ck, head, opt, meta)
     _save(ck, head, opt, meta)
     bar.close()
-
-
-if __name__ == "__main__":
-    main()
+    return meta
 
 
 def export_head(checkpoint, out, target, *, command: str = "", extra: dict | None = None) -> DraftHead:
