@@ -45,3 +45,11 @@ def test_named_errors():
         DraftHead(cfg, torch.arange(17) + 20)
     with pytest.raises(InvalidArgumentError, match="same target id"):
         DraftHead(cfg, torch.zeros(17, dtype=torch.long))
+
+
+def test_construction_leaves_the_global_rng_alone():
+    before = torch.get_rng_state()
+    a = DraftHead(_cfg(), seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = DraftHead(_cfg(), seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

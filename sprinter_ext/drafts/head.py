@@ -150,13 +150,24 @@ def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
 class DraftHead(nn.Module):
     """The head's weights and its two forwards: :meth:`unrolled` (training) and :meth:`step`."""
 
-    def __init__(self, config: HeadConfig, d2t: torch.Tensor | None = None):
+    def __init__(self, config: HeadConfig, d2t: torch.Tensor | None = None, *, seed: int = 0):
         super().__init__()
         c = self.config = config
-        self.fc = nn.Linear(len(c.feature_layers) * c.hidden_size, c.hidden_size, bias=False)
-        self.midlayer = _MidLayer(c)
-        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
-        self.lm_head = nn.Linear(c.hidden_size, c.draft_vocab_size, bias=False)
+        # NOTE: built on the meta device and initialised from a local generator: nn.Linear's
+        # own reset_parameters would draw from (and advance) torch's global RNG.
+        with torch.device("meta"):
+            self.fc = nn.Linear(len(c.feature_layers) * c.hidden_size, c.hidden_size, bias=False)
+            self.midlayer = _MidLayer(c)
+            self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+            self.lm_head = nn.Linear(c.hidden_size, c.draft_vocab_size, bias=False)
+        self.to_empty(device="cpu")
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, p in sorted(self.named_parameters()):
+                if name.endswith("norm.weight") or "layernorm" in name:
+                    p.fill_(1.0)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=gen) * (0.5 / math.sqrt(p.shape[-1])))
         if d2t is None:
             d2t = torch.arange(c.draft_vocab_size)
         self.register_buffer("d2t", check_vocab_map(d2t, c), persistent=True)

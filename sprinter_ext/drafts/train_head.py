@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -113,7 +112,6 @@ def head_losses(head: DraftHead, target, ids, valid, layers, steps: int, decay: 
     lab_out = torch.cat([outside[:, 1:], outside[:, :1]], 1)
     total = 0.0
     stats = []
-    T = ids.shape[1]
     for j, g in enumerate(outs):
         m = valid.clone()
         m[:, :j] = False

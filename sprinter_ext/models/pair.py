@@ -18,6 +18,7 @@ from ..errors import (
     SprinterError,
     VocabularyMismatchError,
 )
+from ._refusals import not_found_message, refuse_non_causal, refuse_pickle
 from .default_pair import load_gguf_model, verify_gguf
 
 __all__ = ["ModelPair", "load_pair", "parse_device", "parse_dtype"]
@@ -150,33 +151,6 @@ def check_device(dev: torch.device) -> None:
 
 
 # Checkpoints that are pickles: never opened (unpickling can run code), refused by name.
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-def _refuse_pickle(path: Path, role: str) -> None:
-    if not path.is_dir() or any(path.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES)
-    if pickles:
-        raise ModelFileError(
-            f"{role} directory {path} holds only pickle checkpoints ({', '.join(pickles[:3])}); sprinter_ext "
-            "never unpickles model files: convert them to safetensors first"
-        )
-
-
-def _refuse_non_causal(spec, role: str) -> None:
-    """A model whose config loads offline but is no causal LM: say so (not 'not found offline')."""
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(str(spec), local_files_only=True)
-    except (OSError, ValueError):
-        return  # no config here: the model load below reports it
-    if getattr(config, "is_encoder_decoder", False) or type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise InvalidArgumentError(
-            f"{role} {str(spec)!r} is a {type(config).__name__} model, not a causal language model; "
-            "sprinter_ext decodes with AutoModelForCausalLM families (GPT-2, Llama, Qwen2, ...)"
-        )
 
 
 def parse_dtype(dtype) -> torch.dtype | None:
@@ -229,15 +203,15 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
     else:
         if sha256 is not None:
             raise InvalidArgumentError("sha256= checks apply to GGUF files only")
-        _refuse_pickle(path, role)
-        _refuse_non_causal(spec, role)
+        refuse_pickle(path, role)
+        refuse_non_causal(spec, role)
         try:
             # NOTE: local_files_only: nothing is ever downloaded behind the user's back.
             model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
         except pickle.UnpicklingError as e:  # a pickle checkpoint the directory check did not see
             raise ModelFileError(f"{role} model {str(spec)!r} is a pickle checkpoint; convert it to safetensors") from e
         except (OSError, ValueError) as e:
-            raise ModelNotFoundError(_not_found_message(role, str(spec), e)) from e
+            raise ModelNotFoundError(not_found_message(role, str(spec), e)) from e
         try:
             tok = AutoTokenizer.from_pretrained(str(spec), local_files_only=True)
         except (OSError, ValueError):
@@ -245,34 +219,6 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
     model.eval().requires_grad_(False)
     _check_causal(model, role)
     return model, tok
-
-
-def _not_found_message(role: str, spec: str, error: Exception) -> str:
-    """What was looked for offline and how to supply it.
-
-    NOTE: transformers' own message for a missing model says it "couldn't connect to
-    huggingface.co", which reads like a download attempt; it is quoted only when a local
-    directory exists but does not load (then its reason is the useful part)."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return (
-            f"{role} model directory {str(path)!r} exists but does not hold a loadable causal LM "
-            f"(config.json + weights): {type(error).__name__}: {error}"
-        )
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE as hub_cache
-    except ImportError:  # pragma: no cover - a transformers dependency
-        hub_cache = "the Hugging Face hub cache"
-    hub_id = len(spec.split("/")) <= 2 and not spec.startswith((".", "/", "~")) and "\\" not in spec
-    if hub_id:
-        looked, fetch = (f"no directory {str(path)!r} and no cached hub copy under {hub_cache}",
-                         f"fetch it once yourself (`hf download {spec}`) or pass")  # fmt: skip
-    else:
-        looked, fetch = f"no directory {str(path)!r}", "check the path, or pass"
-    return (
-        f"{role} model {spec!r} was not found offline ({looked}). sprinter_ext never downloads: "
-        f"{fetch} a local directory, a .gguf file or a loaded PreTrainedModel"
-    )
 
 
 def load_pair(
@@ -318,9 +264,11 @@ def load_pair(
     >>> pair = sprinter_ext.load_pair()                      # embedded default pair
     >>> pair = sprinter_ext.load_pair(draft_model, target_model)
     """
-    if _is_head_spec(draft):
-        return _load_head_pair(draft, target, tokenizer=tokenizer, device=device, dtype=dtype,
-                               sha256=sha256, verifier=verifier)
+    from ..drafts.pairing import is_head_spec, load_head_pair
+
+    if is_head_spec(draft):
+        return load_head_pair(draft, target, tokenizer=tokenizer, device=device, dtype=dtype,
+                              sha256=sha256, verifier=verifier)
     dev = parse_device(device)
     check_device(dev)
     dt = parse_dtype(dtype)
@@ -415,86 +363,3 @@ def load_pair(
         pair.verifier = verifier.to(pair.device)
     return pair
 
-
-def _is_head_spec(draft) -> bool:
-    """Is `draft` a draft head: a DraftHead, "head" (the default pair's), a head file or an
-    EAGLE-3 checkpoint directory?"""
-    from ..drafts.head import DraftHead
-
-    if isinstance(draft, DraftHead) or (isinstance(draft, str) and draft == "head"):
-        return True
-    if isinstance(draft, (str, os.PathLike)):
-        p = Path(draft)
-        if p.is_dir() and (p / "config.json").is_file():
-            import json
-
-            try:
-                arch = json.loads((p / "config.json").read_text()).get("architectures") or []
-            except (OSError, ValueError):
-                return False
-            from ..drafts.io import EAGLE3_ARCH
-
-            return EAGLE3_ARCH in arch
-        if p.is_file() and p.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            try:
-                with safe_open(str(p), "pt") as f:
-                    return "sprinter_ext" in (f.metadata() or {}) and "d2t" in f.keys()
-            except Exception:
-                return False
-    return False
-
-
-def _load_head_pair(draft, target, *, tokenizer, device, dtype, sha256, verifier) -> ModelPair:
-    """load_pair for a draft head: the target (default or given) plus the head, checked against it."""
-    from ..drafts.head import DraftHead
-    from ..drafts.io import HeadTargetError, load_head
-
-    dev = parse_device(device)
-    check_device(dev)
-    dt = parse_dtype(dtype)
-    if target is None:
-        base = load_pair(device=dev, dtype=dt, verifier=False)
-        t_model, tok = base.target, base.tokenizer
-        if isinstance(draft, str) and draft == "head":
-            from .default_pair import default_head_path
-
-            draft = default_head_path()
-            if not draft.is_file():
-                raise ModelNotFoundError(
-                    f"the default pair ships no draft head ({draft} is missing); train one with "
-                    "python -m sprinter_ext train-head, or use the standalone draft (load_pair())")
-    else:
-        if isinstance(draft, str) and draft == "head":
-            raise InvalidArgumentError('draft="head" names the default pair\'s head: give a head file or '
-                                       "directory for another target")
-        t_model, tok = _load_one(target, "target", dt, dict(sha256 or {}).get("target"))
-        if isinstance(target, (str, os.PathLike)):
-            t_model.to(dev)
-        elif t_model.device != dev:
-            raise InvalidArgumentError(
-                f"the target model is on {t_model.device} but device={str(dev)!r} was asked; move it first")
-    if isinstance(draft, DraftHead):
-        head = draft
-        c, tc = head.config, t_model.config
-        if (c.hidden_size, c.target_vocab_size, c.target_layers) != (
-                int(tc.hidden_size), int(tc.vocab_size), int(tc.num_hidden_layers)):
-            raise HeadTargetError(
-                f"the draft head is for a target with hidden size {c.hidden_size}, vocab {c.target_vocab_size}, "
-                f"{c.target_layers} layers; this target has {tc.hidden_size}, {tc.vocab_size}, {tc.num_hidden_layers}")
-    else:
-        head = load_head(draft, t_model)
-    head = head.to(device=t_model.device, dtype=t_model.dtype)
-    if tokenizer is not None:
-        tok = tokenizer
-    pair = ModelPair(draft=head, target=t_model, tokenizer=tok)
-    if verifier is not None and verifier is not False:
-        from ..verifier import Verifier
-
-        if isinstance(verifier, (str, os.PathLike)):
-            verifier = Verifier.load(verifier)
-        if not isinstance(verifier, Verifier):
-            raise ArgumentTypeError(f"verifier must be a Verifier, a path, False or None, got {type(verifier).__name__}")
-        pair.verifier = verifier.to(pair.device)
-    return pair
