@@ -66,3 +66,7 @@ def test_trains_resumes_and_exports(setup):
     assert out.tokens == ar.tokens
     with pytest.raises(HeadTargetError):
         load_head(d / "head.safetensors", tiny_model("llama", vocab=64, layers=3, hidden=32, seed=5))
+    # a later session without the work directory starts from the exported head
+    warm = train_head(target, _Tok(), d / "train.jsonl", d / "heldout.jsonl", d / "w2", minutes=5,
+                      **{**kw, "total_steps": 10}, seed=1, init=d / "head.safetensors")
+    assert warm["log"][0]["per_step"][0]["ce"] < ce[0]

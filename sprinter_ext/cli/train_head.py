@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--heldout-prompts", type=int, default=96)
     ap.add_argument("--teacher-dtype", choices=("float32", "bfloat16"), default="bfloat16",
                     help="the target copy that makes the training features and labels (evaluation: float32)")
+    ap.add_argument("--init", default=None, help="a head file to start from when DIR has no checkpoint yet")
     ap.add_argument("--export", default=None, help="write the checkpoint's head to this file and exit")
     add_threads(ap)
     return ap
@@ -73,7 +74,7 @@ def _body(args, argv) -> int:
                layers=[int(x) for x in args.layers.split(",")], vocab=args.vocab, steps=args.steps,
                batch=args.batch, max_len=args.max_len, lr=args.lr, total_steps=args.total_steps,
                save_every=args.save_every, eval_every=args.eval_every, seed=args.seed,
-               teacher_dtype=getattr(torch, args.teacher_dtype), settings=vars(args))
+               teacher_dtype=getattr(torch, args.teacher_dtype), settings=vars(args), init=args.init)
     return 0
 
 

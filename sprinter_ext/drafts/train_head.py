@@ -217,10 +217,12 @@ def evaluate(head, target, held: list[dict], layers, steps, k: int = 5, max_len:
 def train_head(target, tokenizer, data, heldout, work, *, minutes: float = 60, layers=(2, 15, 27),
                vocab: int = 8192, steps: int = 5, batch: int = 8, max_len: int = 320, lr: float = 5e-4,
                total_steps: int = 3000, save_every: int = 25, eval_every: int = 100, seed: int = 20261202,
-               teacher_dtype=torch.bfloat16, settings: dict | None = None) -> dict:
+               teacher_dtype=torch.bfloat16, settings: dict | None = None, init=None) -> dict:
     """Train (or resume training) a head for `target` on the records in the JSON-lines file
     `data`, evaluating on `heldout`; checkpoints in `work`. Stops after `minutes` or at
-    `total_steps`. Returns the checkpoint's metadata (step, config, eval log)."""
+    `total_steps`. `init`: a head file to start from when `work` has no checkpoint yet (its
+    layers and vocabulary are kept; the optimizer starts afresh). Returns the checkpoint's
+    metadata (step, config, eval log)."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     target.eval().requires_grad_(False)
@@ -234,11 +236,17 @@ def train_head(target, tokenizer, data, heldout, work, *, minutes: float = 60, l
     recs = [r for r in read_records(data) if r["completion"]]
     held = read_records(heldout)
     ck = work / "checkpoint.safetensors"
+    start_head = None
     if ck.exists():
         from safetensors import safe_open
 
         with safe_open(str(ck), "pt") as f:
             d2t = f.get_tensor("head.d2t")
+    elif init is not None:
+        from .io import load_head
+
+        start_head = load_head(init, target)
+        d2t, layers = start_head.d2t, start_head.config.feature_layers
     else:
         from ..data import train_texts
 
@@ -250,7 +258,10 @@ def train_head(target, tokenizer, data, heldout, work, *, minutes: float = 60, l
         meta = _load(ck, head, opt)
         print(f"resumed at step {meta['step']}")
     else:
-        init_from_target(head, target)
+        if start_head is not None:
+            head.load_state_dict(start_head.state_dict())
+        else:
+            init_from_target(head, target)
         meta = {"step": 0, "config": cfg.to_dict(), "args": dict(settings or {}), "log": []}
     step = meta["step"]
     start = time.time()

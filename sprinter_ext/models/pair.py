@@ -276,6 +276,8 @@ def load_pair(
     unknown = set(sha256) - {"draft", "target"}
     if unknown:
         raise InvalidArgumentError(f"sha256 keys must be 'draft'/'target', got {sorted(unknown)}")
+    if isinstance(draft, str) and draft == "standalone" and target is None:
+        draft = None  # the default pair's standalone draft LM (draft="head": its draft head)
     if (draft is None) != (target is None):
         raise InvalidArgumentError("give both draft and target, or neither for the embedded default pair")
 
