@@ -18,6 +18,7 @@ COMMANDS = {
     "sprinter-sweep": ("sprinter_ext.cli.sprinter_sweep", "main", "SPRINTER's speed/fidelity frontier over verifier thresholds"),
     "train-verifier": ("sprinter_ext.cli.train_verifier", "main", "train a SPRINTER verifier for the default pair"),
     "train-draft": ("sprinter_ext.cli.train_draft", "main", "train the default pair's draft (about an hour on one core)"),
+    "train-head": ("sprinter_ext.cli.train_head", "main", "train the default pair's draft head (resumable, offline)"),
     "serve": ("sprinter_ext.serve.cli", "main", "an OpenAI-compatible HTTP server (needs the [serve] extra)"),
     "info": ("sprinter_ext.__main__", "info_main", "print build information as JSON (torch, CUDA, compiler, triton)"),
 }

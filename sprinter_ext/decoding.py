@@ -189,6 +189,11 @@ class Decoder:
         self._eos = _eos_set(pair, eos_token_id)
         self._options = m.resolve(m.validate(pair, method_options), self.engine)
         self._lookahead = m.lookahead_of(self._options, self.k)
+        if self._options.get("threaded") and pair.draft_kind == "head":
+            raise InvalidArgumentError(
+                f"{method} with a draft head cannot run its draft on its own thread (threaded=True, the "
+                "default on engine='fused'): the head reads the features the target's verification writes; "
+                "pass threaded=False or engine='reference'")
         make = runner_factory(pair, m, runner, self.engine, self.k, built=built)
         self._target = Lane(make("target", max_length))
         self._draft = Lane(make("draft", self._target.runner.max_len)) if m.needs_draft else None

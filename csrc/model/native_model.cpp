@@ -63,6 +63,33 @@ const double kSqrt2OverPi = std::sqrt(2.0 / 3.141592653589793);
 
 void NativeModel::prefill(const std::vector<int64_t>& ids) { prefill_last(ids); }
 
+void NativeModel::set_feature_layers(const std::vector<int64_t>& layers) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const int64_t L = num_layers();
+  std::vector<int64_t> slot(L, -1);
+  for (size_t j = 0; j < layers.size(); ++j) {
+    if (layers[j] < 0 || layers[j] >= L) {
+      throw std::invalid_argument("feature layer " + std::to_string(layers[j]) + " is beyond the target's depth (" +
+                                  std::to_string(L) + " layers): use indices in [0, " + std::to_string(L - 1) + "], the residual stream entering that layer");
+    }
+    if (slot[layers[j]] >= 0) throw std::invalid_argument("feature layer " + std::to_string(layers[j]) + " is repeated");
+    slot[layers[j]] = static_cast<int64_t>(j);
+  }
+  feature_layers_ = layers;
+  feature_slot_ = layers.empty() ? std::vector<int64_t>() : slot;
+  c10::InferenceMode guard;
+  features_ = layers.empty() ? Tensor()
+                             : at::zeros({config_.max_len, static_cast<int64_t>(layers.size()) * config_.hidden_size},
+                                         at::TensorOptions().dtype(dtype()).device(device()));
+}
+
+void NativeModel::tap(int64_t layer, const Tensor& x, const Tensor& cache_position) {
+  if (feature_slot_.empty() || feature_slot_[layer] < 0) return;
+  const int64_t D = config_.hidden_size;
+  // index_copy_ at the device-side positions: no host sync, so a CUDA graph can capture it
+  features_.narrow(1, feature_slot_[layer] * D, D).index_copy_(0, cache_position, x.select(0, 0));
+}
+
 std::pair<Tensor, Tensor> NativeModel::prefill_last(const std::vector<int64_t>& ids) {
   std::lock_guard<std::mutex> lock(mutex_);
   length_.store(0, std::memory_order_release);
@@ -298,12 +325,18 @@ std::pair<Tensor, Tensor> NativeModel::forward_at(const Tensor& ids, const Tenso
     Tensor emb = at::cat({freqs, freqs}, -1);
     Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);  // [1, 1, n, hd]
     Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
-    for (int64_t i = 0; i < num_layers(); ++i) x = llama_layer(i, x, cos, sin, mask, cache_position, kv_len);
+    for (int64_t i = 0; i < num_layers(); ++i) {
+      tap(i, x, cache_position);
+      x = llama_layer(i, x, cos, sin, mask, cache_position, kv_len);
+    }
     x = (config_.fast && n <= cpu::kMaxSmallRows) ? rms_norm_fast(x, weights_.norm_w, config_.norm_eps)
                                                    : rms_norm(x, weights_.norm_w, config_.norm_eps);
   } else {
     x = x + at::embedding(weights_.pos_embed, position_ids);
-    for (int64_t i = 0; i < num_layers(); ++i) x = gpt2_layer(i, x, mask, cache_position, kv_len);
+    for (int64_t i = 0; i < num_layers(); ++i) {
+      tap(i, x, cache_position);
+      x = gpt2_layer(i, x, mask, cache_position, kv_len);
+    }
     x = at::layer_norm(x, {config_.hidden_size}, weights_.norm_w, weights_.norm_b, config_.norm_eps, true);
   }
   Tensor hidden = x.select(0, 0);  // [n, D]: last_hidden_state[0]

@@ -132,6 +132,14 @@ class NativeModel : public Runner {
   // two undefined tensors when `ids` is empty.
   std::pair<at::Tensor, at::Tensor> prefill_last(const std::vector<int64_t>& ids);
 
+  // Feature tap for a draft head (sprinter_ext/drafts): from now on every forward also
+  // writes, for each of its positions, the residual stream entering each layer in `layers`
+  // (0 <= layer < num_layers), concatenated, into features() at
+  // those cache positions. An empty list turns it off. Valid rows: [0, length()).
+  void set_feature_layers(const std::vector<int64_t>& layers);
+  const at::Tensor& features() const { return features_; }  // [max_len, len(layers) * D]
+  const std::vector<int64_t>& feature_layers() const { return feature_layers_; }
+
   const NativeModelConfig& config() const { return config_; }
   int64_t max_len() const { return config_.max_len; }
   int64_t vocab_size() const { return config_.vocab_size; }
@@ -172,6 +180,10 @@ class NativeModel : public Runner {
   std::vector<LayerPacks> packs_;              // fast path only
   cpu::PackedLinear head_pack_;                // fast path only
   std::vector<at::Tensor> k_cache_, v_cache_;  // per layer [1, H_kv, max_len, head_dim]
+  std::vector<int64_t> feature_layers_;        // set_feature_layers
+  std::vector<int64_t> feature_slot_;          // per layer: its slot in features_, or -1
+  at::Tensor features_;                        // [max_len, slots * D] or undefined
+  void tap(int64_t layer, const at::Tensor& x, const at::Tensor& cache_position);
   at::Tensor positions_;                       // arange(max_len), int64, on the device
   double mask_min_ = 0.0;                      // finfo(dtype).min
   std::mutex mutex_;

@@ -326,6 +326,22 @@ void register_native_model(py::module_& m, py::handle runner_base) {
       "Build it with sprinter_ext.models.native.native_runner(model).");
   native.def(py::init(&make_native_model), py::arg("config"), py::arg("tensors"));
   def_runner_protocol<NativeModel>(native, "NativeModel");
+  native
+      .def(
+          "set_feature_layers",
+          [](NativeModel& self, std::vector<int64_t> layers) {
+            try {
+              self.set_feature_layers(layers);
+            } catch (const std::invalid_argument& e) {
+              throw py::value_error(e.what());
+            }
+          },
+          py::arg("layers"),
+          "Record, per position, the residual streams entering `layers` (a draft head's features) "
+          "into .features; [] turns it off.")
+      .def_property_readonly("features", &NativeModel::features,
+                             "[max_len, len(feature_layers) * D]: rows [0, length) are valid (None when off).")
+      .def_property_readonly("feature_layers", &NativeModel::feature_layers);
 
 #ifdef SPRINTER_WITH_CUDA
   py::class_<GraphModel, Runner, std::shared_ptr<GraphModel>> graph(

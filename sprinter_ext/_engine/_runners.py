@@ -21,6 +21,19 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
     """
     from ..models.fast_pair import is_tensor_model
 
+    if method.needs_draft and pair.draft_kind == "head":
+        if runner == "native" and method.needs_snapshot:
+            raise InvalidArgumentError(
+                f"runner='native' cannot run method {method.name!r}: it snapshots and restores KV entries, "
+                "which only the python runner implements; use runner='python' or 'auto'")
+        from ..drafts.runner import head_runner_factory
+
+        # the head itself runs in Python; "auto" puts the target on the native runner under
+        # engine='native' (as for a standalone pair), python elsewhere
+        pick = runner if runner != "auto" or engine == "native" else "python"
+        if method.needs_snapshot:
+            pick = "python"
+        return head_runner_factory(pair, pick, built=built)
     python = lambda role, max_len: ModelRunner(pair._model(role), max_len)  # noqa: E731
     if runner == "python":
         return python

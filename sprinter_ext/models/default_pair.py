@@ -103,6 +103,11 @@ def default_verifier_path() -> Path:
     return Path(__file__).parent / "data" / "smollm2_verifier.safetensors"
 
 
+def default_head_path() -> Path:
+    """The default pair's committed draft head (sprinter_ext/models/data/smollm2_head.safetensors)."""
+    return Path(__file__).parent / "data" / "smollm2_head.safetensors"
+
+
 def _target_cache_path() -> Path:
     return cache_dir() / f"{TARGET_ID}-{GGUF_SHA256[:12]}-v{_CACHE_FORMAT}"
 

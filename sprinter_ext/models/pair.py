@@ -18,6 +18,7 @@ from ..errors import (
     SprinterError,
     VocabularyMismatchError,
 )
+from ._refusals import not_found_message, refuse_non_causal, refuse_pickle
 from .default_pair import load_gguf_model, verify_gguf
 
 __all__ = ["ModelPair", "load_pair", "parse_device", "parse_dtype"]
@@ -78,6 +79,14 @@ class ModelPair:
         return given
 
     @property
+    def draft_kind(self) -> str:
+        """"head" (an EAGLE-style draft head reading the target's features, sprinter_ext.drafts)
+        or "standalone" (a separate draft language model)."""
+        from ..drafts.head import DraftHead
+
+        return "head" if isinstance(self._draft, DraftHead) else "standalone"
+
+    @property
     def device(self) -> torch.device:
         return self._view("target").device
 
@@ -95,7 +104,7 @@ class ModelPair:
 
     def __repr__(self) -> str:
         draft, target = self._view("draft"), self._view("target")
-        kind = getattr(draft, "draft_kind", "draft LM")
+        kind = "draft head" if self.draft_kind == "head" else getattr(draft, "draft_kind", "draft LM")
         tok = "none" if self.tokenizer is None else type(self.tokenizer).__name__
         ver = "none" if self.verifier is None else (
             f"{self.verifier.input_size}->{'x'.join(map(str, self.verifier.hidden)) or 'linear'}, "
@@ -142,33 +151,6 @@ def check_device(dev: torch.device) -> None:
 
 
 # Checkpoints that are pickles: never opened (unpickling can run code), refused by name.
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-def _refuse_pickle(path: Path, role: str) -> None:
-    if not path.is_dir() or any(path.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES)
-    if pickles:
-        raise ModelFileError(
-            f"{role} directory {path} holds only pickle checkpoints ({', '.join(pickles[:3])}); sprinter_ext "
-            "never unpickles model files: convert them to safetensors first"
-        )
-
-
-def _refuse_non_causal(spec, role: str) -> None:
-    """A model whose config loads offline but is no causal LM: say so (not 'not found offline')."""
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(str(spec), local_files_only=True)
-    except (OSError, ValueError):
-        return  # no config here: the model load below reports it
-    if getattr(config, "is_encoder_decoder", False) or type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise InvalidArgumentError(
-            f"{role} {str(spec)!r} is a {type(config).__name__} model, not a causal language model; "
-            "sprinter_ext decodes with AutoModelForCausalLM families (GPT-2, Llama, Qwen2, ...)"
-        )
 
 
 def parse_dtype(dtype) -> torch.dtype | None:
@@ -221,15 +203,15 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
     else:
         if sha256 is not None:
             raise InvalidArgumentError("sha256= checks apply to GGUF files only")
-        _refuse_pickle(path, role)
-        _refuse_non_causal(spec, role)
+        refuse_pickle(path, role)
+        refuse_non_causal(spec, role)
         try:
             # NOTE: local_files_only: nothing is ever downloaded behind the user's back.
             model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
         except pickle.UnpicklingError as e:  # a pickle checkpoint the directory check did not see
             raise ModelFileError(f"{role} model {str(spec)!r} is a pickle checkpoint; convert it to safetensors") from e
         except (OSError, ValueError) as e:
-            raise ModelNotFoundError(_not_found_message(role, str(spec), e)) from e
+            raise ModelNotFoundError(not_found_message(role, str(spec), e)) from e
         try:
             tok = AutoTokenizer.from_pretrained(str(spec), local_files_only=True)
         except (OSError, ValueError):
@@ -237,34 +219,6 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
     model.eval().requires_grad_(False)
     _check_causal(model, role)
     return model, tok
-
-
-def _not_found_message(role: str, spec: str, error: Exception) -> str:
-    """What was looked for offline and how to supply it.
-
-    NOTE: transformers' own message for a missing model says it "couldn't connect to
-    huggingface.co", which reads like a download attempt; it is quoted only when a local
-    directory exists but does not load (then its reason is the useful part)."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return (
-            f"{role} model directory {str(path)!r} exists but does not hold a loadable causal LM "
-            f"(config.json + weights): {type(error).__name__}: {error}"
-        )
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE as hub_cache
-    except ImportError:  # pragma: no cover - a transformers dependency
-        hub_cache = "the Hugging Face hub cache"
-    hub_id = len(spec.split("/")) <= 2 and not spec.startswith((".", "/", "~")) and "\\" not in spec
-    if hub_id:
-        looked, fetch = (f"no directory {str(path)!r} and no cached hub copy under {hub_cache}",
-                         f"fetch it once yourself (`hf download {spec}`) or pass")  # fmt: skip
-    else:
-        looked, fetch = f"no directory {str(path)!r}", "check the path, or pass"
-    return (
-        f"{role} model {spec!r} was not found offline ({looked}). sprinter_ext never downloads: "
-        f"{fetch} a local directory, a .gguf file or a loaded PreTrainedModel"
-    )
 
 
 def load_pair(
@@ -310,6 +264,11 @@ def load_pair(
     >>> pair = sprinter_ext.load_pair()                      # embedded default pair
     >>> pair = sprinter_ext.load_pair(draft_model, target_model)
     """
+    from ..drafts.pairing import is_head_spec, load_head_pair
+
+    if is_head_spec(draft):
+        return load_head_pair(draft, target, tokenizer=tokenizer, device=device, dtype=dtype,
+                              sha256=sha256, verifier=verifier)
     dev = parse_device(device)
     check_device(dev)
     dt = parse_dtype(dtype)
@@ -317,6 +276,8 @@ def load_pair(
     unknown = set(sha256) - {"draft", "target"}
     if unknown:
         raise InvalidArgumentError(f"sha256 keys must be 'draft'/'target', got {sorted(unknown)}")
+    if isinstance(draft, str) and draft == "standalone" and target is None:
+        draft = None  # the default pair's standalone draft LM (draft="head": its draft head)
     if (draft is None) != (target is None):
         raise InvalidArgumentError("give both draft and target, or neither for the embedded default pair")
 
@@ -403,3 +364,4 @@ def load_pair(
             raise ArgumentTypeError(f"verifier must be a Verifier, a path, False or None, got {type(verifier).__name__}")
         pair.verifier = verifier.to(pair.device)
     return pair
+

@@ -81,7 +81,7 @@ def cache_keyword(module) -> str:
 class ModelRunner:
     """Static-KV-cache runner for one ``PreTrainedModel`` (batch 1)."""
 
-    def __init__(self, model, max_len: int | None = None):
+    def __init__(self, model, max_len: int | None = None, *, feature_layers=None):
         from transformers import StaticCache
 
         config = model.config
@@ -103,6 +103,18 @@ class ModelRunner:
         self._neg = torch.finfo(self.dtype).min
         self.length = 0
         self.hidden_size = None  # known after the first forward
+        # a draft head reads these: the residual streams entering `feature_layers`, per position
+        self.tap = None
+        if feature_layers is not None:
+            from ..drafts.runner import FeatureTap
+
+            depth = int(getattr(config, "num_hidden_layers", 0))
+            bad = [l for l in feature_layers if not 0 <= int(l) < depth]
+            if bad:
+                raise InvalidArgumentError(
+                    f"feature layers {bad} are beyond the target's depth ({depth} layers)")
+            self.tap = FeatureTap(feature_layers, len(feature_layers) * int(config.hidden_size), max_len,
+                                  dtype=self.dtype, device=self.device)
 
     # -- protocol -----------------------------------------------------------------
 
@@ -143,6 +155,8 @@ class ModelRunner:
                 layer.keys.zero_()
                 layer.values.zero_()
         self._set_length(0)
+        if self.tap is not None:
+            self.tap.buf.zero_()
 
     @torch.inference_mode()
     def snapshot(self, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -156,8 +170,12 @@ class ModelRunner:
                 raise ArgumentTypeError(f"{name} must be an int, got {type(v).__name__}")
         if not 0 <= start <= end <= self.length:
             raise InvalidArgumentError(f"cannot snapshot [{start}, {end}): the cache holds {self.length} tokens")
-        return [(layer.keys[:, :, start:end].clone(), layer.values[:, :, start:end].clone())
+        snap = [(layer.keys[:, :, start:end].clone(), layer.values[:, :, start:end].clone())
                 for layer in self._layers()]  # fmt: skip
+        if self.tap is not None:
+            feats = self.tap.buf[start:end][None, None].clone()  # [1, 1, n, W]: sliceable like the KV pairs
+            snap.append((feats, feats))
+        return snap
 
     def restore(self, start: int, snap: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Write a :meth:`snapshot` back at positions [start, start + n); the cache then holds
@@ -169,6 +187,9 @@ class ModelRunner:
         if isinstance(start, bool) or not isinstance(start, int):
             raise ArgumentTypeError(f"start must be an int, got {type(start).__name__}")
         layers = self._layers()
+        tap_part = None
+        if self.tap is not None and isinstance(snap, list) and len(snap) == len(layers) + 1:
+            tap_part, snap = snap[-1][0], snap[:-1]
         if not isinstance(snap, list) or len(snap) != len(layers):
             raise InvalidArgumentError(f"snap must be a snapshot of this runner ({len(layers)} layers)")
         n = snap[0][0].shape[2] if snap else 0
@@ -180,7 +201,11 @@ class ModelRunner:
             for layer, (k, v) in zip(layers, snap):
                 layer.keys[:, :, start : start + n].copy_(k)
                 layer.values[:, :, start : start + n].copy_(v)
+            if tap_part is not None:
+                self.tap.buf[start : start + n].copy_(tap_part[0, 0])
         self._set_length(start + n)
+        if tap_part is not None:
+            self.tap.length = start + n
 
     # -- internals ------------------------------------------------------------------
 
@@ -198,6 +223,8 @@ class ModelRunner:
             for layer in self._cache.layers:
                 layer.cumulative_length.fill_(length)
         self.length = length
+        if self.tap is not None:
+            self.tap.length = min(self.tap.length, length)
 
     def _as_ids(self, ids) -> torch.Tensor:
         t = torch.as_tensor(ids, dtype=torch.long, device=self.device).reshape(-1)
@@ -223,7 +250,10 @@ class ModelRunner:
             position_ids=cache_position[None],
             attention_mask=mask,
             use_cache=True,
+            output_hidden_states=self.tap is not None,
         )
+        if self.tap is not None:
+            self.tap.write(start, out.hidden_states)
         hidden = out.last_hidden_state[0]  # [n, D]
         self.length = start + n
         if last_only:

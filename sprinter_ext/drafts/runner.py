@@ -1,0 +1,254 @@
+"""A draft head behind the runner protocol, fed by the target runner's features.
+
+The engines drive a draft through the runner protocol (``prefill``/``step``/``extend``/
+``truncate``/``length``/``scrub``/``snapshot``/``restore``, see
+:mod:`sprinter_ext.models.runner`); :class:`HeadRunner` implements it for a
+:class:`~.head.DraftHead`, so every method runs with a head without knowing it is one.
+
+Where the features come from (no extra target work): the target runner records, for every
+position it has run, the residual streams entering the head's feature layers
+(:class:`FeatureTap`, filled by the target's own verification forwards). The head's input
+at position p is (f_p, x_{p+1}) with
+
+* f_p = fc(target features at p) when the target has run position p with the same tokens
+  (p < ``tap.length``; the tap is rolled back with the target, so what it holds is always a
+  prefix of the committed sequence),
+* otherwise the head's own output at p-1 (its prediction of that feature).
+
+Entries made from own features are provisional: as soon as the target has run those
+positions (after a verification) the next feed recomputes them from the target's features,
+as EAGLE does at the start of each round. Logits are over the target's vocabulary with
+``-inf`` outside the head's draft vocabulary; the hidden state is the head's normed output
+(what SPRINTER's verifier scores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..errors import ArgumentTypeError, CacheOverflowError, InvalidArgumentError
+from .head import DraftHead
+
+
+class FeatureTap:
+    """Per-position target features [max_len, m*H], valid for the first ``length`` positions."""
+
+    def __init__(self, layers: Sequence[int], width: int, max_len: int, dtype=torch.float32, device="cpu"):
+        self.layers = tuple(layers)
+        self.buf = torch.zeros(max_len, width, dtype=dtype, device=device)
+        self.length = 0
+
+    def write(self, start: int, hidden_states) -> None:
+        """Record the feature layers of one forward (Hugging Face ``hidden_states`` tuple, [1, n, H] each)."""
+        feats = torch.cat([hidden_states[l][0] for l in self.layers], -1)
+        self.buf[start:start + feats.shape[0]].copy_(feats)
+        self.length = start + feats.shape[0]
+
+    def truncate(self, length: int) -> None:
+        self.length = min(self.length, length)
+
+
+def _check_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ArgumentTypeError(f"{name} must be an int, got {type(v).__name__}")
+    return v
+
+
+class HeadRunner:
+    """Runner-protocol wrapper of a draft head that reads the target's :class:`FeatureTap`."""
+
+    def __init__(self, head: DraftHead, embedding: torch.Tensor, tap: FeatureTap, vocab_size: int,
+                 max_len: int):
+        c = head.config
+        if tap.layers != c.feature_layers:
+            raise InvalidArgumentError(
+                f"the target records layers {tap.layers} but the head reads {c.feature_layers}")
+        self.head = head.eval()
+        self.config = c
+        self.embedding = embedding  # the target's input embedding [V, H] (frozen, shared)
+        self.tap = tap
+        self.vocab_size = int(vocab_size)
+        self.max_len = int(max_len)
+        p = next(head.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.hidden_size = c.hidden_size
+        H = c.hidden_size
+        self._tokens = torch.zeros(self.max_len, dtype=torch.long)
+        self._g = torch.zeros(self.max_len, H, dtype=self.dtype, device=self.device)  # outputs per input
+        self._k = torch.zeros(self.max_len, c.num_kv_heads, c.head_dim, dtype=self.dtype, device=self.device)
+        self._v = torch.zeros_like(self._k)
+        self.length = 0  # tokens fed
+        self._entries = 0  # inputs processed (<= length - 1)
+        self._from_target = 0  # leading inputs made from the target's features
+
+    # -- protocol -----------------------------------------------------------------------
+    def prefill(self, ids):
+        self.length = self._entries = self._from_target = 0
+        ids = list(torch.as_tensor(ids, dtype=torch.long).reshape(-1).tolist())
+        if not ids:
+            return None
+        logits, hidden = self._feed(ids)
+        return logits[-1], hidden[-1]
+
+    def step(self, token: int):
+        logits, hidden = self._feed([int(token)])
+        return logits[0], hidden[0]
+
+    def extend(self, tokens):
+        tokens = list(torch.as_tensor(tokens, dtype=torch.long).reshape(-1).tolist())
+        if not tokens:
+            raise InvalidArgumentError("extend() needs at least one token")
+        return self._feed(tokens)
+
+    def truncate(self, length: int) -> None:
+        _check_int("length", length)
+        if not 0 <= length <= self.length:
+            raise InvalidArgumentError(f"cannot truncate to {length}: the head holds {self.length} tokens")
+        self.length = length
+        self._entries = min(self._entries, max(length - 1, 0))
+        self._from_target = min(self._from_target, self._entries)
+
+    def scrub(self) -> None:
+        for t in (self._g, self._k, self._v):
+            t.zero_()
+        self.length = self._entries = self._from_target = 0
+
+    def snapshot(self, start: int, end: int):
+        """Tokens [start, end) and the head's entries for them (inputs start-1 .. end-2), as a
+        list of ``[1, h, n, d]`` tensor pairs like the model runners' (methods/ssd.py slices
+        them along dim 2): keys/values, outputs, and tokens with their 'from target' flags."""
+        _check_int("start", start), _check_int("end", end)
+        if not 1 <= start <= end <= self.length:
+            raise InvalidArgumentError(f"cannot snapshot [{start}, {end}): the head holds {self.length} tokens")
+        e0, e1 = start - 1, end - 1
+        made = min(e1, self._entries)
+        flags = torch.zeros(end - start, dtype=torch.long)
+        flags[: max(made - e0, 0)] = 1  # entries that exist
+        flags[: max(min(self._from_target, e1) - e0, 0)] = 2  # ... and were made from target features
+        four = lambda t: t[None, None] if t.dim() == 2 else t.transpose(0, 1)[None]  # noqa: E731
+        return [(four(self._k[e0:e1]).clone(), four(self._v[e0:e1]).clone()),
+                (four(self._g[e0:e1]).clone(), four(self._g[e0:e1]).clone()),
+                (self._tokens[start:end].clone()[None, None, :, None], flags[None, None, :, None])]
+
+    def restore(self, start: int, snap) -> None:
+        """Write a :meth:`snapshot` (or a prefix of one along dim 2) back at `start`."""
+        _check_int("start", start)
+        if not isinstance(snap, list) or len(snap) != 3 or not 1 <= start <= self.length:
+            raise InvalidArgumentError("snap must be a snapshot of this head runner, restored at 1 <= start <= length")
+        (k, v), (g, _), (tok, flags) = snap
+        n = tok.shape[2]
+        e0 = start - 1
+        self._k[e0:e0 + n] = k[0].transpose(0, 1)
+        self._v[e0:e0 + n] = v[0].transpose(0, 1)
+        self._g[e0:e0 + n] = g[0, 0]
+        self._tokens[start:start + n] = tok[0, 0, :, 0]
+        fl = flags[0, 0, :, 0]
+        self.length = start + n
+        self._entries = e0 + int((fl > 0).sum())
+        if self._from_target >= e0:
+            self._from_target = e0 + int((fl == 2).sum())
+        self._from_target = min(self._from_target, self._entries)
+
+    # -- internals ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _feed(self, tokens: list[int]):
+        n = len(tokens)
+        if self.length + n > self.max_len:
+            raise CacheOverflowError(f"{self.length + n} tokens do not fit the head's cache of {self.max_len}")
+        first_out = self.length - 1  # input whose output predicts the token after the first fed one
+        self._tokens[self.length:self.length + n] = torch.tensor(tokens)
+        self.length += n
+        need = self.length - 1  # inputs 0..length-2
+        # inputs the target has run since: recompute them (and everything after) from its features
+        avail = min(self.tap.length, need)
+        redo = self._from_target if avail > self._from_target else self._entries
+        start = min(redo, self._entries)
+        if start < avail:
+            self._run(start, avail, from_target=True)
+            self._from_target = avail
+            start = avail
+        for p in range(start, need):  # own features, one position at a time
+            self._run(p, p + 1, from_target=False)
+        self._entries = need
+        lo = max(first_out, 0)
+        g = self._g[lo:need]
+        if first_out < 0:  # a one-token prompt: nothing to predict from yet but the embedding
+            g = torch.cat([torch.zeros_like(self._g[:1]), g])
+        logits = self.head.logits(g).float()
+        full = torch.full((g.shape[0], self.vocab_size), float("-inf"), device=self.device)
+        full[:, self.head.d2t] = logits
+        return full, self.head.norm(g)
+
+    def _run(self, lo: int, hi: int, *, from_target: bool) -> None:
+        c, h = self.config, self.head
+        if from_target:
+            feat = h.fuse(self.tap.buf[lo:hi].to(self.dtype))
+        else:
+            feat = self._g[lo - 1:lo] if lo > 0 else torch.zeros_like(self._g[:1])
+        emb = self.embedding[self._tokens[lo + 1:hi + 1].to(self.embedding.device)].to(self.dtype)
+        pos = torch.arange(lo, hi, device=self.device)
+        q, k, v = h._qkv(feat, emb, pos)
+        self._k[lo:hi], self._v[lo:hi] = k, v
+        rep = c.num_heads // c.num_kv_heads
+        kk = self._k[:hi].repeat_interleave(rep, 1).transpose(0, 1)
+        vv = self._v[:hi].repeat_interleave(rep, 1).transpose(0, 1)
+        mask = torch.arange(hi, device=self.device)[None, :] <= pos[:, None]
+        attn = torch.nn.functional.scaled_dot_product_attention(q.transpose(0, 1), kk, vv, attn_mask=mask)
+        self._g[lo:hi] = h._finish(feat, attn.transpose(0, 1).reshape(hi - lo, -1))
+
+
+class NativeTap:
+    """The FeatureTap view of a C++ NativeModel's feature buffer (``set_feature_layers``):
+    rows [0, runner.length) are valid, so rollback needs nothing more."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.layers = tuple(runner.feature_layers)
+        self.buf = runner.features
+
+    @property
+    def length(self) -> int:
+        return self.runner.length
+
+
+def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
+    """make(role, max_len) for a pair whose draft is a head: the target's runner records the
+    head's feature layers (python: ModelRunner; native: the C++ NativeModel's feature tap,
+    CPU and CUDA eager), the head reads them. Roles must be made target first.
+
+    runner "auto" takes the native target when the extension is built and supports it."""
+    from ..models import native
+    from ..models.runner import ModelRunner
+
+    head = pair._draft
+    made: dict = {}
+    if runner not in ("python", "native", "auto"):
+        raise InvalidArgumentError(f"unknown runner {runner!r}")
+    reason = native.unsupported_reason(pair._model("target")) if built else "the extension is not built"
+    if runner == "native" and reason:
+        raise InvalidArgumentError(f"runner='native' cannot run this target: {reason}; use runner='python'")
+    use_native = runner != "python" and not reason
+
+    def make(role: str, max_len):
+        target = pair._model("target")
+        if role == "target":
+            if use_native:
+                r = native.native_runner(target, max_len)
+                r.set_feature_layers(list(head.config.feature_layers))
+                made["tap"] = NativeTap(r)
+            else:
+                r = ModelRunner(target, max_len, feature_layers=head.config.feature_layers)
+                made["tap"] = r.tap
+            made["target"] = r
+            return r
+        t = made.get("target")
+        if t is None:
+            raise RuntimeError("the target runner must be made before the head's")
+        emb = getattr(head, "embedding", None)
+        if emb is None:
+            emb = target.get_input_embeddings().weight
+        return HeadRunner(head, emb.detach(), made["tap"], int(target.config.vocab_size), t.max_len)
+
+    return make
