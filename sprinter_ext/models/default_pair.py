@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
 import shutil
 import tempfile
 from pathlib import Path
@@ -162,7 +163,7 @@ def load_default_target(*, dtype: torch.dtype = torch.float32, progress: bool = 
     if not check_cache_stamp(cached):
         verify_gguf(gguf_path)
         if progress:
-            print(f"sprinter_ext: converting {gguf_path.name} to safetensors under {cached} (once)")
+            print(f"sprinter_ext: converting {gguf_path.name} to safetensors under {cached} (once)", file=sys.stderr)
         model, tok = load_gguf_model(gguf_path, dtype=torch.float32)
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=cached.name + ".", dir=cached.parent))
