@@ -5,7 +5,7 @@
 // No CUDA or torch header is needed to include this file.
 //
 // The contract (Python reference: sprinter_ext/_rng.py; Triton twin:
-// kernels/rng.py) -- all three must agree bit for bit:
+// sprinter_ext/ops/triton/rng.py) -- all three must agree bit for bit:
 //
 //   key     = (seed & 0xFFFFFFFF, seed >> 32)            seed in [0, 2**64)
 //   counter = (index >> 2, position & 0xFFFFFFFF, stream, 0)

@@ -17,7 +17,7 @@ being decided, `stream` one of :class:`Stream`, `index` a vocabulary entry.
 Sampling from unnormalised weights w is the exponential race
 argmax_i w_i / E_i with E_i = -log(u_i): P(i wins) = w_i / sum(w).
 
-The C++ (csrc/) and Triton (kernels/) twins implement the same function bit for
+The C++ (csrc/) and Triton (ops/triton/) twins implement the same function bit for
 bit; tests/test_rng.py holds the known-answer vectors all of them must match.
 No global RNG state is read or written anywhere in the library.
 """

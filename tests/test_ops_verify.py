@@ -10,6 +10,7 @@ import torch
 from ops_cases import BACKENDS, TRITON_OK, gen
 
 from sprinter_ext import ops
+from sprinter_ext.ops._common import _race_rows
 from sprinter_ext._rng import Stream
 from sprinter_ext.errors import NonFiniteLogitsError
 from sprinter_ext.methods import sd
@@ -73,7 +74,7 @@ def test_backends_match_reference(backend, case):
 @pytest.mark.parametrize("mode, settings", [("sd", (1.0, 10, 0.9)), ("race", (0.8, 0, 1.0))])
 def test_triton_rows_spanning_many_tiles(monkeypatch, mode, settings):
     """64-wide tiles (see test_ops_draft.py): the carries across tiles of a row."""
-    from sprinter_ext.kernels import _sampling
+    from sprinter_ext.ops.triton import _sampling
 
     monkeypatch.setattr(_sampling, "BLOCK_OVERRIDE", 64)
     for kind in ("near", "same"):
@@ -122,7 +123,7 @@ def test_identical_p_and_q_accept_everything(backend, mode):
     logits, q, x, start = _inputs(B, n, V, F32, (1.0, 0, 1.0), "same", 21)
     if mode == "race":  # ERSD accepts x_i iff it is the target's own race winner
         pos = start[:, None] + torch.arange(n)
-        x = torch.stack([ops._race_rows(q[b], 21, pos[b], Stream.TARGET) for b in range(B)])
+        x = torch.stack([_race_rows(q[b], 21, pos[b], Stream.TARGET) for b in range(B)])
     out = _verify(backend, logits, q, x, start, (1.0, 0, 1.0), mode, 21)
     assert out.num_accepted.tolist() == [n, n]
     assert torch.equal(out.tokens[:, :n], x)
