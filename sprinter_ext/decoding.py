@@ -333,7 +333,7 @@ class Decoder:
             self._draft.reset_counters()
         s = Session(
             target=self._target, draft=self._draft, settings=self.settings, seed=seed, k=self.k,
-            seq=list(ids), options=self._options, fused=self.engine == "fused",
+            seq=list(ids), options=self._options, backend="auto" if self.engine == "fused" else "torch",
         )  # fmt: skip
         t0 = time.perf_counter()
         n = 0

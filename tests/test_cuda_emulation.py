@@ -25,8 +25,8 @@ from cuda_toolchain import REPO, cuda_include
 from ops_cases import assert_close, make_verifier
 
 from sprinter_ext import ops
-from sprinter_ext.ops._common import _race_rows
 from sprinter_ext._rng import Stream
+from sprinter_ext.ops._common import _race_rows
 from sprinter_ext.sampling import SamplingSettings, probs
 from sprinter_ext.verifier.model import FEATURES
 

@@ -15,8 +15,8 @@ from cuda_cases import DRAFT_CASES, VERIFY_CASES, case_id, draft_inputs, verify_
 from ops_cases import assert_close, make_verifier
 
 from sprinter_ext import ops
-from sprinter_ext.ops import _common
 from sprinter_ext._rng import Stream
+from sprinter_ext.ops import _common
 
 CUDA_OK = torch.cuda.is_available() and _common._has_cuda_ops()
 needs_cuda = pytest.mark.skipif(not CUDA_OK, reason="needs a GPU and sprinter_ext._C built with CUDA")

@@ -133,7 +133,7 @@ def round(s: Session) -> list[int]:
         for name in ("ssd_lookups", "ssd_hits", "spec_branches", "spec_aborted", "spec_draft_steps"):
             s.counters[name] = 0
         s.counters.update(target_waited_s=0.0, jit_draft_s=0.0)
-    ex = work.worker_for(lane) if s.fused else work.Inline()
+    ex = work.worker_for(lane) if s.backend != "torch" else work.Inline()  # fused engine: a worker thread
     slots = spec.round_plan(o, k, vocab, st["est"])
     fan = spec.fan_counts(slots, k)
     with ex.scope(o["pin"]):

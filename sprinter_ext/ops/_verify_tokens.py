@@ -149,6 +149,12 @@ def verify_tokens(
     return VerifyResult(tokens, num)
 
 
+def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """SD's unnormalised residual max(p - q, 0), where a rejected draft is resampled from (the race
+    does not need the normalisation)."""
+    return torch.clamp(p - q, min=0.0)
+
+
 def _verify_tokens_torch(target_logits, q, x, start, seed, s, mode) -> VerifyResult:
     """The spec of the SD and ERSD accept rules (backend "torch"; the reference engine runs it).
 
@@ -166,7 +172,7 @@ def _verify_tokens_torch(target_logits, q, x, start, seed, s, mode) -> VerifyRes
         px = p[:, :n].gather(-1, x[..., None])[..., 0]  # [B, n]
         qx = q.float().gather(-1, x[..., None])[..., 0]  # [B, n]
         accepted = coins * qx < px
-        recovered = _race_rows(torch.clamp(p[:, :n] - q.float(), min=0.0), seed, pos[:, :n], Stream.RESIDUAL)
+        recovered = _race_rows(residual(p[:, :n], q.float()), seed, pos[:, :n], Stream.RESIDUAL)
         bonus = _race_rows(p[:, n], seed, pos[:, n], Stream.TARGET)
         candidate = torch.cat([recovered, bonus[:, None]], dim=1)  # [B, n + 1]
     else:
