@@ -1,4 +1,4 @@
-"""The reference engine's per-generation state, shared by every method.
+"""The Python engine's per-generation state (engines "reference" and "fused"), shared by every method.
 
 A method is one function, ``round(session) -> list[int]``, that decides the next
 token(s) from the committed sequence and returns them; the driver

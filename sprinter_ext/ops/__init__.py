@@ -37,11 +37,10 @@ and cpu backends raise NonFiniteLogitsError, they return a flagged row instead
 of -1); the caller checks for it when it reads the results anyway.
 """
 
-
 from __future__ import annotations
 
 from ._common import BACKENDS
-from ._common import _feature_codes, _has_cuda_ops, _verifier_layers  # noqa: F401  (the native engine's)
+from ._common import _feature_codes, _has_cuda_ops, _verifier_layers  # noqa: F401  (decoding.py's)
 from ._draft_sample import DraftSample, draft_sample
 from ._verify_tokens import VerifyResult, verify_tokens
 
