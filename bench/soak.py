@@ -40,8 +40,9 @@ import sprinter_ext  # noqa: E402
 from sprinter_ext.bench import environment, heldout_prompts  # noqa: E402
 from sprinter_ext.decoding import DecoderBusyError  # noqa: E402
 from sprinter_ext.errors import NonFiniteLogitsError, SprinterError  # noqa: E402
+from sprinter_ext.methods import METHODS as _REGISTRY  # noqa: E402
 
-METHODS = ("ar", "sd", "ersd", "sprinter", "ssd")
+METHODS = tuple(_REGISTRY)  # every registered method
 KINDS = {"normal": 0.5, "bad_argument": 0.2, "nan_model": 0.1, "early_close": 0.1, "concurrent": 0.1}
 MAX_LENGTH = 160  # cache slots per Decoder: prompt (<= 32) + new tokens (<= 24) + lookahead
 DECODER_KW = dict(k=4, temperature=1.0, top_k=0, top_p=1.0)

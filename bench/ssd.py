@@ -40,9 +40,9 @@ VARIANTS = {
     "ar": ("ar", {}, None),
     "sd": ("sd", {}, None),
     "sd_1thread": ("sd", {}, 1),
-    "ssd_fused": ("ssd", {"engine": "fused"}, None),
-    "ssd_fused_wait": ("ssd", {"engine": "fused", "stop_early": False}, None),
-    "ssd_fused_c0.5": ("ssd", {"engine": "fused", "saguaro_c": 0.5}, None),
+    "ssd_fused": ("ssd", {"engine": "fused", "pin": True}, None),
+    "ssd_fused_wait": ("ssd", {"engine": "fused", "stop_early": False, "pin": True}, None),
+    "ssd_fused_c0.5": ("ssd", {"engine": "fused", "saguaro_c": 0.5, "pin": True}, None),
     "ssd_reference": ("ssd", {"engine": "reference"}, None),
 }
 

@@ -65,9 +65,10 @@ def _hf_generate(pair, ids, max_new_tokens, temperature, assisted, k):
 
 
 def _engines_of(method: str, engines) -> list[str]:
-    """The engines a method runs on in the bench: ssd has no native loop, so its 'native' is 'fused'
-    (the draft on its own thread), and it skips the other engines to keep the main job's time."""
-    if method != "ssd":
+    """The engines a method runs on in the bench: a method without a native loop (ssd) runs
+    'fused' for 'native' (ssd: the draft on its own thread), and skips the other engines to
+    keep the main job's time."""
+    if METHODS[method].native:
         return list(engines)
     return ["fused"] if engines and engines[0] in ("native", "fused") else list(engines[:1])
 
@@ -75,7 +76,7 @@ def _engines_of(method: str, engines) -> list[str]:
 def run_bench(
     pair,
     *,
-    methods=("ar", "sd", "ersd", "sprinter", "ssd"),
+    methods=tuple(METHODS),
     prompts=4,
     prompt_tokens=48,
     max_new_tokens=32,
@@ -180,7 +181,7 @@ def environment() -> dict:
 
 
 REPO_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
-ALL_METHODS = ("ar", "sd", "ersd", "sprinter", "ssd")
+ALL_METHODS = tuple(METHODS)  # the registry's order: ar, sd, ersd, sprinter, ssd
 
 
 def default_out() -> Path:

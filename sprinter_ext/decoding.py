@@ -4,13 +4,17 @@ Every argument is validated when it is given, with a named error, before any
 state changes; a Decoder owns the static KV caches of its pair, so reusing one
 keeps buffers warm. One generation at a time per Decoder: a second concurrent
 call raises :class:`DecoderBusyError` instead of corrupting the caches.
+
+This module is the boundary (arguments, prompts, results); what runs the rounds is an
+engine from :mod:`sprinter_ext._engine` (the Python round driver or the C++ loop), the
+runners come from :mod:`sprinter_ext._engine._runners`, and what a method can run on
+from its record in :mod:`sprinter_ext.methods`.
 """
 
 from __future__ import annotations
 
 import operator
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +22,8 @@ from typing import Any
 import torch
 
 from . import _rng
+from ._engine import ENGINES, make_engine, one_shot_max_length, pick_engine
+from ._engine._runners import RUNNERS, runner_factory
 from .errors import (
     ArgumentTypeError,
     CacheOverflowError,
@@ -25,19 +31,15 @@ from .errors import (
     SprinterError,
     TokenizerRequiredError,
 )
-from .methods import METHODS
-from .methods._session import Lane, Session, run
+from .methods import METHODS, NATIVE_METHODS, SNAPSHOT_METHODS  # noqa: F401 - NATIVE/SNAPSHOT re-exported
+from .methods import get as _method
+from .methods._session import Lane
 from .models.pair import ModelPair
-from .models.runner import ModelRunner, position_limit
+from .models.runner import ModelRunner
 from .prompts import IncrementalDetokenizer, encode_prompt
 from .sampling import SamplingSettings
 
 __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyError"]
-
-ENGINES = ("auto", "reference", "fused", "native")
-NATIVE_METHODS = ("ar", "sd", "ersd", "sprinter")  # what csrc/engine.cpp implements
-RUNNERS = ("auto", "python", "native")
-SNAPSHOT_METHODS = ("ssd",)  # need runner.snapshot/restore, which only ModelRunner has
 
 
 def _native_available() -> bool:
@@ -52,26 +54,6 @@ def _has_cuda_ops() -> bool:
     from .ops import _has_cuda_ops as has
 
     return has()
-
-
-def _pick_engine(engine: str, method: str, device: torch.device) -> str:
-    """auto: the native loop where it runs (built, CPU, its methods), else fused, else reference."""
-    built = _native_available()
-    on_device = device.type == "cpu" or (device.type == "cuda" and built and _has_cuda_ops())
-    native_ok = built and method in NATIVE_METHODS and on_device
-    if engine == "auto":
-        return "native" if native_ok else ("fused" if built else "reference")
-    if engine == "native" and not native_ok:
-        if not built:
-            why = "the compiled extension sprinter_ext._C is not built (see the README's install command)"
-        elif method not in NATIVE_METHODS:
-            why = f"it runs {list(NATIVE_METHODS)}, not {method!r}"
-        else:
-            why = f"this build has no CUDA ops for a pair on {device} (rebuild against a CUDA torch)"
-        raise InvalidArgumentError(f"engine='native' is not available: {why}; use engine='fused' or 'auto'")
-    if engine == "fused" and not built:
-        raise InvalidArgumentError("engine='fused' needs the compiled extension sprinter_ext._C; build it or use 'reference'")
-    return engine
 
 
 _DEFAULT = object()  # "use the model's own eos_token_id"
@@ -162,8 +144,17 @@ class Decoder:
         sprinter: ``verifier`` (default: the pair's), ``threshold`` (default: the
         verifier's), ``max_run=20``, ``verify="flagged"`` or ``"all"``.
         ssd: ``budget=4``, ``saguaro_c=1.0``, ``fanout=None``, ``accept_rate=None``, ``r=None``,
-        ``stop_early=True``, ``pin=True`` (see :func:`sprinter_ext.methods.ssd.options`);
-        engine "fused" runs the draft on its own thread, "reference" sequentially.
+        ``stop_early=True``, ``threaded=None``, ``pin=False`` (see
+        :func:`sprinter_ext.methods.ssd.options`): ``threaded`` runs the draft on its own thread
+        (True) or inline (False); its default None keeps the engines' old meaning, threaded
+        under engine="fused" and inline under "reference". ``pin=True`` splits the cores
+        between the two threads for each round; otherwise the caller's thread count and CPU
+        affinity are left alone.
+
+    Which method runs on which engine and runner comes from its record in
+    :data:`sprinter_ext.methods.METHODS`; a combination it cannot run (ssd on engine="native"
+    or runner="native") is refused here with InvalidArgumentError. Sampling settings can be
+    changed between generations with :meth:`configure`.
     """
 
     def __init__(
@@ -183,89 +174,62 @@ class Decoder:
     ):
         if not isinstance(pair, ModelPair):
             raise ArgumentTypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
-        if not isinstance(method, str) or method not in METHODS:
-            raise InvalidArgumentError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+        m = _method(method)
         if not isinstance(engine, str) or engine not in ENGINES:
             raise InvalidArgumentError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
         if not isinstance(runner, str) or runner not in RUNNERS:
             raise InvalidArgumentError(f"unknown runner {runner!r}; choose one of {list(RUNNERS)}")
-        module = METHODS[method]
-        if method_options and not hasattr(module, "options"):
-            raise ArgumentTypeError(f"method {method!r} takes no options {sorted(method_options)}")
         self.k = _check_int("k", k, 1)
         self.settings = SamplingSettings(temperature, top_k, top_p)
         self.pair = pair
         self.method = method
-        # reference: methods/ in plain PyTorch (the spec); fused: the same state machine
-        # with sampling and verification in sprinter_ext.ops (C++ on CPU, Triton on CUDA).
-        # native: the whole round loop in C++ (csrc/engine.cpp) calling the same fused ops.
-        self.engine = _pick_engine(engine, method, pair.device)
-        self._module = module
+        built = _native_available()
+        self.engine = pick_engine(engine, m, pair.device, built=built, cuda_ops=_has_cuda_ops)
+        self._module = m  # the method's registry record (sprinter_ext.methods.Method)
         self._eos = _eos_set(pair, eos_token_id)
-        self._options = module.options(pair, **method_options) if hasattr(module, "options") else {}
-        self._lookahead = module.lookahead(self._options, self.k) if hasattr(module, "lookahead") else self.k
-        make = self._runner_factory(runner, module.NEEDS_DRAFT)
+        self._options = m.resolve(m.validate(pair, method_options), self.engine)
+        self._lookahead = m.lookahead_of(self._options, self.k)
+        make = runner_factory(pair, m, runner, self.engine, self.k, built=built)
         self._target = Lane(make("target", max_length))
-        self._draft = Lane(make("draft", self._target.runner.max_len)) if self._module.NEEDS_DRAFT else None
+        self._draft = Lane(make("draft", self._target.runner.max_len)) if m.needs_draft else None
         self.runner = "python" if isinstance(self._target.runner, ModelRunner) else "native"
-        self._native = self._native_runners() if self.engine == "native" else None
+        labels = dict(method=method, engine=self.engine, runner=self.runner)
+        self._engine = make_engine(self.engine, m, self._target, self._draft, k=self.k, options=self._options,
+                                   eos=self._eos, labels=labels, device=pair.device)  # fmt: skip
         self._lock = threading.Lock()
-
-    def _runner_factory(self, runner: str, needs_draft: bool):
-        """ModelRunner (transformers' forward) or the C++ NativeModel (same protocol; on CPU its
-        fast path, or op for op as transformers with fast=False); auto: native under
-        engine='native' when every model supports it. Returns make(role, max_len) -> runner."""
-        from .models.fast_pair import is_tensor_model
-
-        pair = self.pair
-        python = lambda role, max_len: ModelRunner(pair._model(role), max_len)  # noqa: E731
-        if runner == "python":
-            return python
-        if runner == "native" and self.method in SNAPSHOT_METHODS:
-            raise InvalidArgumentError(
-                f"runner='native' cannot run method {self.method!r}: it snapshots and restores KV entries, "
-                "which only the python runner implements; use runner='python' or 'auto'"
-            )
-        from .models import native
-
-        views = [pair._view("target")] + ([pair._view("draft")] if needs_draft else [])
-        # NOTE: the lazy default pair's stand-ins (TensorModel) are native-ready by construction.
-        reasons = [native.unsupported_reason(m) for m in views if not is_tensor_model(m)]
-        reasons = [r for r in reasons if r] if _native_available() else ["not built"]
-        if runner == "native" and reasons:
-            raise InvalidArgumentError(f"runner='native' cannot run this pair: {reasons[0]}; use runner='python'")
-        if not (runner == "native" or (self.engine == "native" and not reasons)):
-            return python
-        if self.pair.device.type != "cuda":
-
-            def make(role, max_len):
-                view = pair._view(role)
-                return view.native_runner(max_len) if is_tensor_model(view) else native.native_runner(view, max_len)
-
-            return make
-        # CUDA: one captured graph per forward length the loop uses most (a draft step, the
-        # draft catching up on 2 tokens, the target verifying k drafts); others run eagerly.
-        # Captured here, once per Decoder.
-        lengths = sorted({1, 2, self.k + 1})
-        from .models.runner import resolve_max_len
-
-        def graphed(role, max_len):
-            model = pair._model(role)
-            max_len = resolve_max_len(model, max_len)
-            return native.cuda_graph_runner(model, [n for n in lengths if n <= max_len], max_len)
-
-        return graphed
-
-    def _native_runners(self):
-        from . import _native
-
-        C = _native._C
-        wrap = lambda r: r if isinstance(r, C.Runner) else C.PyRunner(r)  # noqa: E731
-        return wrap(self._target.runner), wrap(self._draft.runner) if self._draft is not None else None
 
     @property
     def max_length(self) -> int:
+        """Static KV cache size in tokens."""
         return self._target.runner.max_len
+
+    @property
+    def lookahead(self) -> int:
+        """KV room a round may need past the committed tokens (k, or sprinter's max_run, or k + 1
+        for ssd): a prompt of n tokens fits ``max_length - n - lookahead`` new tokens."""
+        return self._lookahead
+
+    def configure(self, *, temperature: float | None = None, top_k: int | None = None,
+                  top_p: float | None = None) -> SamplingSettings:  # fmt: skip
+        """Change the sampling settings of this (warm) Decoder for the next generations.
+
+        Arguments left None keep their current value; the new settings are validated as a
+        whole (named errors) before any changes. Returns them. Refused with
+        :class:`DecoderBusyError` while a generation is running.
+        """
+        cur = self.settings
+        new = SamplingSettings(
+            cur.temperature if temperature is None else temperature,
+            cur.top_k if top_k is None else top_k,
+            cur.top_p if top_p is None else top_p,
+        )
+        if not self._lock.acquire(blocking=False):
+            raise DecoderBusyError("this Decoder is generating; change its settings between generations")
+        try:
+            self.settings = new
+        finally:
+            self._lock.release()
+        return new
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -287,33 +251,9 @@ class Decoder:
 
     # -- generation -----------------------------------------------------------------
 
-    def _native_rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
-        from . import _native
-        from .ops import _feature_codes, _verifier_layers
-
-        o, st = self._options, self.settings
-        verifier = o.get("verifier")
-        backend = "cuda" if self.pair.device.type == "cuda" else "cpu"
-        layers = _verifier_layers(verifier, self.pair.device, backend) if verifier is not None else []
-        g = _native._C.Generation(
-            self._native[0], self._native[1], self.method, self.k, float(st.temperature), st.top_k,
-            float(st.top_p), sorted(self._eos), [w for w, _ in layers], [b for _, b in layers],
-            _feature_codes(verifier) if verifier is not None else [], float(o.get("threshold", 0.0)),
-            o.get("max_run", 1), o.get("verify") == "all", ids, seed, max_new_tokens,
-        )  # fmt: skip
-        t0 = time.perf_counter()
-        while not g.done:
-            toks = g.round()
-            if toks:
-                yield toks
-        out = g.stats()
-        if self.method != "sprinter":
-            del out["flagged_runs"], out["unchecked"]
-        stats.update(out, wall_s=time.perf_counter() - t0, method=self.method, engine=self.engine, runner=self.runner)
-
     def _rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
         try:
-            yield from self._rounds_unguarded(ids, max_new_tokens, seed, stats)
+            yield from self._engine.rounds(ids, max_new_tokens, seed, self.settings, stats)
         except Exception:
             # NOTE: a failed generation (NaN logits above all) may have left NaN keys/values in
             # the caches, which masked attention still multiplies (0 * NaN = NaN): scrub both
@@ -323,40 +263,6 @@ class Decoder:
             if self._draft is not None:
                 self._draft.runner.scrub()
             raise
-
-    def _rounds_unguarded(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
-        if self._native is not None:
-            yield from self._native_rounds(ids, max_new_tokens, seed, stats)
-            return
-        self._target.reset_counters()
-        if self._draft is not None:
-            self._draft.reset_counters()
-        s = Session(
-            target=self._target, draft=self._draft, settings=self.settings, seed=seed, k=self.k,
-            seq=list(ids), options=self._options, backend="auto" if self.engine == "fused" else "torch",
-        )  # fmt: skip
-        t0 = time.perf_counter()
-        n = 0
-        for toks in run(s, self._module.round, max_new_tokens, self._eos):
-            n += len(toks)
-            yield toks
-        stats.update(
-            new_tokens=n,
-            target_calls=self._target.calls,
-            draft_calls=self._draft.calls if self._draft is not None else 0,
-            target_fed=self._target.fed,
-            target_attended=self._target.attended,
-            draft_fed=self._draft.fed if self._draft is not None else 0,
-            draft_attended=self._draft.attended if self._draft is not None else 0,
-            draft_tokens=s.draft_tokens,
-            accepted_tokens=s.accepted_tokens,
-            rounds=s.rounds,
-            wall_s=time.perf_counter() - t0,
-            method=self.method,
-            engine=self.engine,
-            runner=self.runner,
-            **s.counters,
-        )
 
     def generate(
         self, prompt, *, max_new_tokens: int = 64, seed: int = 0, chat: bool | None = None, streamer=None
@@ -478,22 +384,12 @@ def generate(
     >>> sprinter_ext.generate(pair, msgs, temperature=0).text   # chat template applied
     'The capital of France is Paris.'
     """
-    # NOTE: a one-shot call sizes the static cache to the request (rounded up to 64):
-    # attention runs over every slot of a static cache, so 2048 slots for a 100-token
-    # job cost ~20% per step on CPU. A Decoder keeps its (larger) cache across calls.
+    # NOTE: a one-shot call sizes the static cache to the request (see one_shot_max_length).
     if not isinstance(pair, ModelPair):
         raise ArgumentTypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
     ids = encode_prompt(pair, prompt, chat=chat)
-    max_length = None
-    module = METHODS.get(method) if isinstance(method, str) else None
-    if module is not None and isinstance(max_new_tokens, int) and isinstance(k, int):
-        lookahead = module.lookahead(method_options, k) if hasattr(module, "lookahead") else k
-        if isinstance(lookahead, int) and not isinstance(lookahead, bool):
-            need = len(ids) + max(0, max_new_tokens) + max(k, lookahead)
-            max_length = max(64, -(-need // 64) * 64)
-            limit = position_limit(pair._view("target"))
-            if limit:
-                max_length = min(max_length, limit)
+    m = METHODS.get(method) if isinstance(method, str) else None
+    max_length = one_shot_max_length(pair, m, ids, max_new_tokens, k, method_options)
     dec = Decoder(
         pair, method, k=k, temperature=temperature, top_k=top_k, top_p=top_p, engine=engine, runner=runner,
         eos_token_id=eos_token_id, max_length=max_length, **method_options,

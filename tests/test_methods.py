@@ -7,6 +7,7 @@ import threading
 import pytest
 
 import sprinter_ext
+from sprinter_ext.decoding import _native_available
 from sprinter_ext.models.tiny import tiny_model
 
 PROMPT = [3, 14, 15, 92, 65]
@@ -129,3 +130,103 @@ def test_engines_equal_reference(tiny, method, sampling, engine):
                     "accepted_tokens", "rounds", "new_tokens"):  # fmt: skip
             assert other.stats[key] == ref.stats[key], key
     assert sprinter_ext.Decoder(tiny, method).engine == "native"  # auto picks it when built
+
+
+# -- the method registry and the engine choice ------------------------------------------
+
+
+def test_registry_is_the_one_method_list():
+    from sprinter_ext import bench
+    from sprinter_ext.decoding import NATIVE_METHODS, SNAPSHOT_METHODS
+    from sprinter_ext.methods import METHODS, Method
+
+    assert list(METHODS) == ["ar", "sd", "ersd", "sprinter", "ssd"]
+    assert all(isinstance(m, Method) and m.name == name for name, m in METHODS.items())
+    assert sprinter_ext.METHODS == tuple(sorted(METHODS)) and bench.ALL_METHODS == tuple(METHODS)
+    assert NATIVE_METHODS == ("ar", "sd", "ersd", "sprinter") and SNAPSHOT_METHODS == ("ssd",)
+    assert [m.name for m in METHODS.values() if not m.needs_draft] == ["ar"]
+    assert [m.name for m in METHODS.values() if m.threaded] == ["ssd"]
+    assert METHODS["sd"].lookahead_of({}, 3) == 3 and METHODS["sprinter"].lookahead_of({"max_run": 7}, 3) == 7
+
+
+@pytest.mark.parametrize("kw, match", [(dict(engine="native"), "engine='native' is not available"),
+                                       (dict(runner="native"), "runner='native' cannot run method 'ssd'")])  # fmt: skip
+def test_unsupported_combination_is_refused_before_anything_runs(tiny, monkeypatch, kw, match):
+    """ssd snapshots KV entries and has no C++ loop: its record says so, and generate/Decoder
+    refuse engine='native' and runner='native' with a named error before any model is built."""
+    from sprinter_ext.errors import InvalidArgumentError
+
+    if not _native_available():
+        pytest.skip("the compiled extension is not built")
+
+    def no_model(role):
+        raise AssertionError(f"a {role} model was built before the combination was refused")
+
+    monkeypatch.setattr(tiny, "_model", no_model)
+    with pytest.raises(InvalidArgumentError, match=match):
+        sprinter_ext.generate(tiny, PROMPT, method="ssd", max_new_tokens=4, **kw)
+    with pytest.raises(InvalidArgumentError, match=match):
+        sprinter_ext.Decoder(tiny, "ssd", **kw)
+
+
+def test_a_new_method_is_one_record(tiny, monkeypatch):
+    """Adding one Method record makes a method usable by name on every engine its record
+    allows, and refused on the others."""
+    from sprinter_ext.errors import InvalidArgumentError
+    from sprinter_ext.methods import METHODS, Method, ar
+
+    monkeypatch.setitem(METHODS, "ar_copy", Method("ar_copy", ar.round, needs_draft=False, native=False))
+    ref = gen(tiny, "ar", seed=3, engine="reference").tokens
+    assert gen(tiny, "ar_copy", seed=3, engine="reference").tokens == ref
+    out = gen(tiny, "ar_copy", seed=3)  # auto: no native loop for it, so fused when built
+    assert out.tokens == ref and out.stats["engine"] != "native" and out.stats["method"] == "ar_copy"
+    if _native_available():
+        with pytest.raises(InvalidArgumentError, match="not 'ar_copy'"):
+            sprinter_ext.Decoder(tiny, "ar_copy", engine="native")
+
+
+@pytest.mark.parametrize("engine, threaded, uses_worker", [
+    ("reference", None, False), ("fused", None, True), ("fused", False, False), ("reference", True, True)])  # fmt: skip
+def test_ssd_threading_is_its_own_option(tiny, monkeypatch, engine, threaded, uses_worker):
+    """threaded= picks where ssd's draft work runs; its default keeps engine='fused' threaded
+    and 'reference' inline; tokens and counts are the same either way."""
+    from sprinter_ext.methods import _ssd_worker
+
+    calls = []
+    real = _ssd_worker.worker_for
+    monkeypatch.setattr(_ssd_worker, "worker_for", lambda lane: calls.append(1) or real(lane))
+    base = gen(tiny, "sd", seed=2, k=2, engine="reference")
+    kw = {} if threaded is None else {"threaded": threaded}
+    out = gen(tiny, "ssd", seed=2, k=2, engine=engine, **kw)
+    assert out.tokens == base.tokens and out.stats["accepted_tokens"] == base.stats["accepted_tokens"]
+    assert out.stats["engine"] == engine
+    assert bool(calls) == uses_worker
+
+
+def test_ssd_threaded_must_be_a_bool(tiny):
+    from sprinter_ext.errors import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError, match="threaded must be a bool"):
+        sprinter_ext.Decoder(tiny, "ssd", threaded="yes")
+
+
+def test_configure_changes_settings_of_a_warm_decoder(tiny):
+    from sprinter_ext.errors import InvalidArgumentError
+
+    dec = sprinter_ext.Decoder(tiny, "sd", k=3, eos_token_id=None)
+    assert dec.lookahead == 3
+    first = dec.generate(PROMPT, max_new_tokens=N, seed=1).tokens
+    assert dec.configure(temperature=0.8, top_k=20) == sprinter_ext.sampling.SamplingSettings(0.8, 20, 1.0)
+    assert dec.generate(PROMPT, max_new_tokens=N, seed=1).tokens == gen(tiny, "sd", seed=1, k=3, temperature=0.8,
+                                                                         top_k=20).tokens  # fmt: skip
+    with pytest.raises(InvalidArgumentError, match="top_p"):
+        dec.configure(top_p=2.0)
+    assert dec.settings.top_p == 1.0 and dec.settings.top_k == 20  # a refused change changes nothing
+    dec.configure(temperature=1.0, top_k=0)
+    assert dec.generate(PROMPT, max_new_tokens=N, seed=1).tokens == first
+    it = dec.stream(PROMPT, max_new_tokens=5, seed=0)
+    next(it)
+    with pytest.raises(sprinter_ext.DecoderBusyError):
+        dec.configure(temperature=0.0)
+    list(it)
+    assert sprinter_ext.Decoder(tiny, "ssd", k=2).lookahead == 3  # k + 1: the bonus-candidate step

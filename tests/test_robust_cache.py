@@ -14,14 +14,14 @@ import pytest
 import torch
 
 import sprinter_ext
-from sprinter_ext.decoding import NATIVE_METHODS, SNAPSHOT_METHODS, _native_available
+from sprinter_ext.decoding import METHODS, NATIVE_METHODS, SNAPSHOT_METHODS, _native_available
 from sprinter_ext.errors import InvalidArgumentError, NonFiniteLogitsError
 from sprinter_ext.models.tiny import tiny_pair
 from sprinter_ext.verifier import Verifier
 
 CASES = [
     (m, e, r)
-    for m in ("ar", "sd", "ersd", "sprinter", "ssd")
+    for m in METHODS
     for e in ("reference", "fused", "native")
     for r in ("python", "native")
     if not (e == "native" and m not in NATIVE_METHODS) and not (m in SNAPSHOT_METHODS and r == "native")

@@ -1,11 +1,13 @@
-"""Where ssd's draft work runs: inline (reference engine) or on a worker thread (fused).
+"""Where ssd's draft work runs: inline (``threaded=False``) or on a worker thread (``threaded=True``).
 
-The fused engine gives each Decoder's draft lane one persistent thread. The main thread runs
-the target (verification) while the worker drafts and speculates; torch releases the GIL inside
-its ops, so on CPU the two really run at once. On CPU each side is pinned to its own cores
-(when there are at least two) with its own intra-op thread count, restored after every round;
-on CUDA the worker uses its own stream. A job's exception is re-raised in the caller; the
-thread ends when its lane is garbage-collected (or at interpreter exit: it is a daemon).
+Threaded, each Decoder's draft lane gets one persistent thread. The main thread runs the target
+(verification) while the worker drafts and speculates; torch releases the GIL inside its ops,
+so on CPU the two really run at once. The worker runs one intra-op thread (its own setting;
+on CUDA its own stream). The caller's thread count and CPU affinity are left as found; only
+``pin=True`` changes them, for the length of a round: each side pinned to its own cores (when
+there are at least two) with one intra-op thread per core, and everything restored when the
+round ends, also when it raises. A job's exception is re-raised in the caller; the thread ends
+when its lane is garbage-collected (or at interpreter exit: it is a daemon).
 
 Jobs never outlive a round: the round waits for (or aborts) its speculation before it returns,
 also when verification raises, so the draft lane is never touched by two threads at once.
@@ -87,17 +89,23 @@ def _split_cores() -> tuple[set[int], set[int]] | None:
     return allowed - draft, draft
 
 
-def _serve(jobs: queue.SimpleQueue, device: torch.device) -> None:
+def _serve(jobs: queue.SimpleQueue, device: torch.device, ready: threading.Event) -> None:
     # NOTE: holds only the queue, never the Worker or a lane, so a Decoder can be collected.
-    torch.set_num_threads(1)  # per thread under OpenMP: the caller keeps its own count
+    # torch.set_num_threads is per thread under OpenMP (the caller keeps its own count) but it
+    # also stores the process-wide default that threads started later read; Worker.__init__
+    # waits for this line and puts that default back (_restore_default).
+    torch.set_num_threads(1)
+    home = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    ready.set()
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
     while True:
         item = jobs.get()
         if item is None:
             return
         job, cores = item
-        if cores is not None and os.sched_getaffinity(0) != cores:
-            os.sched_setaffinity(0, cores)  # pid 0 = this thread on Linux
+        want = cores if cores is not None else home  # unpinned: back to where the thread started
+        if want is not None and os.sched_getaffinity(0) != want:
+            os.sched_setaffinity(0, want)  # pid 0 = this thread on Linux
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             job.run()
             if stream is not None:
@@ -114,9 +122,13 @@ class Worker:
         self.device = device
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._cores: set[int] | None = None
-        self._thread = threading.Thread(target=_serve, args=(self._jobs, device), name="sprinter-ssd-draft",
+        ready = threading.Event()
+        before = torch.get_num_threads()
+        self._thread = threading.Thread(target=_serve, args=(self._jobs, device, ready), name="sprinter-ssd-draft",
                                         daemon=True)  # fmt: skip
         self._thread.start()
+        ready.wait()
+        _restore_default(before)
 
     def submit(self, fn: Callable[[Job], object]) -> Job:
         if not self._thread.is_alive():
@@ -132,28 +144,32 @@ class Worker:
 
     @contextlib.contextmanager
     def scope(self, pin: bool) -> Iterator[None]:
-        """Run a round with the main thread on its own cores and threads, then restore them."""
+        """Run a round; with `pin`, the main thread on its own cores and threads, restored after."""
         split = _split_cores() if pin else None
+        if split is None:  # NOTE: unpinned, the caller's thread count and affinity are not touched
+            yield
+            return
         prev_threads = torch.get_num_threads()
-        prev_aff = os.sched_getaffinity(0) if split is not None else None
-        threads = max(1, min(prev_threads, len(split[0]) if split else max(1, (os.cpu_count() or 2) - 1)))
+        prev_aff = os.sched_getaffinity(0)
         try:
-            if split is not None:
-                os.sched_setaffinity(0, split[0])
-            self._cores = split[1] if split is not None else None
-            if threads != prev_threads:
-                torch.set_num_threads(threads)
+            os.sched_setaffinity(0, split[0])
+            self._cores = split[1]
+            torch.set_num_threads(max(1, min(prev_threads, len(split[0]))))
             yield
         finally:
-            if threads != prev_threads:
-                torch.set_num_threads(prev_threads)
-            if prev_aff is not None:
-                os.sched_setaffinity(0, prev_aff)
+            self._cores = None
+            _restore_default(prev_threads)
+            os.sched_setaffinity(0, prev_aff)
 
     def close(self) -> None:
         self._jobs.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
+
+
+def _restore_default(threads: int) -> None:
+    """Set this thread's intra-op count, and with it torch's process-wide default, to `threads`."""
+    torch.set_num_threads(threads)
 
 
 _WORKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

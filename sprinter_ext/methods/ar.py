@@ -5,8 +5,6 @@ from __future__ import annotations
 from .._rng import Stream
 from ._session import Session
 
-NEEDS_DRAFT = False
-
 
 def round(s: Session) -> list[int]:
     """One target forward; the next token is the race over p with TARGET noise at its position."""

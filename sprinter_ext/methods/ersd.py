@@ -21,8 +21,6 @@ import torch
 from .._rng import Stream
 from ._session import Session
 
-NEEDS_DRAFT = True
-
 
 def verify(s: Session, drafts: list[int], q: torch.Tensor, logits: torch.Tensor, offset: int = 0) -> list[int]:
     """ERSD's rule for `drafts` at positions L+offset+i given the target's logits [k+1, V]

@@ -22,8 +22,6 @@ import torch
 from .._rng import Stream
 from ._session import Session
 
-NEEDS_DRAFT = True
-
 
 def verify(s: Session, drafts: list[int], q: torch.Tensor, logits: torch.Tensor, offset: int = 0) -> list[int]:
     """SD acceptance of `drafts` ([k]) given q [k, V] and the target's logits [k+1, V]; returns

@@ -27,7 +27,6 @@ from ..errors import ArgumentTypeError, InvalidArgumentError
 from . import sd
 from ._session import Session
 
-NEEDS_DRAFT = True
 VERIFY_MODES = ("flagged", "all")
 DEFAULT_MAX_RUN = 20
 

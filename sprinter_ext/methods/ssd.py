@@ -24,10 +24,14 @@ Tokens are a function of (seed, prompt, settings, options), never of timing: the
 changes speed. A speculated proposal is computed by the same runner calls from the same cache
 contents as a just-in-time one (the branch's KV entries are snapshotted and restored bitwise,
 see :class:`._ssd_spec.Branch`), so with C = 1 ssd gives exactly sd's tokens for the same seed
-and k. Engines: "reference" runs the speculation inline before each verification (the schedule
-simulated sequentially); "fused" runs all draft work on a per-Decoder worker thread
-(:mod:`._ssd_worker`) concurrently with the target, and by default (stop_early=True) abandons
-the speculation as soon as verification is done and the branch in progress is not the one needed.
+and k. Threading is its own option, ``threaded``: False runs the speculation inline before each
+verification (the schedule simulated sequentially); True runs all draft work on a per-Decoder
+worker thread (:mod:`._ssd_worker`) concurrently with the target, and by default
+(stop_early=True) abandons the speculation as soon as verification is done and the branch in
+progress is not the one needed. Its default (None) keeps what the engines did before the option
+existed: threaded under engine="fused", inline under engine="reference"; ``engine`` itself only
+picks the backend of sampling and verification. The caller's thread count and CPU affinity are
+left as found unless ``pin=True`` asks to split the cores for the rounds (restored after each).
 
 Stats (res.stats): ssd_lookups, ssd_hits, hit_rate, mean_accepted, target_waited_s (the target
 waiting for the draft after verifying), jit_draft_s (drafting on the critical path: first round
@@ -44,7 +48,6 @@ from . import _ssd_worker as work
 from ._session import Session
 from ..errors import ArgumentTypeError, InvalidArgumentError
 
-NEEDS_DRAFT = True
 DEFAULT_BUDGET = 4  # speculations per round: on CPU each costs ~k draft steps, all at batch 1
 
 
@@ -57,7 +60,7 @@ def _number(name: str, value, low: float, high: float, what: str) -> float:
 
 
 def options(pair, *, budget: int | None = None, saguaro_c: float = 1.0, fanout=None, accept_rate=None,
-            r=None, stop_early: bool = True, pin: bool = True) -> dict:  # fmt: skip
+            r=None, stop_early: bool = True, threaded: bool | None = None, pin: bool = False) -> dict:  # fmt: skip
     """Validate ssd's options (named errors, before anything runs).
 
     budget : int >= 1, speculations per round (default DEFAULT_BUDGET = 4, or sum(fanout)).
@@ -68,9 +71,16 @@ def options(pair, *, budget: int | None = None, saguaro_c: float = 1.0, fanout=N
     accept_rate : float in [0, 1] or None (default: estimated online, prior 0.5).
     r : float > 0 or None, the power-law exponent of the miss rate in the fan-out (default:
         estimated online, prior 1).
-    stop_early : bool, fused engine: abandon the speculation once verification is done
+    stop_early : bool, threaded: abandon the speculation once verification is done
         (default True); False waits for the whole budget (tokens are the same either way).
-    pin : bool, fused engine on CPU: pin the target's and the draft's threads to their own cores.
+    threaded : bool or None, draft work on its own worker thread, concurrent with the target's
+        verification (True) or inline (False); None (default): True under engine="fused", False
+        under "reference" (resolved by the Decoder, :meth:`sprinter_ext.methods.Method.resolve`).
+        Tokens are the same either way.
+    pin : bool, threaded on CPU (default False): for each round pin the caller's thread and the
+        draft thread to their own cores, with one intra-op thread per core they get; the caller's
+        thread count and affinity are restored after the round, also when it raises. False
+        leaves both alone (the draft thread runs with one intra-op thread).
     """
     if fanout is not None:
         if isinstance(fanout, (str, bytes)) or not hasattr(fanout, "__iter__"):
@@ -107,8 +117,12 @@ def options(pair, *, budget: int | None = None, saguaro_c: float = 1.0, fanout=N
     for name, flag in (("stop_early", stop_early), ("pin", pin)):
         if not isinstance(flag, bool):
             raise ArgumentTypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if threaded is not None and not isinstance(threaded, bool):
+        raise ArgumentTypeError(
+            f"threaded must be a bool or None (the engine's default), got {type(threaded).__name__}"
+        )
     return dict(budget=budget, saguaro_c=c, fanout=fanout, accept_rate=accept_rate, r=r, stop_early=stop_early,
-                pin=pin)  # fmt: skip
+                threaded=threaded, pin=pin)  # fmt: skip
 
 
 def lookahead(opts: dict, k: int) -> int:
@@ -133,7 +147,7 @@ def round(s: Session) -> list[int]:
         for name in ("ssd_lookups", "ssd_hits", "spec_branches", "spec_aborted", "spec_draft_steps"):
             s.counters[name] = 0
         s.counters.update(target_waited_s=0.0, jit_draft_s=0.0)
-    ex = work.worker_for(lane) if s.backend != "torch" else work.Inline()  # fused engine: a worker thread
+    ex = work.worker_for(lane) if o.get("threaded") else work.Inline()
     slots = spec.round_plan(o, k, vocab, st["est"])
     fan = spec.fan_counts(slots, k)
     with ex.scope(o["pin"]):

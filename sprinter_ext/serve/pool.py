@@ -167,16 +167,16 @@ class DecoderPool:
         try:
             settings = SamplingSettings(**req.sampling)
             dec = self._decoder(cache, method, req.decoder_kwargs)
-            # NOTE: sampling settings are read per run (Decoder.settings), so one warm Decoder
+            # NOTE: sampling settings are read per run (Decoder.configure), so one warm Decoder
             # per method and options serves every temperature/top_p/top_k; the tests hold its
             # output to generate()'s under changing settings.
-            dec.settings = settings
+            dec.configure(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
             ids = encode_prompt(self.pair, req.prompt, chat=req.kind == "chat")
             max_new = req.max_tokens
             if max_new is None:
-                # NOTE: _lookahead is the cache room a round may need beyond the new tokens
+                # NOTE: lookahead is the cache room a round may need beyond the new tokens
                 # (k, or sprinter's max_run); the default never asks for more than fits.
-                room = dec.max_length - len(ids) - getattr(dec, "_lookahead", dec.k)
+                room = dec.max_length - len(ids) - dec.lookahead
                 max_new = max(0, min(self.default_max_tokens, room))
             tokens = dec.stream(ids, max_new_tokens=max_new, seed=req.seed, stats=stats)  # validates now
         except SprinterError as e:

@@ -20,7 +20,7 @@ from typing import Any
 __all__ = ["RequestError", "GenerationRequest", "parse_chat", "parse_completion", "error_body"]
 
 # Server-level settings a request may not override (they pick code paths, caches or files).
-SERVER_ONLY = ("engine", "runner", "max_length", "eos_token_id", "verifier", "pin")
+SERVER_ONLY = ("engine", "runner", "max_length", "eos_token_id", "verifier", "pin", "threaded")
 
 # OpenAI fields that are accepted only at their neutral value: name -> is_neutral(value).
 _NEUTRAL = {

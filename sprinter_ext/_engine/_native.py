@@ -1,0 +1,66 @@
+"""The native engine: the whole round loop in C++ (``_C.Generation``, csrc/engine.cpp).
+
+The loop calls the runners (a C++ NativeModel directly, a Python ModelRunner through
+``_C.PyRunner``) and the fused ops, with the GIL released inside each round.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+from ..methods import Method
+from ..methods._session import Lane
+from ..sampling import SamplingSettings
+
+__all__ = ["NativeEngine", "generation"]
+
+
+def _wrap(runner):
+    from .._native import _C
+
+    return runner if isinstance(runner, _C.Runner) else _C.PyRunner(runner)
+
+
+def generation(target, draft, method: str, k: int, settings: SamplingSettings, eos: frozenset[int], options: dict,
+               device, ids: Sequence[int], seed: int, max_new_tokens: int):  # fmt: skip
+    """The ``_C.Generation`` for one run: the one call across the pybind11 boundary (keep it here)."""
+    from .._native import _C
+    from ..ops import _feature_codes, _verifier_layers
+
+    o, st = options, settings
+    verifier = o.get("verifier")
+    backend = "cuda" if device.type == "cuda" else "cpu"
+    layers = _verifier_layers(verifier, device, backend) if verifier is not None else []
+    return _C.Generation(
+        target, draft, method, k, float(st.temperature), st.top_k,
+        float(st.top_p), sorted(eos), [w for w, _ in layers], [b for _, b in layers],
+        _feature_codes(verifier) if verifier is not None else [], float(o.get("threshold", 0.0)),
+        o.get("max_run", 1), o.get("verify") == "all", list(ids), seed, max_new_tokens,
+    )  # fmt: skip
+
+
+class NativeEngine:
+    """One ``_C.Generation`` per run, stepped round by round; see :class:`Engine`."""
+
+    name = "native"
+
+    def __init__(self, method: Method, target: Lane, draft: Lane | None, *, k: int, options: dict,
+                 eos: frozenset[int], labels: dict, device):  # fmt: skip
+        self.method, self.k, self.options, self.eos, self.labels = method, k, options, eos, labels
+        self.device = device
+        self.runners = _wrap(target.runner), _wrap(draft.runner) if draft is not None else None
+
+    def rounds(self, ids: Sequence[int], max_new_tokens: int, seed: int, settings: SamplingSettings,
+               stats: dict) -> Iterator[list[int]]:  # fmt: skip
+        g = generation(*self.runners, self.method.name, self.k, settings, self.eos, self.options, self.device,
+                       ids, seed, max_new_tokens)  # fmt: skip
+        t0 = time.perf_counter()
+        while not g.done:
+            toks = g.round()
+            if toks:
+                yield toks
+        out = g.stats()
+        if self.method.name != "sprinter":
+            del out["flagged_runs"], out["unchecked"]
+        stats.update(out, wall_s=time.perf_counter() - t0, **self.labels)

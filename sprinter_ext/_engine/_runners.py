@@ -1,0 +1,60 @@
+"""Which runner (model forward) each of a Decoder's models gets: ``runner=`` "auto", "python", "native"."""
+
+from __future__ import annotations
+
+from ..errors import InvalidArgumentError
+from ..methods import Method
+from ..models.runner import ModelRunner
+
+__all__ = ["RUNNERS", "runner_factory"]
+
+RUNNERS = ("auto", "python", "native")
+
+
+def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, built: bool):
+    """ModelRunner (transformers' forward) or the C++ NativeModel (same protocol; on CPU its
+    fast path, or op for op as transformers with fast=False); auto: native under
+    engine='native' when every model supports it. Returns make(role, max_len) -> runner.
+
+    A method that snapshots KV entries (its record's needs_snapshot: ssd) is refused on the
+    native runner with a named error, before any model is built.
+    """
+    from ..models.fast_pair import is_tensor_model
+
+    python = lambda role, max_len: ModelRunner(pair._model(role), max_len)  # noqa: E731
+    if runner == "python":
+        return python
+    if runner == "native" and method.needs_snapshot:
+        raise InvalidArgumentError(
+            f"runner='native' cannot run method {method.name!r}: it snapshots and restores KV entries, "
+            "which only the python runner implements; use runner='python' or 'auto'"
+        )
+    from ..models import native
+
+    views = [pair._view("target")] + ([pair._view("draft")] if method.needs_draft else [])
+    # NOTE: the lazy default pair's stand-ins (TensorModel) are native-ready by construction.
+    reasons = [native.unsupported_reason(m) for m in views if not is_tensor_model(m)]
+    reasons = [r for r in reasons if r] if built else ["not built"]
+    if runner == "native" and reasons:
+        raise InvalidArgumentError(f"runner='native' cannot run this pair: {reasons[0]}; use runner='python'")
+    if not (runner == "native" or (engine == "native" and not reasons)):
+        return python
+    if pair.device.type != "cuda":
+
+        def make(role, max_len):
+            view = pair._view(role)
+            return view.native_runner(max_len) if is_tensor_model(view) else native.native_runner(view, max_len)
+
+        return make
+    # CUDA: one captured graph per forward length the loop uses most (a draft step, the
+    # draft catching up on 2 tokens, the target verifying k drafts); others run eagerly.
+    # Captured here, once per Decoder.
+    lengths = sorted({1, 2, k + 1})
+    from ..models.runner import resolve_max_len
+
+    def graphed(role, max_len):
+        model = pair._model(role)
+        max_len = resolve_max_len(model, max_len)
+        return native.cuda_graph_runner(model, [n for n in lengths if n <= max_len], max_len)
+
+    return graphed
