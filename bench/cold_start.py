@@ -157,8 +157,7 @@ def main(argv=None) -> None:
 
 
 def _cpu_name():
-    sys.path.insert(0, str(ROOT))
-    from sprinter_ext.bench import cpu_name
+    from sprinter_ext.cli.bench import cpu_name
 
     return cpu_name()
 

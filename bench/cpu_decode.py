@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import sprinter_ext
+from sprinter_ext import _native
+from sprinter_ext.cli.bench import environment
+from sprinter_ext.data import heldout_prompts
+from sprinter_ext.models.native import native_runner
 
-import sprinter_ext  # noqa: E402
-from sprinter_ext import _native  # noqa: E402
-from sprinter_ext.bench import environment, heldout_prompts  # noqa: E402
-from sprinter_ext.models.native import native_runner  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CTX = 32  # tokens in the cache before every timed forward
 
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
         result["greedy"][dtype] = g
         print(f"\ngreedy new vs old path, target {dtype}: {g['tokens_compared']} tokens, "
               f"{len(g['divergences'])} divergence(s) {g['divergences']}")  # fmt: skip
-    from sprinter_ext.models.smol_draft import heldout_texts
+    from sprinter_ext.data import heldout_texts
 
     texts = [pair32.tokenizer(t, add_special_tokens=False).input_ids for t in heldout_texts()]
     texts = [ids for ids in texts if len(ids) >= 128][-8:]  # NOTE: the last ones: not the bench's prompts

@@ -5,7 +5,7 @@
 For every variant: median KV-cached decode step (ms) of the draft and of the
 target (the runner's path: ``base_model`` with a StaticCache and a 4-D additive
 mask, then ``get_output_embeddings()``), their ratio c, greedy agreement with
-the target (teacher forced, held-out text of :func:`smol_draft.heldout_texts`),
+the target (teacher forced, held-out text of :func:`sprinter_ext.data.heldout_texts`),
 and the speculative-decoding speed-up estimate for k = 1..4 drafted tokens
 
     speedup(k) = (1 - a^(k+1)) / (1 - a) / (k c + t_t(k+1) / t_t(1))
@@ -27,20 +27,18 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from sprinter_ext.bench import cpu_name  # noqa: E402
-from sprinter_ext.models.default_pair import load_default_target  # noqa: E402
-from sprinter_ext.models.runner import cache_keyword  # noqa: E402
-from sprinter_ext.models.smol_draft import (  # noqa: E402
+from sprinter_ext.cli.bench import cpu_name
+from sprinter_ext.data import heldout_texts, train_texts
+from sprinter_ext.models.default_pair import load_default_target
+from sprinter_ext.models.runner import cache_keyword
+from sprinter_ext.models.smol_draft import (
     assemble_draft,
     build_default_draft,
     default_weights_path,
-    heldout_texts,
     read_draft_weights,
-    train_texts,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CTX = 64  # prompt length before the timed decode steps
 MAX_LEN = 128

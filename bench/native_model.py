@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sprinter_ext  # noqa: E402
-from sprinter_ext.bench import cpu_name  # noqa: E402
+from sprinter_ext.cli.bench import cpu_name  # noqa: E402
 from sprinter_ext.models.native import native_runner  # noqa: E402
 from sprinter_ext.models.runner import ModelRunner  # noqa: E402
 from sprinter_ext.models.tiny import tiny_model  # noqa: E402

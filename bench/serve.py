@@ -35,11 +35,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import sprinter_ext
+from sprinter_ext.cli.bench import cpu_name, environment
 
-import sprinter_ext  # noqa: E402
-from sprinter_ext.bench import cpu_name, environment  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 QUESTIONS = [
     "What is the capital of France?",

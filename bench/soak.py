@@ -34,13 +34,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sprinter_ext  # noqa: E402
-from sprinter_ext.bench import environment, heldout_prompts  # noqa: E402
-from sprinter_ext.decoding import DecoderBusyError  # noqa: E402
-from sprinter_ext.errors import NonFiniteLogitsError, SprinterError  # noqa: E402
-from sprinter_ext.methods import METHODS as _REGISTRY  # noqa: E402
+import sprinter_ext
+from sprinter_ext.cli.bench import environment
+from sprinter_ext.data import heldout_prompts
+from sprinter_ext.decoding import DecoderBusyError
+from sprinter_ext.errors import NonFiniteLogitsError, SprinterError
+from sprinter_ext.methods import METHODS as _REGISTRY
 
 METHODS = tuple(_REGISTRY)  # every registered method
 KINDS = {"normal": 0.5, "bad_argument": 0.2, "nan_model": 0.1, "early_close": 0.1, "concurrent": 0.1}

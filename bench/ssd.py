@@ -28,12 +28,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import sprinter_ext
+from sprinter_ext.data import heldout_prompts
+from sprinter_ext.models.runner import ModelRunner
 
-import sprinter_ext  # noqa: E402
-from sprinter_ext.bench import heldout_prompts  # noqa: E402
-from sprinter_ext.models.runner import ModelRunner  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (method, Decoder options, intra-op threads (None: --threads))
 VARIANTS = {

@@ -24,7 +24,7 @@ import torch
 
 from sprinter_ext import ops
 from sprinter_ext._rng import Stream
-from sprinter_ext.bench import cpu_name
+from sprinter_ext.cli.bench import cpu_name
 from sprinter_ext.ops._common import _race_rows
 from sprinter_ext.sampling import SamplingSettings, probs
 from sprinter_ext.verifier.model import Verifier

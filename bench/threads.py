@@ -20,7 +20,8 @@ import torch
 
 import sprinter_ext
 from sprinter_ext._threads import available_cpus
-from sprinter_ext.bench import environment, heldout_prompts
+from sprinter_ext.cli.bench import environment
+from sprinter_ext.data import heldout_prompts
 
 OUT = Path(__file__).parent / "results"
 

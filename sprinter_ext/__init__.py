@@ -6,10 +6,21 @@
 >>> res = sprinter_ext.generate(pair, msgs, method="sd", max_new_tokens=32, seed=0)
 >>> res.text, res.stats
 
-Methods: ``ar`` (target alone), ``sd`` (speculative sampling), ``ersd``
-(exponential-race speculative sampling, drafter-invariant), ``sprinter`` (a learned
-verifier accepts draft tokens; approximate) and ``ssd`` (speculative speculative
-decoding). See README.md.
+Methods (``sprinter_ext.METHODS``):
+
+- ``ar``: the target alone, autoregressive (the baseline);
+- ``sd``: speculative sampling (Leviathan et al. 2023; Chen et al. 2023), lossless;
+- ``ersd``: exponential-race speculative sampling (arXiv 2504.15475), lossless and
+  drafter-invariant (equals ``ar`` token for token for the same seed);
+- ``sprinter``: a learned verifier accepts draft tokens without the target
+  (arXiv 2502.04557), approximate; lossless with ``verify="all"``;
+- ``ssd``: speculative speculative decoding (arXiv 2603.03251), lossless.
+
+The public names: :func:`load_pair`, :func:`generate`, :class:`Decoder`,
+:class:`GenerationResult`, :class:`Verifier`, :func:`train_verifier`, the named errors
+of :mod:`sprinter_ext.errors`, and the submodules ``ops`` (fused ops) and ``verifier``.
+Docs: README.md ("Python API", "SPRINTER verifiers", "Randomness", "Layout") and
+docs/ARCHITECTURE.md (subsystems, which fast path runs where).
 """
 
 from __future__ import annotations
@@ -37,7 +48,10 @@ _LAZY = {
     "GenerationResult": ".decoding", "generate": ".decoding",
     "ModelPair": ".models.pair", "load_pair": ".models.pair",
     "ChatTemplateWarning": ".prompts", "IncrementalDetokenizer": ".prompts",
+    "Verifier": ".verifier", "VerifierMismatchError": ".verifier", "train_verifier": ".verifier",
 }  # fmt: skip
+# Submodules reachable as attributes without an explicit import (README: sprinter_ext.verifier.collect).
+_SUBMODULES = ("ops", "verifier")
 
 
 def __getattr__(name: str):
@@ -47,6 +61,8 @@ def __getattr__(name: str):
         from .methods import METHODS as methods
 
         value = tuple(sorted(methods))
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
     elif name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     else:
@@ -73,6 +89,11 @@ __all__ = [
     "DecoderBusyError",
     "GenerationResult",
     "ModelPair",
+    "Verifier",
+    "VerifierMismatchError",
+    "train_verifier",
+    "ops",
+    "verifier",
     "ChatTemplateWarning",
     "IncrementalDetokenizer",
     "build_info",

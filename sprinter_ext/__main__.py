@@ -1,4 +1,8 @@
-"""Command line: ``python -m sprinter_ext COMMAND [options]`` (``--help`` on any command)."""
+"""Command line: ``python -m sprinter_ext COMMAND [options]`` (``--help`` on any command).
+
+The commands live in :mod:`sprinter_ext.cli` (the server's in :mod:`sprinter_ext.serve`);
+this module only routes argv to them, importing the chosen one alone.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ import sys
 
 # command -> (module, function, one-line help); each main(argv) -> int owns its options.
 COMMANDS = {
-    "generate": ("sprinter_ext.cli_generate", "main", "generate from a prompt: text streamed to stdout, stats to stderr"),
-    "bench": ("sprinter_ext.bench", "main", "compare the decoding methods (and Hugging Face baselines) on held-out prompts"),
-    "sprinter-sweep": ("sprinter_ext.bench_sprinter", "main", "SPRINTER's speed/fidelity frontier over verifier thresholds"),
-    "train-verifier": ("sprinter_ext.verifier.cli", "main", "train a SPRINTER verifier for the default pair"),
+    "generate": ("sprinter_ext.cli.generate", "main", "generate from a prompt: text streamed to stdout, stats to stderr"),
+    "bench": ("sprinter_ext.cli.bench", "main", "compare the decoding methods (and Hugging Face baselines) on held-out prompts"),
+    "sprinter-sweep": ("sprinter_ext.cli.sprinter_sweep", "main", "SPRINTER's speed/fidelity frontier over verifier thresholds"),
+    "train-verifier": ("sprinter_ext.cli.train_verifier", "main", "train a SPRINTER verifier for the default pair"),
+    "train-draft": ("sprinter_ext.cli.train_draft", "main", "train the default pair's draft (about an hour on one core)"),
     "serve": ("sprinter_ext.serve.cli", "main", "an OpenAI-compatible HTTP server (needs the [serve] extra)"),
     "info": ("sprinter_ext.__main__", "info_main", "print build information as JSON (torch, CUDA, compiler, triton)"),
 }
@@ -40,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def info_parser() -> argparse.ArgumentParser:
-    from ._cli import make_parser
+    from .cli._common import make_parser
 
     ap = make_parser("info", "Print what this build of sprinter_ext has (torch, CUDA, compiler, triton) as JSON.")
     ap.add_argument("--indent", type=int, default=2, help="JSON indentation; 0 = one line")

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # subprocesses that import torch (and the default pair): 10-16 s here
 def test_bench_cli_on_the_tiny_pair(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "sprinter_ext", "bench", "--pair", "tiny", "--prompts", "2",
@@ -31,6 +34,7 @@ def _cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "sprinter_ext", *args], capture_output=True, text=True, **kw)
 
 
+@pytest.mark.slow  # subprocesses that import torch (and the default pair): 10-16 s here
 def test_info_version_and_usage():
     out = _cli("info", check=True)
     assert json.loads(out.stdout)["torch_version"]
@@ -45,7 +49,10 @@ def test_info_version_and_usage():
 
     assert _cli("--version", check=True).stdout.strip() == f"sprinter_ext {sprinter_ext.__version__}"
     top = _cli(check=True).stdout
-    assert all(cmd in top for cmd in ("generate", "bench", "sprinter-sweep", "train-verifier", "serve", "info"))
+    assert all(cmd in top for cmd in ("generate", "bench", "sprinter-sweep", "train-verifier", "train-draft", "serve",
+                                      "info"))  # fmt: skip
+    draft_help = _cli("train-draft", "--help")
+    assert draft_help.returncode == 0 and draft_help.stdout.startswith("usage: python -m sprinter_ext train-draft")
 
 
 def test_ci_runs_exactly_the_readme_commands():
@@ -60,20 +67,16 @@ def test_ci_runs_exactly_the_readme_commands():
     assert "pytest" in commands[1]
 
 
-def test_sprinter_sweep_on_the_tiny_pair(tmp_path):
+def test_sprinter_sweep_on_the_tiny_pair(tmp_path, make_tiny_pair, token_texts):
     import torch
 
-    import sprinter_ext
-    from sprinter_ext.bench import environment
-    from sprinter_ext.bench_sprinter import plot, rouge_l, sweep, target_nll
-    from sprinter_ext.models.tiny import tiny_pair
+    from sprinter_ext.cli.bench import environment
+    from sprinter_ext.cli.sprinter_sweep import plot, rouge_l, sweep, target_nll
     from sprinter_ext.verifier import train_verifier
 
-    draft, target = tiny_pair("llama", vocab=200)
-    pair = sprinter_ext.load_pair(draft, target)
-    g = torch.Generator().manual_seed(0)
-    pair.verifier = train_verifier(pair, [torch.randint(0, 200, (30,), generator=g).tolist() for _ in range(10)],
-                                   epochs=2, progress=False)  # fmt: skip
+    pair = make_tiny_pair("llama", vocab=200)
+    target = pair.target
+    pair.verifier = train_verifier(pair, token_texts(200, 10, 30), epochs=2, progress=False)
     result = sweep(pair, thresholds=(1.01, 0.0), prompts=2, prompt_tokens=8, max_new_tokens=6, max_run=4,
                    progress=False)  # fmt: skip
     rows = {r["method"]: r for r in result["rows"]}
@@ -93,11 +96,10 @@ def test_sprinter_sweep_on_the_tiny_pair(tmp_path):
 
 def _parsers():
     from sprinter_ext import __main__ as cli
-    from sprinter_ext import bench, bench_sprinter, cli_generate
-    from sprinter_ext.verifier import cli as verifier_cli
+    from sprinter_ext.cli import bench, generate, sprinter_sweep, train_verifier
 
-    return {"generate": cli_generate.build_parser(), "bench": bench.build_parser(),
-            "sprinter-sweep": bench_sprinter.build_parser(), "train-verifier": verifier_cli.build_parser(),
+    return {"generate": generate.build_parser(), "bench": bench.build_parser(),
+            "sprinter-sweep": sprinter_sweep.build_parser(), "train-verifier": train_verifier.build_parser(),
             "info": cli.info_parser()}  # fmt: skip
 
 
@@ -131,13 +133,12 @@ def test_serve_without_the_server_module_is_a_clear_error():
     import importlib.util
 
     if importlib.util.find_spec("sprinter_ext.serve") is not None:
-        import pytest
-
         pytest.skip("the server module is installed; its own tests cover serve")
     out = _cli("serve")
     assert out.returncode == 2 and "serve: not available" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # subprocesses that import torch (and the default pair): 10-16 s here
 def test_generate_cli_streams_text_and_prints_stats():
     """The default pair, greedy: the README's CLI example answers the question."""
     out = _cli("generate", "What is the capital of France?", "--method", "sd", "--max-new-tokens", "16",
@@ -152,9 +153,7 @@ def test_generate_cli_streams_text_and_prints_stats():
 
 
 def test_bench_writes_to_the_user_results_dir_by_default(monkeypatch, tmp_path):
-    import pytest
-
-    from sprinter_ext import bench
+    from sprinter_ext.cli import bench
 
     monkeypatch.setenv("SPRINTER_EXT_CACHE", str(tmp_path))
     assert bench.default_out() == tmp_path / "results"

@@ -3,21 +3,27 @@
 See stats_helpers.py: the first two tokens' joint law (vocab 8) against samples
 over 2000 fixed seeds, G-test at ALPHA. A deliberately biased SD (resampling from
 p instead of the residual after a rejection) must fail the same test: it has power.
+
+NOTE: the G-tests that plant no bug run on the native engine (the C++ loop, ~5x faster
+than the reference engine for 2000 seeds); the one that plants a bug runs on the
+reference engine, whose Python spec is what the monkeypatch changes. The reference and
+fused engines are held to the native one token for token, seed by seed, elsewhere
+(test_native_engine.py, test_stats.py, test_sprinter.py), so equal laws follow.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from stats_helpers import ALPHA, PROMPT, SETTINGS, exact_joint, g_test_pvalue, sample_counts, small_pair
+from stats_helpers import ALPHA, PROMPT, SETTINGS, exact_joint, g_test_pvalue, sample_counts
 
 from sprinter_ext.ops import _verify_tokens as sd_rule  # SD's torch spec: the bug's site
 from sprinter_ext.sampling import probs
 
 
 @pytest.fixture(scope="module")
-def pair():
-    return small_pair()
+def pair(stat_pair):
+    return stat_pair
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
@@ -36,11 +42,11 @@ def test_pair_is_a_hard_case(pair, name):
 
 @pytest.mark.parametrize(
     "method,k,name,engine",
-    [("sd", 2, "t1", "reference"), ("ersd", 3, "t1", "auto"), ("sd", 3, "topk_topp", "auto"),
-     ("ersd", 2, "topk_topp", "fused")],
+    [("sd", 2, "t1", "native"), ("ersd", 3, "t1", "native"), ("sd", 3, "topk_topp", "native"),
+     ("ersd", 2, "topk_topp", "native")],
 )  # fmt: skip
 def test_output_distribution_is_the_targets(pair, method, k, name, engine):
-    """The plain-PyTorch spec, the fused engine and the native loop (what auto picks when built)."""
+    """The native loop (see the module NOTE for the other engines)."""
     settings = SETTINGS[name]
     counts = sample_counts(pair, method, settings, k, engine=engine)
     p = g_test_pvalue(counts, exact_joint(pair.target, settings))

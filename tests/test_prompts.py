@@ -13,22 +13,20 @@ import torch
 
 import sprinter_ext
 from sprinter_ext.errors import ArgumentTypeError, InvalidArgumentError, SprinterError, TokenizerRequiredError
-from sprinter_ext.models.tiny import tiny_pair
 from sprinter_ext.prompts import ChatTemplateWarning, IncrementalDetokenizer, encode_prompt
 
 MSGS = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def tok(default_pair):
-    return default_pair.tokenizer
+def tok(default_tokenizer):
+    return default_tokenizer
 
 
 @pytest.fixture(scope="module")
-def chat_pair(tok):
+def chat_pair(tok, make_tiny_pair):
     """Tiny random models over the real tokenizer: random text, lots of multi-byte pieces."""
-    draft, target = tiny_pair("llama", vocab=len(tok), draft_scale=0.5, hidden=32)
-    return sprinter_ext.load_pair(draft, target, tokenizer=tok)
+    return make_tiny_pair("llama", vocab=len(tok), tokenizer=tok, draft_scale=0.5, hidden=32)
 
 
 def test_messages_use_the_chat_template(tok, chat_pair):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
-from stats_helpers import ALPHA, SETTINGS, V, exact_joint, g_test_pvalue, sample_counts, small_pair
+from stats_helpers import ALPHA, SETTINGS, V, exact_joint, g_test_pvalue, sample_counts
 
 import sprinter_ext
 from sprinter_ext.models.tiny import tiny_model
@@ -15,22 +14,18 @@ from sprinter_ext.verifier import Verifier, VerifierMismatchError, train_verifie
 PROMPT = [3, 1, 4, 1, 5]
 
 
-def texts_for(vocab, n=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, vocab, (32,), generator=g).tolist() for _ in range(n)]
-
-
 @pytest.fixture(scope="module")
-def stat_pair():
-    pair = small_pair()
-    pair.verifier = train_verifier(pair, texts_for(V), epochs=5, progress=False)
+def verified_stat_pair(stat_pair, token_texts):
+    """The vocab-8 pair with a verifier attached (a new ModelPair: the shared one stays bare)."""
+    pair = sprinter_ext.load_pair(stat_pair.draft, stat_pair.target)
+    pair.verifier = train_verifier(pair, token_texts(V, 24, 32), epochs=5, progress=False)
     return pair
 
 
 @pytest.fixture(scope="module")
-def pair(tiny):
+def pair(tiny, token_texts):
     p = sprinter_ext.load_pair(tiny.draft, tiny.target)
-    p.verifier = train_verifier(p, texts_for(p.vocab_size), epochs=5, progress=False)
+    p.verifier = train_verifier(p, token_texts(p.vocab_size, 24, 32), epochs=5, progress=False)
     return p
 
 
@@ -38,11 +33,13 @@ def pair(tiny):
     "verify,threshold,max_run",
     [("flagged", 1.5, 20), ("all", 0.5, 4), ("all", -1.0, 3)],
 )
-def test_lossless_settings_match_the_target(stat_pair, verify, threshold, max_run):
-    """threshold > 1 (never accept) and verify='all' (any threshold) are lossless."""
-    settings = SETTINGS["t1"]
-    counts = sample_counts(stat_pair, "sprinter", settings, verify=verify, threshold=threshold, max_run=max_run)
-    p = g_test_pvalue(counts, exact_joint(stat_pair.target, settings))
+def test_lossless_settings_match_the_target(verified_stat_pair, verify, threshold, max_run):
+    """threshold > 1 (never accept) and verify='all' (any threshold) are lossless (native
+    engine: no bug is planted, and test_engines_equal_reference holds the others to it)."""
+    settings, pair = SETTINGS["t1"], verified_stat_pair
+    counts = sample_counts(pair, "sprinter", settings, engine="native", verify=verify, threshold=threshold,
+                           max_run=max_run)  # fmt: skip
+    p = g_test_pvalue(counts, exact_joint(pair.target, settings))
     assert p > ALPHA, f"sprinter verify={verify} threshold={threshold}: G-test p={p:.2e}"
 
 

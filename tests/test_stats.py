@@ -9,20 +9,15 @@ reported accepted_tokens 39 with new_tokens 32: its last run of 20 drafts oversh
 from __future__ import annotations
 
 import pytest
-import torch
 
 import sprinter_ext
-from sprinter_ext.models.tiny import tiny_pair
 from sprinter_ext.verifier import train_verifier
 
 
 @pytest.fixture(scope="module")
-def pair():
-    draft, target = tiny_pair("llama", vocab=128, draft_scale=0.5)
-    p = sprinter_ext.load_pair(draft, target)
-    g = torch.Generator().manual_seed(0)
-    texts = [torch.randint(0, 128, (24,), generator=g).tolist() for _ in range(8)]
-    p.verifier = train_verifier(p, texts, epochs=1, progress=False)
+def pair(make_tiny_pair, token_texts):
+    p = make_tiny_pair("llama", vocab=128, draft_scale=0.5)
+    p.verifier = train_verifier(p, token_texts(128, 8, 24), epochs=1, progress=False)
     return p
 
 

@@ -8,15 +8,14 @@ import pytest
 import torch
 
 import sprinter_ext
-from sprinter_ext.models.tiny import tiny_model, tiny_pair
+from sprinter_ext.models.tiny import tiny_model
 from sprinter_ext.sampling import SamplingSettings, probs
 from sprinter_ext.verifier import Verifier, VerifierMismatchError, auc, collect, q_features, train_verifier
 
 
 @pytest.fixture(scope="module")
-def pair():
-    d, t = tiny_pair("llama", vocab=96, draft_scale=0.5)
-    return sprinter_ext.load_pair(d, t)
+def pair(make_tiny_pair):
+    return make_tiny_pair("llama", vocab=96, draft_scale=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +151,21 @@ def test_training_errors(pair, texts):
         train_verifier(pair, texts, val_fraction=1.0, progress=False)
     with pytest.raises(ValueError, match="tokenizer"):
         train_verifier(pair, ["some text", "more"], progress=False)
+
+
+def test_verifier_modules_import_one_way():
+    """io.py (the file format) and metrics.py import neither model.py nor train.py/labels.py
+    at run time, so model.py can import them at the top: no import loop."""
+    import ast
+    from pathlib import Path
+
+    import sprinter_ext.verifier as pkg
+
+    root = Path(pkg.__file__).parent
+    for name in ("io", "metrics"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(node)}  # fmt: skip
+        imported = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1 and id(node) not in typing_only}  # fmt: skip
+        assert not imported & {"model", "train", "labels"}, (name, imported)

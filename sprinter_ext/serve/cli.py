@@ -14,7 +14,7 @@ _EXTRA_HINT = 'the server needs the [serve] extra: pip install --no-build-isolat
 
 def build_parser():
     """The ``serve`` parser: every option with its default shown, ``--threads`` as every command's."""
-    from .._cli import add_threads, make_parser
+    from ..cli._common import add_threads, make_parser
     from ..methods import METHODS
 
     p = make_parser(

@@ -1,4 +1,8 @@
-"""The SPRINTER verifier: model, label collection, training, calibration and files."""
+"""The SPRINTER verifier: model, label collection, training, metrics and calibration, files.
+
+Imports point one way: model.py uses io.py (the file format) and metrics.py; train.py and
+labels.py use model.py; io.py and metrics.py import neither (no import loop).
+"""
 
 from __future__ import annotations
 

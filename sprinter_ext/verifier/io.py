@@ -17,7 +17,7 @@ import torch
 
 from ..errors import InvalidArgumentError, SprinterError
 
-__all__ = ["FORMAT", "VerifierFileError", "VerifierMismatchError", "parse_header", "draft_identity", "save", "load", "check_draft"]
+__all__ = ["FORMAT", "VerifierFileError", "VerifierMismatchError", "parse_header", "draft_identity", "save", "read", "check_draft"]
 
 FORMAT = "sprinter_ext.verifier.v1"
 _KEY = "sprinter_ext.verifier"
@@ -211,13 +211,16 @@ def _check_tensors(shapes: dict, widths: tuple[int, ...], where: str) -> None:
             raise VerifierFileError(f"{where}: {name} has dtype {dtype}, expected a float dtype")
 
 
-def load(path: str | os.PathLike, *, draft=None, vocab_size: int | None = None, device="cpu"):
-    """Read a verifier file: header schema first, then every tensor's shape and dtype, then
-    (and only then) allocate the MLP and copy the weights in. Bad files raise
-    :class:`VerifierFileError` (an InvalidArgumentError)."""
-    from safetensors import safe_open
+def read(path: str | os.PathLike, features: tuple[str, ...]) -> tuple[dict, dict]:
+    """Read and check a verifier file: header schema first (its features must be distinct
+    names from `features`), then every tensor's shape and dtype and finiteness. Returns
+    (header, tensors); :meth:`sprinter_ext.Verifier.load` builds the MLP from them. Bad
+    files raise :class:`VerifierFileError` (an InvalidArgumentError).
 
-    from .model import FEATURES, Verifier
+    NOTE: this module does not import the Verifier class (model.py imports this one), so
+    the allowed feature names come in as an argument.
+    """
+    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -228,10 +231,10 @@ def load(path: str | os.PathLike, *, draft=None, vocab_size: int | None = None, 
             if _KEY not in meta:
                 raise VerifierFileError(f"{path} has no sprinter_ext verifier header: not a verifier file")
             header = parse_header(meta[_KEY], str(path))
-            features = header["features"]
-            if any(x not in FEATURES for x in features) or len(set(features)) != len(features):
-                raise VerifierFileError(f"{path}: features must be distinct names from {FEATURES}, got {features!r}")
-            widths = (header["input_size"] + len(features), *header["hidden"], 1)
+            names = header["features"]
+            if any(x not in features for x in names) or len(set(names)) != len(names):
+                raise VerifierFileError(f"{path}: features must be distinct names from {features}, got {names!r}")
+            widths = (header["input_size"] + len(names), *header["hidden"], 1)
             shapes = {k: (f.get_slice(k).get_dtype(), f.get_slice(k).get_shape()) for k in f.keys()}
             _check_tensors(shapes, widths, str(path))
             tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -242,15 +245,4 @@ def load(path: str | os.PathLike, *, draft=None, vocab_size: int | None = None, 
         raise
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise VerifierFileError(f"{path} is not a safetensors verifier file ({e})") from e
-    v = Verifier(header.pop("input_size"), tuple(header.pop("hidden")), tuple(header.pop("features")),
-                 threshold=float(header.pop("threshold")))  # fmt: skip
-    header.pop("format")
-    v.meta = header
-    with torch.no_grad():
-        for i, lin in enumerate(v.linears):
-            lin.weight.copy_(tensors[f"linears.{i}.weight"])
-            lin.bias.copy_(tensors[f"linears.{i}.bias"])
-    v = v.to(device).eval().requires_grad_(False)
-    if draft is not None:
-        check_draft(v, draft, vocab_size)
-    return v
+    return header, tensors

@@ -23,7 +23,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
 from ..errors import InvalidArgumentError
+from .io import check_draft, read, save
+from .metrics import evaluate, threshold_for_far
 
 __all__ = ["FEATURES", "Verifier", "q_features"]
 
@@ -126,8 +129,6 @@ class Verifier(nn.Module):
         verifier was not trained on (e.g. ``sprinter_ext.verifier.collect(pair, texts)``).
         Returns the new threshold and records the held-out metrics in ``meta``.
         """
-        from .train import evaluate, threshold_for_far
-
         with torch.no_grad():
             s = torch.sigmoid(self.logit(data.inputs(self.features)))
         neg = s[data.label < 0.5]
@@ -140,18 +141,30 @@ class Verifier(nn.Module):
 
     def save(self, path) -> None:
         """Write safetensors weights + a JSON header (see :mod:`sprinter_ext.verifier.io`)."""
-        from .io import save
-
         save(self, path)
 
     @classmethod
     def load(cls, path, *, draft=None, pair=None, vocab_size=None, device="cpu") -> Verifier:
-        """Read a verifier file; with `draft` or `pair`, refuse one trained for another draft."""
-        from .io import load
+        """Read a verifier file; with `draft` or `pair`, refuse one trained for another draft.
 
+        The header and every tensor are checked before the MLP is allocated
+        (:func:`sprinter_ext.verifier.io.read`); bad files raise VerifierFileError.
+        """
         if pair is not None:
-            return load(path, draft=pair.draft, vocab_size=pair.vocab_size, device=pair.device)
-        return load(path, draft=draft, vocab_size=vocab_size, device=device)
+            draft, vocab_size, device = pair.draft, pair.vocab_size, pair.device
+        header, tensors = read(path, FEATURES)
+        v = cls(header.pop("input_size"), tuple(header.pop("hidden")), tuple(header.pop("features")),
+                threshold=float(header.pop("threshold")))  # fmt: skip
+        header.pop("format")
+        v.meta = header
+        with torch.no_grad():
+            for i, lin in enumerate(v.linears):
+                lin.weight.copy_(tensors[f"linears.{i}.weight"])
+                lin.bias.copy_(tensors[f"linears.{i}.bias"])
+        v = v.to(device).eval().requires_grad_(False)
+        if draft is not None:
+            check_draft(v, draft, vocab_size)
+        return v
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, hidden={self.hidden}, features={self.features}, threshold={self.threshold:.4g}"

@@ -20,30 +20,13 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .decoding import Decoder
-from .flops import generation_flops
-from .methods import METHODS
-from .errors import InvalidArgumentError
+from .. import Decoder, __version__
+from ..methods import METHODS
+from ..data import heldout_prompts
+from ..errors import InvalidArgumentError
+from ..flops import generation_flops
 
-__all__ = ["main", "run_bench", "heldout_prompts"]
-
-
-def heldout_prompts(pair, n: int, prompt_tokens: int, seed: int = 0) -> list[list[int]]:
-    """n prompts of `prompt_tokens` ids: held-out offline text, or random ids without a tokenizer."""
-    if pair.tokenizer is None:
-        g = torch.Generator().manual_seed(seed)
-        return [torch.randint(0, pair.vocab_size, (prompt_tokens,), generator=g).tolist() for _ in range(n)]
-    from .models.smol_draft import heldout_texts
-
-    out = []
-    for text in heldout_texts():
-        ids = pair.tokenizer(text, add_special_tokens=False).input_ids
-        if len(ids) >= prompt_tokens:
-            out.append(ids[:prompt_tokens])
-        if len(out) == n:
-            return out
-    raise InvalidArgumentError(f"only {len(out)} held-out texts have {prompt_tokens} tokens; ask for fewer or shorter prompts")
+__all__ = ["main", "run_bench", "environment", "cpu_name", "format_table"]
 
 
 def _hf_generate(pair, ids, max_new_tokens, temperature, assisted, k):
@@ -180,19 +163,19 @@ def environment() -> dict:
                 sprinter_ext=__version__)  # fmt: skip
 
 
-REPO_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
+REPO_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 ALL_METHODS = tuple(METHODS)  # the registry's order: ar, sd, ersd, sprinter, ssd
 
 
 def default_out() -> Path:
     """Where a user's bench results go: $SPRINTER_EXT_CACHE/results (default ~/.cache/sprinter_ext/results)."""
-    from .models.default_pair import cache_dir
+    from ..models.default_pair import cache_dir
 
     return cache_dir() / "results"
 
 
 def build_parser():
-    from ._cli import add_threads, make_parser
+    from ._common import add_threads, make_parser
 
     ap = make_parser("bench", __doc__)
     ap.add_argument("--pair", choices=["default", "tiny"], default="default",
@@ -224,7 +207,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    from ._threads import use_threads
+    from .._threads import use_threads
 
     args = build_parser().parse_args(argv)
     if args.out is not None and args.update_repo_results:
@@ -241,16 +224,16 @@ def _main(args, out: Path, argv) -> int:
 
     hf_logging.set_verbosity_error()  # HF warns about min_new_tokens on every baseline call
 
-    from . import load_pair
+    from .. import load_pair
 
     if args.pair == "default":
         pair = load_pair(verifier=args.verifier, dtype=getattr(torch, args.dtype))
     else:
-        from .models.tiny import tiny_model
+        from ..models.tiny import tiny_model
 
         pair = load_pair(tiny_model("llama", vocab=1000, hidden=64, seed=1),
                          tiny_model("llama", vocab=1000, hidden=64, seed=2))  # fmt: skip
-        from .verifier import train_verifier
+        from ..verifier import train_verifier
 
         g = torch.Generator().manual_seed(args.seed)  # random "text": only the host overhead matters here
         texts = [torch.randint(0, 1000, (48,), generator=g).tolist() for _ in range(16)]

@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from .labels import LABELS, collect
-from .model import FEATURES
-from .train import train_verifier
+from ..verifier.labels import LABELS, collect
+from ..verifier.model import FEATURES
+from ..verifier.train import train_verifier
 
 # (name, hidden, features) compared by --compare
 VARIANTS = [
@@ -38,7 +38,7 @@ def _parse_features(s: str) -> tuple[str, ...]:
 
 
 def build_parser():
-    from .._cli import add_threads, make_parser
+    from ._common import add_threads, make_parser
 
     ap = make_parser("train-verifier", __doc__)
     ap.add_argument("--out", required=True, help="output .safetensors path (required)")
@@ -57,14 +57,14 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    from .._cli import run_threaded
+    from ._common import run_threaded
 
     return run_threaded(build_parser(), argv, lambda args: _main(args, argv))
 
 
 def _main(args, argv) -> int:
     from .. import load_pair
-    from ..models.smol_draft import train_texts
+    from ..data import train_texts
 
     pair = load_pair(verifier=False)  # the committed verifier is what this may replace
     # paragraphs of the training documents: the benchmark's held-out texts never appear

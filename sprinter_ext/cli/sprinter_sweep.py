@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from .bench import environment, heldout_prompts
-from .decoding import Decoder
-from .flops import generation_flops
+from .. import Decoder
+from ..data import heldout_prompts
+from ..flops import generation_flops
+from .bench import environment
 
 __all__ = ["main", "sweep", "target_nll", "rouge_l"]
 
@@ -153,7 +154,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def build_parser():
-    from ._cli import add_threads, make_parser
+    from ._common import add_threads, make_parser
 
     ap = make_parser("sprinter-sweep", __doc__)
     ap.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS),
@@ -171,13 +172,13 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    from ._cli import run_threaded
+    from ._common import run_threaded
 
     return run_threaded(build_parser(), argv, lambda args: _main(args, argv))
 
 
 def _main(args, argv) -> int:
-    from . import load_pair
+    from .. import load_pair
 
     pair = load_pair(verifier=args.verifier)
     thresholds = tuple(float(t) for t in args.thresholds.split(","))

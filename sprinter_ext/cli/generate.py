@@ -13,13 +13,13 @@ import json
 import sys
 import time
 
-from ._cli import add_threads, make_parser
+from ._common import add_threads, make_parser
 
 __all__ = ["build_parser", "main", "format_stats"]
 
 
 def build_parser():
-    from .methods import METHODS
+    from ..methods import METHODS
 
     ap = make_parser("generate", __doc__)
     ap.add_argument("prompt", help="the question (or text to continue with --raw); '-' reads it from stdin")
@@ -66,7 +66,7 @@ def format_stats(stats: dict, wall_s: float) -> str:
 
 
 def _prompt(args, tokenizer):
-    from .prompts import has_chat_template
+    from ..prompts import has_chat_template
 
     text = sys.stdin.read() if args.prompt == "-" else args.prompt
     chat = has_chat_template(tokenizer) if args.chat is None else args.chat
@@ -81,14 +81,14 @@ def _prompt(args, tokenizer):
 
 
 def main(argv=None) -> int:
-    from ._cli import run_threaded
+    from ._common import run_threaded
 
     return run_threaded(build_parser(), argv, _run)
 
 
 def _run(args) -> int:
     import sprinter_ext
-    from .errors import SprinterError
+    from ..errors import SprinterError
 
     try:
         pair = sprinter_ext.load_pair(args.draft, args.target, verifier=args.verifier)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from ._threads import DEFAULT_THREADS, ENV, resolve_threads
+from .._threads import DEFAULT_THREADS, ENV, resolve_threads
 
 __all__ = ["make_parser", "plain", "add_threads", "run_threaded"]
 
@@ -70,7 +70,7 @@ def add_threads(ap: argparse.ArgumentParser) -> None:
 def run_threaded(parser: argparse.ArgumentParser, argv, body) -> int:
     """Parse `argv` with `parser`, then run ``body(args)`` under the command's --threads
     (torch's setting is put back afterwards): the shared body of every subcommand's main()."""
-    from ._threads import use_threads
+    from .._threads import use_threads
 
     args = parser.parse_args(argv)
     with use_threads(args.threads):
