@@ -6,7 +6,7 @@ One run, everything side by side on the default pair (SmolLM2-135M target + ship
 
 1. per forward, T(n) for n = 1..max_n tokens (a step at n = 1, a verification of n - 1
    drafts otherwise), target and draft, float32 and bfloat16, old path (op for op,
-   ``native_runner(fast=False)``) vs new path (``fast=True``: csrc/linear_cpu.h), at each
+   ``native_runner(fast=False)``) vs new path (``fast=True``: csrc/model/linear_cpu.h), at each
    thread count; the paths alternate call by call so machine drift hits both alike;
 2. the floor of a decode step: weight bytes read per step / read bandwidth, the bandwidth
    measured in the same run by summing a 256 MiB float32 array;

@@ -17,8 +17,12 @@ being decided, `stream` one of :class:`Stream`, `index` a vocabulary entry.
 Sampling from unnormalised weights w is the exponential race
 argmax_i w_i / E_i with E_i = -log(u_i): P(i wins) = w_i / sum(w).
 
-The C++ (csrc/) and Triton (ops/triton/) twins implement the same function bit for
-bit; tests/test_rng.py holds the known-answer vectors all of them must match.
+The C++ (csrc/common/philox.h) and Triton (ops/triton/rng.py) twins implement the same
+function bit for bit; tests/test_rng.py holds the known-answer vectors all of them
+must match. :class:`Stream` and :func:`seed_key` have one C++ definition
+(csrc/common/philox.h, bound as ``_C.Stream`` / ``_C.seed_key``); these Python ones
+exist so the torch spec runs without a build, and tests/test_native_boundary.py
+checks them (and the Triton kernels' plain-int constants) against the binding.
 No global RNG state is read or written anywhere in the library.
 """
 
@@ -31,6 +35,7 @@ from .errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = [
     "Stream",
+    "seed_key",
     "philox4x32",
     "uniform",
     "uniform_torch",
@@ -50,7 +55,7 @@ _ROUNDS = 10
 
 
 class Stream(enum.IntEnum):
-    """What a random number is for. Values are part of the contract."""
+    """What a random number is for. Values are part of the contract (== ``_C.Stream``)."""
 
     DRAFT = 0  # the draft model's race sample of a proposal
     TARGET = 1  # the target's race sample (ar tokens, bonus tokens, ersd's shared race)
@@ -85,12 +90,19 @@ def philox4x32(
     return c0, c1, c2, c3
 
 
-def _check_seed(seed: int) -> tuple[int, int]:
+def seed_key(seed: int) -> tuple[int, int]:
+    """The Philox key (k0, k1) of a seed in [0, 2**64): (seed & 0xFFFFFFFF, seed >> 32).
+
+    Raises ArgumentTypeError / InvalidArgumentError for anything else (== ``_C.seed_key``).
+    """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ArgumentTypeError(f"seed must be an int, got {type(seed).__name__}")
     if not 0 <= seed <= MAX_SEED:
         raise InvalidArgumentError(f"seed must be in [0, 2**64), got {seed}")
     return seed & _MASK32, (seed >> 32) & _MASK32
+
+
+_check_seed = seed_key  # the name the engines validate a seed with
 
 
 _native = None  # sprinter_ext._native once looked up; False when unavailable
@@ -123,7 +135,7 @@ def uniform(
     """
     native = _native_module()
     if native and torch.device(device).type == "cpu":
-        _check_seed(seed)
+        seed_key(seed)
         if isinstance(position, int) and position >= 0:
             return native.philox_uniform(seed, position, int(stream), n)
         if isinstance(position, torch.Tensor) and position.device.type == "cpu" and position.dim() <= 1:
@@ -143,7 +155,7 @@ def uniform_torch(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """The plain-PyTorch statement of :func:`uniform` (any device, any position shape [...])."""
-    k0, k1 = _check_seed(seed)
+    k0, k1 = seed_key(seed)
     pos = torch.as_tensor(position, dtype=torch.int64, device=device)
     blocks = (n + 3) // 4
     c0 = torch.arange(blocks, dtype=torch.int64, device=device)  # [blocks]

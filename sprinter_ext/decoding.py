@@ -125,7 +125,7 @@ class Decoder:
     engine : "auto", "reference", "fused" or "native"
         reference: the plain-PyTorch methods (the specification); fused: the same state
         machine with sampling/verification in the fused ops (C++ on CPU, Triton on CUDA);
-        native: the whole round loop in C++ (csrc/engine.cpp) with the GIL released,
+        native: the whole round loop in C++ (csrc/engine/engine.cpp) with the GIL released,
         calling the fused ops directly (CPU; ar, sd, ersd, sprinter); auto: native where
         it runs, else fused when the extension is built, else reference. Same tokens for
         the same seed on every engine.
@@ -257,7 +257,7 @@ class Decoder:
         except Exception:
             # NOTE: a failed generation (NaN logits above all) may have left NaN keys/values in
             # the caches, which masked attention still multiplies (0 * NaN = NaN): scrub both
-            # so this Decoder serves the next call (runner.scrub(), csrc/runner.h). The native
+            # so this Decoder serves the next call (runner.scrub(), csrc/engine/runner.h). The native
             # loop scrubs its runners itself; doing it again is cheap and keeps one rule here.
             self._target.runner.scrub()
             if self._draft is not None:

@@ -16,7 +16,10 @@ no finite entry raise :class:`~sprinter_ext.errors.NonFiniteLogitsError`, before
 after the division by the temperature (float32 logits / t can overflow).
 
 These settings are the one definition of what is accepted: the fused ops, the native
-loop and the private ``_C`` bindings validate by constructing a SamplingSettings.
+loop and the private ``_C`` bindings validate by constructing a SamplingSettings. The
+kernels take its C++ mirror, ``sprinter_ext._C.SamplingSettings`` (csrc/common/sampling.h,
+:meth:`SamplingSettings.to_native`); :data:`NONFINITE_MESSAGE` is the message every engine
+raises (checked against ``_C.NONFINITE_MESSAGE`` by tests/test_native_boundary.py).
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ import torch
 
 from .errors import ArgumentTypeError, InvalidArgumentError, NonFiniteLogitsError
 
-__all__ = ["SamplingSettings", "probs", "check_logits", "TEMPERATURE_MIN", "TEMPERATURE_MAX", "TOP_K_MAX"]
+__all__ = [
+    "SamplingSettings",
+    "probs",
+    "check_logits",
+    "TEMPERATURE_MIN",
+    "TEMPERATURE_MAX",
+    "TOP_K_MAX",
+    "NONFINITE_MESSAGE",
+]
 
 # NOTE: every engine works in float32 (1/t, logits / t). 1e-4..1e4 keeps t and 1/t
 # normal float32 numbers, -inf / t = -inf (masked tokens stay masked, never NaN) and
@@ -36,6 +47,10 @@ __all__ = ["SamplingSettings", "probs", "check_logits", "TEMPERATURE_MIN", "TEMP
 TEMPERATURE_MIN = 1e-4
 TEMPERATURE_MAX = 1e4
 TOP_K_MAX = 2**63 - 1  # int64, as the C++ and Triton kernels take it
+NONFINITE_MESSAGE = (
+    "the model produced NaN/inf logits; generation stopped without output. "
+    "Check the weights, the dtype (fp16 overflow?) and the inputs"
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,12 @@ class SamplingSettings:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    def to_native(self):
+        """The bound ``sprinter_ext._C.SamplingSettings`` (float32 temperature and top_p; needs the build)."""
+        from . import _native
+
+        return _native._C.SamplingSettings(self.temperature, self.top_k, self.top_p)
+
 
 def check_logits(logits: torch.Tensor) -> None:
     """Raise NonFiniteLogitsError on NaN, +inf, or a row without any finite value."""
@@ -72,10 +93,7 @@ def check_logits(logits: torch.Tensor) -> None:
     if not bool(bad):
         bad = ~torch.isfinite(logits).any(dim=-1).all()
     if bool(bad):
-        raise NonFiniteLogitsError(
-            "the model produced NaN/inf logits; generation stopped without output. "
-            "Check the weights, the dtype (fp16 overflow?) and the inputs"
-        )
+        raise NonFiniteLogitsError(NONFINITE_MESSAGE)
 
 
 def probs(logits: torch.Tensor, s: SamplingSettings) -> torch.Tensor:

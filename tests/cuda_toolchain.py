@@ -49,7 +49,7 @@ def torch_includes(shim_dir: Path) -> list[str]:
 
 
 def python_includes() -> list[str]:
-    """pybind11's and Python's include dirs as -isystem flags (for csrc/bindings.cpp)."""
+    """pybind11's and Python's include dirs as -isystem flags (for the binding sources, e.g. csrc/ops/ops_py.cpp)."""
     import pybind11
 
     return ["-isystem", pybind11.get_include(), "-isystem", sysconfig.get_paths()["include"]]

@@ -61,10 +61,20 @@ def test_native_build_info_adds_runtime_facts():
 
 
 def test_sources_are_in_the_tree():
-    assert (REPO / "csrc" / "cuda" / "philox_cuda.cu").is_file()
-    assert (REPO / "csrc" / "philox.h").is_file()
+    assert (REPO / "csrc" / "ops" / "cuda" / "philox_cuda.cu").is_file()
+    assert (REPO / "csrc" / "common" / "philox.h").is_file()
     assert (REPO / "csrc" / "bindings.cpp").is_file()
     assert (REPO / "CMakeLists.txt").is_file()
+
+
+def test_csrc_is_one_folder_per_subsystem():
+    """csrc/ holds the module entry and one folder per subsystem; CMake builds every source."""
+    csrc = REPO / "csrc"
+    assert sorted(p.name for p in csrc.iterdir()) == ["bindings.cpp", "common", "engine", "model", "ops"]
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    for src in csrc.rglob("*"):
+        if src.suffix in (".cpp", ".cu"):
+            assert src.relative_to(REPO).as_posix() in cmake, src
 
 
 def test_triton_kernels_are_a_subpackage_of_ops():

@@ -1,8 +1,9 @@
 """The CUDA sources compile, on a machine without a GPU or a CUDA build of torch.
 
-- csrc/cuda/*.cu with nvcc to sm_90 objects, with the half/bfloat16 operator macros
+- csrc/ops/cuda/*.cu with nvcc to sm_90 objects, with the half/bfloat16 operator macros
   torch puts on extension builds;
-- csrc/cuda/ops_cuda_torch.cpp and csrc/bindings.cpp with SPRINTER_WITH_CUDA=1, a
+- csrc/ops/cuda/ops_cuda_torch.cpp, csrc/ops/ops_py.cpp (the bindings of the ops), the
+  native loop and the CUDA-graph runner with SPRINTER_WITH_CUDA=1, a
   g++ syntax check against torch's C10 CUDA headers (a CUDA build of torch links them
   for real; CMakeLists.txt).
 
@@ -39,7 +40,7 @@ def _run(cmd: list[str]) -> str:
 @pytest.mark.parametrize("source", ["ops_cuda.cu", "philox_cuda.cu"])
 def test_cu_sources_compile_for_sm90(tmp_path, source):
     cmd = [nvcc(), "-std=c++17", "-O3", "-arch=sm_90", *TORCH_NVCC_DEFINES, "-Xptxas", "-warn-spills",
-           "-I", "csrc", "-c", f"csrc/cuda/{source}", "-o", str(tmp_path / "out.o")]  # fmt: skip
+           "-I", "csrc", "-c", f"csrc/ops/cuda/{source}", "-o", str(tmp_path / "out.o")]  # fmt: skip
     err = _run(cmd)
     assert "warning" not in err.lower(), err[-6000:]  # spills included
     assert (tmp_path / "out.o").stat().st_size > 0
@@ -47,12 +48,14 @@ def test_cu_sources_compile_for_sm90(tmp_path, source):
 
 @needs_gxx
 @pytest.mark.parametrize(
-    "source", ["cuda/ops_cuda_torch.cpp", "bindings.cpp", "engine.cpp", "cuda/graph_model.cpp", "native_model_py.cpp"]
+    "source",
+    ["ops/cuda/ops_cuda_torch.cpp", "ops/ops_py.cpp", "bindings.cpp", "engine/engine.cpp", "model/cuda/graph_model.cpp",
+     "model/native_model_py.cpp"],
 )
 def test_torch_side_sources_parse_with_cuda(tmp_path, source):
     """Everything compiled only with SPRINTER_WITH_CUDA: the ops' wrapper, the bindings, the
     native loop's CUDA dispatch, and the CUDA-graph runner."""
-    extra = python_includes() if source in ("bindings.cpp", "native_model_py.cpp") else []
+    extra = python_includes() if source in ("ops/ops_py.cpp", "bindings.cpp", "model/native_model_py.cpp") else []
     cmd = ["g++", *GXX_FLAGS, *torch_includes(tmp_path), "-isystem", str(cuda_include()), *extra,
            "-I", "csrc", f"csrc/{source}"]  # fmt: skip
     err = _run(cmd)
@@ -61,7 +64,7 @@ def test_torch_side_sources_parse_with_cuda(tmp_path, source):
 
 def test_cuda_sources_are_built_by_cmake():
     cmake = (REPO / "CMakeLists.txt").read_text()
-    for src in ("csrc/cuda/ops_cuda.cu", "csrc/cuda/ops_cuda_torch.cpp", "csrc/cuda/philox_cuda.cu",
-                "csrc/cuda/graph_model.cpp"):
+    for src in ("csrc/ops/cuda/ops_cuda.cu", "csrc/ops/cuda/ops_cuda_torch.cpp", "csrc/ops/cuda/philox_cuda.cu",
+                "csrc/model/cuda/graph_model.cpp"):
         assert src in cmake
     assert "use_fast_math" not in cmake  # the kernels rely on IEEE division and precise expf/logf

@@ -1,4 +1,4 @@
-"""The CUDA kernels of csrc/cuda/ops_cuda.cu, run on the CPU under an emulation of
+"""The CUDA kernels of csrc/ops/cuda/ops_cuda.cu, run on the CPU under an emulation of
 the CUDA execution model (tests/cuda_emu/emu.h: a thread per CUDA thread, barriers
 for __syncthreads and the warp intrinsics), against the torch reference.
 

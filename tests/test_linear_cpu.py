@@ -1,4 +1,4 @@
-"""The weight-streaming CPU linear (csrc/linear_cpu.h) and NativeModel's fast path that uses it.
+"""The weight-streaming CPU linear (csrc/model/linear_cpu.h) and NativeModel's fast path that uses it.
 
 PackedLinear against torch.nn.functional.linear in float64 on odd shapes (K not a multiple
 of the vector width, N not a multiple of the 4-row group, n = 1..17), every kernel this CPU

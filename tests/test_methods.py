@@ -136,7 +136,7 @@ def test_engines_equal_reference(tiny, method, sampling, engine):
 
 
 def test_registry_is_the_one_method_list():
-    from sprinter_ext import bench
+    from sprinter_ext.cli import bench
     from sprinter_ext.decoding import NATIVE_METHODS, SNAPSHOT_METHODS
     from sprinter_ext.methods import METHODS, Method
 

@@ -1,4 +1,4 @@
-"""engine='native': the C++ round loop (csrc/engine.cpp) against the reference engine.
+"""engine='native': the C++ round loop (csrc/engine/engine.cpp) against the reference engine.
 
 Token equality for every method lives in test_methods.py / test_sprinter.py (tiny
 pairs); here: the default pair, reuse, threads, memory, errors and the bindings.
@@ -14,6 +14,7 @@ import torch
 
 import sprinter_ext
 from sprinter_ext import _native
+from sprinter_ext._generation import native_generation
 from sprinter_ext.decoding import NATIVE_METHODS
 from sprinter_ext.errors import NonFiniteLogitsError
 from sprinter_ext.models.runner import ModelRunner
@@ -124,13 +125,13 @@ def test_errors_are_named(tiny, monkeypatch):
                 verifier_biases=[], verifier_features=[], threshold=0.0, max_run=1, verify_all=False,
                 prompt=[1], seed=0, max_new_tokens=2)  # fmt: skip
     with pytest.raises(ValueError, match="runs ar, sd, ersd and sprinter"):
-        C.Generation(method="beam", **args)
+        native_generation(method="beam", **args)
     with pytest.raises(ValueError, match="needs a draft runner"):
-        C.Generation(method="sd", **args)
+        native_generation(method="sd", **args)
     with pytest.raises(ValueError, match="prompt is empty"):
-        C.Generation(method="ar", **{**args, "prompt": []})
+        native_generation(method="ar", **{**args, "prompt": []})
     # a Python error inside a runner call surfaces unchanged, through the GIL-free loop
-    g = C.Generation(method="ar", **{**args, "max_new_tokens": 40})
+    g = native_generation(method="ar", **{**args, "max_new_tokens": 40})
     with pytest.raises(sprinter_ext.errors.CacheOverflowError, match="static KV cache"):
         g.run()
     monkeypatch.setattr("sprinter_ext.decoding._native_available", lambda: False)
@@ -147,8 +148,8 @@ def test_generation_object_rounds(tiny):
     common = dict(method="sd", k=3, temperature=1.0, top_k=0, top_p=1.0, eos=[], verifier_weights=[],
                   verifier_biases=[], verifier_features=[], threshold=0.0, max_run=1, verify_all=False,
                   prompt=PROMPT, seed=5, max_new_tokens=17)  # fmt: skip
-    a = C.Generation(C.PyRunner(t1), C.PyRunner(d1), **common)
-    b = C.Generation(C.PyRunner(t2), C.PyRunner(d2), **common)
+    a = native_generation(C.PyRunner(t1), C.PyRunner(d1), **common)
+    b = native_generation(C.PyRunner(t2), C.PyRunner(d2), **common)
     steps = []
     while not a.done:
         steps.append(a.round())

@@ -1,4 +1,4 @@
-"""NativeModel (csrc/native_model.cpp) against ModelRunner: bitwise-equal logits and hidden states.
+"""NativeModel (csrc/model/native_model.cpp) against ModelRunner: bitwise-equal logits and hidden states.
 
 These hold the op-for-op path (``native_runner(..., fast=False)``); the weight-streaming
 fast path is held to tolerances in tests/test_linear_cpu.py.

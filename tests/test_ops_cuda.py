@@ -1,4 +1,4 @@
-"""backend="cuda" (csrc/cuda/ops_cuda.cu) against the torch reference, on a GPU.
+"""backend="cuda" (csrc/ops/cuda/ops_cuda.cu) against the torch reference, on a GPU.
 
 The reference runs on CPU copies of the inputs; the cuda backend on CUDA tensors.
 Tokens and counts must be equal, probabilities and scores close. Skipped without a

@@ -18,6 +18,7 @@ from ops_cases import BACKENDS, gen
 
 import sprinter_ext
 from sprinter_ext import ops
+from sprinter_ext._generation import native_generation
 from sprinter_ext.decoding import _native_available
 from sprinter_ext.errors import (
     ArgumentTypeError,
@@ -296,7 +297,7 @@ BAD_GENERATION = BAD_SETTINGS + [
 def test_generation_binding_checks_every_argument(pair, over, err):
     args = _generation_args(pair, **over)
     with pytest.raises(err) as info:
-        _c().Generation(**args)
+        native_generation(**args)
     if err is not ValueError:
         assert isinstance(info.value, SprinterError)
     assert args["target"].length == 0  # nothing ran
@@ -304,6 +305,6 @@ def test_generation_binding_checks_every_argument(pair, over, err):
 
 @needs_c
 def test_generation_binding_accepts_good_arguments(pair):
-    g = _c().Generation(**_generation_args(pair, verifier_weights=[torch.zeros(1, 34)],
+    g = native_generation(**_generation_args(pair, verifier_weights=[torch.zeros(1, 34)],
                                            verifier_biases=[torch.zeros(1)], verifier_features=[0, 2]))  # fmt: skip
     assert len(g.run()) == 4

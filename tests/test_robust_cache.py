@@ -3,7 +3,7 @@
 A generation that hits NaN logits has already written NaN keys/values into the
 static KV caches; masked attention multiplies them by zero (0 * NaN = NaN), so
 without a scrub every later call of that Decoder fails too. The repair is one
-mechanism behind the runner protocol (``runner.scrub()``, csrc/runner.h), called
+mechanism behind the runner protocol (``runner.scrub()``, csrc/engine/runner.h), called
 by the Decoder whenever a generation fails; this checks it on every method x engine
 x runner against a fresh Decoder's tokens.
 """
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import sprinter_ext
+from sprinter_ext._generation import native_generation
 from sprinter_ext.decoding import METHODS, NATIVE_METHODS, SNAPSHOT_METHODS, _native_available
 from sprinter_ext.errors import InvalidArgumentError, NonFiniteLogitsError
 from sprinter_ext.models.tiny import tiny_pair
@@ -118,11 +119,11 @@ def test_the_native_loop_scrubs_its_runners(llama_pair, runner):
             for w in rows:
                 w[7] = float("nan")
         with pytest.raises(NonFiniteLogitsError):
-            C.Generation(t, d, prompt=[3, 4, 7, 5], **common).run()
+            native_generation(t, d, prompt=[3, 4, 7, 5], **common).run()
     finally:
         with torch.no_grad():
             for w, s in zip(rows, saved):
                 w[7] = s
-    got = C.Generation(t, d, prompt=[9, 10, 11], **common).run()
-    want = C.Generation(make(llama_pair.target), make(llama_pair.draft), prompt=[9, 10, 11], **common).run()
+    got = native_generation(t, d, prompt=[9, 10, 11], **common).run()
+    want = native_generation(make(llama_pair.target), make(llama_pair.draft), prompt=[9, 10, 11], **common).run()
     assert got == want

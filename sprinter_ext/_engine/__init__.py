@@ -3,7 +3,7 @@
 Two engines, one protocol (:class:`Engine`): :class:`~._python.PythonEngine` drives the
 methods' round functions over a Session (``methods/``; backend "reference" = plain PyTorch,
 "fused" = sampling and verification in ``sprinter_ext.ops``), :class:`~._native.NativeEngine`
-runs the whole loop in C++ (``_C.Generation``, csrc/engine.cpp) with the GIL released.
+runs the whole loop in C++ (``_C.Generation``, csrc/engine/engine.cpp) with the GIL released.
 :func:`pick_engine` is the one place that turns the user's ``engine=`` into an engine name;
 what a method can run on comes from its registry record (:mod:`sprinter_ext.methods`).
 """

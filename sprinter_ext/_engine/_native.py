@@ -1,4 +1,4 @@
-"""The native engine: the whole round loop in C++ (``_C.Generation``, csrc/engine.cpp).
+"""The native engine: the whole round loop in C++ (``_C.Generation``, csrc/engine/engine.cpp).
 
 The loop calls the runners (a C++ NativeModel directly, a Python ModelRunner through
 ``_C.PyRunner``) and the fused ops, with the GIL released inside each round.
@@ -25,6 +25,7 @@ def _wrap(runner):
 def generation(target, draft, method: str, k: int, settings: SamplingSettings, eos: frozenset[int], options: dict,
                device, ids: Sequence[int], seed: int, max_new_tokens: int):  # fmt: skip
     """The ``_C.Generation`` for one run: the one call across the pybind11 boundary (keep it here)."""
+    from .._generation import GenerationConfig
     from .._native import _C
     from ..ops import _feature_codes, _verifier_layers
 
@@ -32,12 +33,14 @@ def generation(target, draft, method: str, k: int, settings: SamplingSettings, e
     verifier = o.get("verifier")
     backend = "cuda" if device.type == "cuda" else "cpu"
     layers = _verifier_layers(verifier, device, backend) if verifier is not None else []
-    return _C.Generation(
-        target, draft, method, k, float(st.temperature), st.top_k,
-        float(st.top_p), sorted(eos), [w for w, _ in layers], [b for _, b in layers],
-        _feature_codes(verifier) if verifier is not None else [], float(o.get("threshold", 0.0)),
-        o.get("max_run", 1), o.get("verify") == "all", list(ids), seed, max_new_tokens,
-    )  # fmt: skip
+    config = GenerationConfig(
+        method=method, k=k, sampling=st, eos=sorted(eos),
+        verifier_weights=[w for w, _ in layers], verifier_biases=[b for _, b in layers],
+        verifier_features=_feature_codes(verifier) if verifier is not None else [],
+        threshold=float(o.get("threshold", 0.0)), max_run=o.get("max_run", 1),
+        verify_all=o.get("verify") == "all", prompt=list(ids), seed=seed, max_new_tokens=max_new_tokens,
+    )
+    return _C.Generation(target, draft, config.to_native())
 
 
 class NativeEngine:

@@ -8,7 +8,7 @@ Each module defines ``round(session) -> list[int]`` and, if it takes options,
 What the rest of the library needs to know about a method is its record here, one
 :class:`Method` per method in :data:`METHODS`: whether it needs a draft, whether it
 snapshots KV entries (only the python runner can), whether the C++ loop
-(csrc/engine.cpp) implements it. A new method is one module plus one record in
+(csrc/engine/engine.cpp) implements it. A new method is one module plus one record in
 ``_RECORDS``; the engines, the CLIs and the benchmarks read the registry.
 """
 
@@ -30,7 +30,7 @@ class Method:
     needs_draft : the method runs a draft model.
     needs_snapshot : it snapshots and restores KV entries (``runner.snapshot``), which only
         the python runner (ModelRunner) implements.
-    native : csrc/engine.cpp implements it (engine="native" can run it).
+    native : csrc/engine/engine.cpp implements it (engine="native" can run it).
     options : ``options(pair, **opts) -> dict``, or None when it takes no options.
     lookahead : ``lookahead(opts, k) -> int``, KV room a round may use past the committed
         tokens; None: k.
@@ -77,7 +77,7 @@ _RECORDS = (
 )
 
 METHODS: dict[str, Method] = {m.name: m for m in _RECORDS}
-NATIVE_METHODS = tuple(m.name for m in _RECORDS if m.native)  # what csrc/engine.cpp implements
+NATIVE_METHODS = tuple(m.name for m in _RECORDS if m.native)  # == _C.native_methods() (csrc/engine/engine.h)
 SNAPSHOT_METHODS = tuple(m.name for m in _RECORDS if m.needs_snapshot)  # python runner only
 
 

@@ -2,7 +2,7 @@
 
 Importing transformers' model code costs 5-7 s of CPU (it pulls torch.distributed,
 dynamo, scipy, ...), more than everything else a first token needs. Nothing on the
-default path runs a transformers forward: the native runner (csrc/native_model.cpp)
+default path runs a transformers forward: the native runner (csrc/model/native_model.cpp)
 takes a config dict and the weight tensors. So :func:`load_default_source` reads the
 cached safetensors, the draft's trained deltas and the tokenizer directly and keeps
 them in a :class:`DefaultSource`; ``ModelPair.target`` / ``.draft`` are built as real

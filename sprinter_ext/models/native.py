@@ -1,17 +1,18 @@
 """The native (C++/ATen) runner: Llama / GPT-2 forward without Python in the loop.
 
 :func:`native_runner` builds a ``sprinter_ext._C.NativeModel`` from a transformers
-model. It speaks :class:`~sprinter_ext.models.runner.ModelRunner`'s protocol
-(``prefill`` / ``step`` / ``extend`` / ``truncate``, ``length``, ``max_len``,
+model. It speaks the :class:`sprinter_ext.runners.Runner` protocol (``prefill`` /
+``step`` / ``extend`` / ``truncate`` / ``scrub``, ``length``; plus ``max_len``,
 ``vocab_size``, ``device``, ``dtype``, ``hidden_size``) and is also a
-``sprinter_ext._C.Runner``, the C++ interface (csrc/runner.h) the native decode loop
-drives without taking the GIL.
+``sprinter_ext._C.Runner``, the C++ interface (csrc/engine/runner.h) the native decode loop
+drives without taking the GIL. It has no snapshot/restore (``supports_snapshot`` is
+False), so methods that need them (ssd) refuse it.
 
 Supported (:func:`supports`): ``LlamaForCausalLM`` (GQA, attention / MLP biases,
 tied or untied head, default RoPE only, the default draft's
 :class:`~sprinter_ext.models.smol_draft.RestrictedVocabHead`) and
 ``GPT2LMHeadModel``, in eval mode, with ``attn_implementation`` "sdpa" or "eager".
-The forward repeats transformers' ops one for one (csrc/native_model.cpp), so on CPU
+The forward repeats transformers' ops one for one (csrc/model/native_model.cpp), so on CPU
 its logits and hidden states are bitwise equal to ModelRunner's
 (tests/test_native_model.py).
 
@@ -196,7 +197,7 @@ def native_runner(model, max_len: int | None = None, *, fast: bool | None = None
         Cache size in tokens, validated like ModelRunner's: default
         min(2048, max_position_embeddings), at least 2, at most the model's limit.
     fast : bool, optional
-        True: the weight-streaming CPU path (csrc/linear_cpu.h: every linear of a
+        True: the weight-streaming CPU path (csrc/model/linear_cpu.h: every linear of a
         forward over <= 16 tokens streams its weight once; attention over the valid
         prefix), equal to transformers within float tolerance. False: op for op,
         bitwise equal to ModelRunner on CPU. Default: True for a float32/bfloat16

@@ -1,6 +1,8 @@
 """A batch-1 runner over any Hugging Face causal LM with a static KV cache.
 
-The protocol every engine drives (DESIGN.md, "models/"):
+:class:`ModelRunner` implements both runner protocols of :mod:`sprinter_ext.runners`
+(``Runner``, the interface of csrc/engine/runner.h, and ``SnapshotRunner``, its optional
+snapshot/restore capability):
 
     runner.prefill(ids)       reset the cache, run the prompt -> (logits [V], hidden [D]) of its last position
     runner.step(token)        one token -> (logits [V], hidden [D])
@@ -27,7 +29,7 @@ Logits come back as float32 whatever the model dtype.
 NOTE (scrub): a forward that produced NaN/inf has written NaN keys/values; the
 additive mask multiplies masked slots' values by 0 and 0 * NaN = NaN, so after a
 rollback they still poison every later forward. The engines call ``scrub()``
-(the same method as csrc/runner.h's ``Runner::scrub``) whenever a generation fails.
+(the same method as csrc/engine/runner.h's ``Runner::scrub``) whenever a generation fails.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ and ``ops.verify_tokens`` are the functions, never a module), the Triton kernels
 Backends: ``"torch"`` (the plain-PyTorch statement in each op's module: the only spec of
 its rule, run by the reference engine; built from
 :func:`sprinter_ext.sampling.probs`, :mod:`sprinter_ext._rng` and the
-:class:`~sprinter_ext.verifier.model.Verifier`), ``"cpu"`` (C++ in csrc/ops_cpu.cpp,
+:class:`~sprinter_ext.verifier.model.Verifier`), ``"cpu"`` (C++ in csrc/ops/ops_cpu.cpp,
 ``sprinter_ext._C``), ``"triton"`` (ops/triton/draft_sample.py, ops/triton/verify_tokens.py;
 CUDA, or CPU tensors under ``TRITON_INTERPRET=1``), ``"cuda"`` (CUDA C++ in
-csrc/cuda/ops_cuda.cu, ``sprinter_ext._C`` built against a CUDA torch; CUDA tensors).
+csrc/ops/cuda/ops_cuda.cu, ``sprinter_ext._C`` built against a CUDA torch; CUDA tensors).
 ``"auto"`` picks cuda for CUDA tensors when ``sprinter_ext._C`` has the CUDA ops, else
 triton, and cpu for CPU tensors. All backends give the same tokens, counts and accept
 flags (up to ties caused by float rounding, e.g. two race scores within an ulp) and

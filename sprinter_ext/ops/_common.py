@@ -14,7 +14,7 @@ import torch
 
 from .. import _rng
 from ..errors import ArgumentTypeError, InvalidArgumentError, NonFiniteLogitsError
-from ..sampling import SamplingSettings
+from ..sampling import NONFINITE_MESSAGE, SamplingSettings
 from ..verifier.model import FEATURES, Verifier
 
 BACKENDS = ("auto", "torch", "cpu", "triton", "cuda")
@@ -143,10 +143,7 @@ def _feature_codes(verifier: Verifier) -> list[int]:
 
 
 def _raise_non_finite():
-    raise NonFiniteLogitsError(
-        "the model produced NaN/inf logits; generation stopped without output. "
-        "Check the weights, the dtype (fp16 overflow?) and the inputs"
-    )
+    raise NonFiniteLogitsError(NONFINITE_MESSAGE)
 
 
 def _race_rows(weights: torch.Tensor, seed: int, pos: torch.Tensor, stream: int) -> torch.Tensor:

@@ -3,7 +3,7 @@
 From a draft logits row and the draft's last hidden state: apply the sampling settings,
 race-sample the token, compute q(token) and the features of q, run the verifier MLP.
 The torch backend (:func:`_draft_sample_torch`) is the rule's only statement; the other
-backends (csrc/ops_cpu.cpp, ``triton/draft_sample.py``, csrc/cuda/ops_cuda.cu) are held
+backends (csrc/ops/ops_cpu.cpp, ``triton/draft_sample.py``, csrc/ops/cuda/ops_cuda.cu) are held
 to it by tests/test_ops_draft.py.
 """
 

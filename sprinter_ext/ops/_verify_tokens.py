@@ -4,8 +4,8 @@ For every drafted position the acceptance test (``mode="sd"``: speculative sampl
 ``mode="race"``: ERSD's shared race), the recovered token after the first rejection, or the
 bonus token when every draft token is accepted; fixed-shape outputs, no host synchronisation.
 The torch backend (:func:`_verify_tokens_torch`) is the rules' only statement: the reference
-engine's methods/sd.py and methods/ersd.py call it; the other backends (csrc/ops_cpu.cpp,
-``triton/verify_tokens.py``, csrc/cuda/ops_cuda.cu) are held to it by tests/test_ops_verify.py.
+engine's methods/sd.py and methods/ersd.py call it; the other backends (csrc/ops/ops_cpu.cpp,
+``triton/verify_tokens.py``, csrc/ops/cuda/ops_cuda.cu) are held to it by tests/test_ops_verify.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-// A CPU emulation of the few CUDA features csrc/cuda/ops_cuda.cu uses, so that its
+// A CPU emulation of the few CUDA features csrc/ops/cuda/ops_cuda.cu uses, so that its
 // kernels run (slowly) on a machine without a GPU: one std::thread per CUDA thread,
 // std::barrier for __syncthreads and for the warp-synchronous intrinsics.
 //

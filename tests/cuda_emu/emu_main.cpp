@@ -1,4 +1,4 @@
-// Runs the kernels of csrc/cuda/ops_cuda.cu under the CPU emulation of emu.h
+// Runs the kernels of csrc/ops/cuda/ops_cuda.cu under the CPU emulation of emu.h
 // (driven by tests/test_cuda_emulation.py). Build:
 //   g++ -std=c++20 -O2 -pthread -DSPRINTER_CUDA_EMULATION -DSPRINTER_CUDA_THREADS=64
 //       -I csrc -I <cuda>/include tests/cuda_emu/emu_main.cpp -o emu
@@ -7,7 +7,7 @@
 // outputs are written beside them.
 #include "emu.h"
 // clang-format off: emu.h must come first (it defines __global__ etc.)
-#include "cuda/ops_cuda.cu"
+#include "ops/cuda/ops_cuda.cu"
 // clang-format on
 
 #include <cstdio>
@@ -78,8 +78,9 @@ int draft(const std::string& dir) {
   std::vector<int64_t> token(B);
   std::vector<float> probs(B * V), q_token(B), score(B);
   std::vector<int8_t> status(B);
-  const Sampling s{static_cast<float>(temperature), top_k, static_cast<float>(top_p)};
-  const uint32_t k0 = static_cast<uint32_t>(seed & 0xFFFFFFFFull), k1 = static_cast<uint32_t>(seed >> 32);
+  const sprinter::SamplingSettings s{static_cast<float>(temperature), top_k, static_cast<float>(top_p)};
+  const auto key = sprinter::philox::seed_key(seed);
+  const uint32_t k0 = key.k0, k1 = key.k1;
   with_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     emu::launch(static_cast<unsigned>(B), kThreads, draft_sample_kernel<T>, as<T>(logits),
@@ -111,8 +112,9 @@ int verify(const std::string& dir) {
   std::vector<int32_t> flags(B * n1, 7);
   std::vector<int64_t> cand(B * n1, 7), tokens(B * n1, 7), num(B, 7);
   std::vector<int8_t> status(B, 7);
-  const Sampling s{static_cast<float>(temperature), top_k, static_cast<float>(top_p)};
-  const uint32_t k0 = static_cast<uint32_t>(seed & 0xFFFFFFFFull), k1 = static_cast<uint32_t>(seed >> 32);
+  const sprinter::SamplingSettings s{static_cast<float>(temperature), top_k, static_cast<float>(top_p)};
+  const auto key = sprinter::philox::seed_key(seed);
+  const uint32_t k0 = key.k0, k1 = key.k1;
   const int64_t* xp = n > 0 ? as<int64_t>(x) : nullptr;  // as the real launcher may see
   with_dtype(lt, [&](auto ltag) {
     with_dtype(qt, [&](auto qtag) {

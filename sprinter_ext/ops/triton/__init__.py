@@ -4,7 +4,7 @@ Modules here import triton at import time; import them only where triton is
 available (Linux). ``HAS_TRITON`` says whether it is installed.
 
 - :mod:`sprinter_ext.ops.triton.rng` -- the Philox randomness contract
-  (twin of ``sprinter_ext._rng`` and ``csrc/philox.h``).
+  (twin of ``sprinter_ext._rng`` and ``csrc/common/philox.h``).
 - :mod:`sprinter_ext.ops.triton.draft_sample`, :mod:`sprinter_ext.ops.triton.verify_tokens`
   -- the fused ops behind :mod:`sprinter_ext.ops` (shared pieces in ``_sampling``).
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ..._rng import seed_key
 from .rng import _to_uniform, philox4x32_10
 
 
@@ -203,4 +204,4 @@ def block_size(V: int, interpret: bool) -> int:
 
 
 def seed_words(seed: int) -> tuple[int, int]:
-    return seed & 0xFFFFFFFF, seed >> 32
+    return seed_key(seed)  # the one Python seed split (sprinter_ext._rng)

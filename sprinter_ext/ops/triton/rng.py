@@ -1,4 +1,4 @@
-"""Triton twin of the randomness contract (sprinter_ext/_rng.py, csrc/philox.h).
+"""Triton twin of the randomness contract (sprinter_ext/_rng.py, csrc/common/philox.h).
 
 u(seed, position, stream, index) = ((word >> 9) + 0.5f) * 2**-23 (float32, exact),
 word = Philox4x32-10((index >> 2, position & 0xFFFFFFFF, stream, 0),
@@ -13,6 +13,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from ..._rng import seed_key
 from ...errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["philox_uniform"]
@@ -125,6 +126,6 @@ def philox_uniform(seed: int, positions: torch.Tensor, stream: int, n: int) -> t
         rows = min(_MAX_ROWS, batch - r0)
         _philox_uniform_kernel[(tiles, rows)](
             positions[r0 : r0 + rows], out[r0 : r0 + rows], n,
-            seed & _MAX_U32, seed >> 32, stream, BLOCK=block,
+            *seed_key(seed), stream, BLOCK=block,
         )
     return out

@@ -1,7 +1,8 @@
 // CPU twins of sprinter_ext.ops.draft_sample / verify_tokens (spec: their torch backends, sprinter_ext/ops/).
 //
 // One row at a time (rows in parallel with at::parallel_for); the vectorised passes
-// over a row (softmax, cut, race, ...) live in ops_cpu_simd.cpp.
+// over a row (softmax, cut, race, ...) live in ops_cpu_simd.cpp. Streams and the seed
+// key come from common/philox.h, the settings struct from common/sampling.h.
 //
 // The processed distribution (sprinter_ext/sampling.py): x = logits / T, p = softmax(x);
 // top-k / top-p keep a prefix of the ranking (p desc, index asc). The prefix is found
@@ -33,13 +34,10 @@ namespace detail {
 
 using namespace ::sprinter::cpu::simd;
 
-constexpr uint32_t kCoin = 2, kResidual = 3, kTarget = 1;  // sprinter_ext._rng.Stream
-
-struct Settings {
-  float temperature;
-  int64_t top_k;
-  float top_p;
-};
+using ::sprinter::philox::COIN;
+using ::sprinter::philox::RESIDUAL;
+using ::sprinter::philox::TARGET;
+using Settings = ::sprinter::SamplingSettings;
 
 // What the processed row needs besides q itself (for the draft features).
 struct RowInfo {
@@ -246,7 +244,7 @@ void verify_rows(const at::Tensor& target_logits, const at::Tensor& draft_probs,
         const int64_t x = i < n ? X[b * n + i] : -1;
         const bool in_range = x >= 0 && x < V;
         if (i == n || !sd) {
-          const int64_t t = race(p.data(), V, key, pos, kTarget);
+          const int64_t t = race(p.data(), V, key, pos, TARGET);
           if (i < n && t == x) {
             row[i] = x;
             continue;
@@ -258,7 +256,7 @@ void verify_rows(const at::Tensor& target_logits, const at::Tensor& draft_probs,
         const Q* qsrc = Dq + (b * n + i) * V;
         const float px = in_range ? p[x] : 0.0f;
         const float qx = in_range ? static_cast<float>(qsrc[x]) : 0.0f;
-        if (uniform_at(key, pos, kCoin, 0) * qx < px) {
+        if (uniform_at(key, pos, COIN, 0) * qx < px) {
           row[i] = x;
           continue;
         }
@@ -270,7 +268,7 @@ void verify_rows(const at::Tensor& target_logits, const at::Tensor& draft_probs,
           q = qrow.data();
         }
         residual(p.data(), q, V, sc.aux.data());
-        row[i] = race(sc.aux.data(), V, key, pos, kResidual);
+        row[i] = race(sc.aux.data(), V, key, pos, RESIDUAL);
         cnt[b] = i;
         break;
       }
@@ -286,14 +284,6 @@ void verify_rows(const at::Tensor& target_logits, const at::Tensor& draft_probs,
   });
 }
 
-Key seed_key(uint64_t seed) {
-  return Key{static_cast<uint32_t>(seed & 0xFFFFFFFFull), static_cast<uint32_t>(seed >> 32)};
-}
-
-Settings settings(double temperature, int64_t top_k, double top_p) {
-  return Settings{static_cast<float>(temperature), top_k, static_cast<float>(top_p)};
-}
-
 void require(bool ok, const std::string& msg) {
   if (!ok) throw std::invalid_argument(msg);
 }
@@ -302,8 +292,7 @@ void require(bool ok, const std::string& msg) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sample(
     const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, uint64_t seed,
-    uint32_t stream, double temperature, int64_t top_k, double top_p,
-    const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
+    uint32_t stream, const SamplingSettings& s, const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
     const std::vector<int64_t>& features) {
   using detail::require;
   require(logits.dim() == 2 && logits.is_contiguous() && logits.device().is_cpu(),
@@ -343,8 +332,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sam
   at::Tensor q_token = at::empty({B}, opts.dtype(at::kFloat));
   at::Tensor score = at::empty({B}, opts.dtype(at::kFloat));
   at::Tensor status = at::zeros({B}, opts.dtype(at::kChar));
-  const auto key = detail::seed_key(seed);
-  const auto s = detail::settings(temperature, top_k, top_p);
+  const auto key = philox::seed_key(seed);
   switch (logits.scalar_type()) {
     case at::kFloat:
       detail::draft_rows<float>(logits, hidden, position, key, stream, s, W, Bs, in_dim, out_dim,
@@ -387,8 +375,7 @@ void verify_dispatch_q(const at::Tensor& tl, const at::Tensor& dp, const at::Ten
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> verify_tokens(
     const at::Tensor& target_logits, const at::Tensor& draft_probs, const at::Tensor& draft_tokens,
-    const at::Tensor& start_position, uint64_t seed, double temperature, int64_t top_k,
-    double top_p, bool sd) {
+    const at::Tensor& start_position, uint64_t seed, const SamplingSettings& s, bool sd) {
   using detail::require;
   require(target_logits.dim() == 3 && target_logits.is_contiguous() && target_logits.device().is_cpu(),
           "target_logits must be a contiguous CPU tensor [B, n + 1, V]");
@@ -409,8 +396,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> verify_tokens(
   at::Tensor tokens = at::full({B, n1}, -1, opts.dtype(at::kLong));
   at::Tensor num = at::full({B}, -1, opts.dtype(at::kLong));
   at::Tensor status = at::zeros({B}, opts.dtype(at::kChar));
-  const auto key = detail::seed_key(seed);
-  const auto s = detail::settings(temperature, top_k, top_p);
+  const auto key = philox::seed_key(seed);
   switch (target_logits.scalar_type()) {
     case at::kFloat:
       detail::verify_dispatch_q<float>(target_logits, draft_probs, draft_tokens, start_position, key,

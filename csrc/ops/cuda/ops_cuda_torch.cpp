@@ -46,10 +46,6 @@ void check_launch(cudaError_t err, const char* what) {
   }
 }
 
-Sampling sampling(double temperature, int64_t top_k, double top_p) {
-  return Sampling{static_cast<float>(temperature), top_k, static_cast<float>(top_p)};
-}
-
 // The verifier's layers as the launcher's struct (pointers stay owned by the tensors).
 Verifier verifier_layers(const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
                          const std::vector<int64_t>& features, int64_t D, const at::Device& dev) {
@@ -96,8 +92,7 @@ Verifier verifier_layers(const std::vector<at::Tensor>& weights, const std::vect
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sample(
     const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, uint64_t seed,
-    uint32_t stream, double temperature, int64_t top_k, double top_p,
-    const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
+    uint32_t stream, const SamplingSettings& sampling, const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
     const std::vector<int64_t>& features) {
   require(logits.dim() == 2 && logits.is_contiguous() && logits.is_cuda(),
           "logits must be a contiguous CUDA tensor [B, V]");
@@ -125,7 +120,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sam
   const cudaStream_t cs = c10::cuda::getCurrentCUDAStream(dev.index()).stream();
   check_launch(draft_sample_cuda(logits.data_ptr(), dtype, hidden.data_ptr<float>(),
                                  position.data_ptr<int64_t>(), B, V, hidden.size(1), seed, stream,
-                                 sampling(temperature, top_k, top_p), v, token.data_ptr<int64_t>(),
+                                 sampling, v, token.data_ptr<int64_t>(),
                                  probs.data_ptr<float>(), q_token.data_ptr<float>(),
                                  score.data_ptr<float>(), status.data_ptr<int8_t>(), cs),
                "draft_sample_cuda");
@@ -134,8 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sam
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> verify_tokens(
     const at::Tensor& target_logits, const at::Tensor& draft_probs, const at::Tensor& draft_tokens,
-    const at::Tensor& start_position, uint64_t seed, double temperature, int64_t top_k,
-    double top_p, bool sd) {
+    const at::Tensor& start_position, uint64_t seed, const SamplingSettings& sampling, bool sd) {
   require(target_logits.dim() == 3 && target_logits.is_contiguous() && target_logits.is_cuda(),
           "target_logits must be a contiguous CUDA tensor [B, n + 1, V]");
   const DType ltype = float_dtype(target_logits, "target_logits");
@@ -169,7 +163,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> verify_tokens(
   check_launch(
       verify_tokens_cuda(target_logits.data_ptr(), ltype, draft_probs.data_ptr(), qtype,
                          draft_tokens.data_ptr<int64_t>(), start_position.data_ptr<int64_t>(), B, n,
-                         V, seed, sampling(temperature, top_k, top_p), sd,
+                         V, seed, sampling, sd,
                          p_work.data_ptr<float>(), flag_work.data_ptr<int32_t>(),
                          cand_work.data_ptr<int64_t>(), tokens.data_ptr<int64_t>(),
                          num.data_ptr<int64_t>(), status.data_ptr<int8_t>(), cs),

@@ -1,4 +1,5 @@
-// Argument checks shared by the pybind11 bindings (bindings.cpp, engine_py.cpp).
+// Argument checks shared by the pybind11 bindings (common/common_py.cpp, ops/ops_py.cpp,
+// engine/engine_py.cpp).
 //
 // The rule for the sampling settings lives in one place, sprinter_ext/sampling.py
 // (SamplingSettings: temperature 0 or in [TEMPERATURE_MIN, TEMPERATURE_MAX], top_k in
@@ -17,6 +18,8 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+
+#include "common/sampling.h"
 
 namespace sprinter {
 namespace bind {
@@ -70,17 +73,13 @@ inline double checked_number(py::handle obj, const char* name) {
   return v;
 }
 
-struct Settings {
-  double temperature;
-  int64_t top_k;
-  double top_p;
-};
-
-// sprinter_ext.sampling.SamplingSettings(temperature, top_k, top_p), read back.
-inline Settings checked_settings(py::handle temperature, py::handle top_k, py::handle top_p) {
+// sprinter_ext.sampling.SamplingSettings(temperature, top_k, top_p), read back as the
+// kernels' struct (float32 temperature and top_p, as every engine computes).
+inline SamplingSettings checked_settings(py::handle temperature, py::handle top_k, py::handle top_p) {
   py::object s = py::module_::import("sprinter_ext.sampling").attr("SamplingSettings")(temperature, top_k, top_p);
-  return Settings{py::cast<double>(s.attr("temperature")), py::cast<int64_t>(s.attr("top_k")),
-                  py::cast<double>(s.attr("top_p"))};
+  return SamplingSettings{static_cast<float>(py::cast<double>(s.attr("temperature"))),
+                          py::cast<int64_t>(s.attr("top_k")),
+                          static_cast<float>(py::cast<double>(s.attr("top_p")))};
 }
 
 }  // namespace bind

@@ -1,12 +1,12 @@
-// CUDA twin of the sprinter_ext randomness contract (see csrc/philox.h).
+// CUDA twin of the sprinter_ext randomness contract (see csrc/common/philox.h).
 // Compiled only when torch was built with CUDA (CMake: SPRINTER_WITH_CUDA=ON).
 // Plain CUDA C++17, no torch headers; by hand:
-//   nvcc -std=c++17 -O3 -I csrc -c csrc/cuda/philox_cuda.cu -o /tmp/philox_cuda.o
+//   nvcc -std=c++17 -O3 -I csrc -c csrc/ops/cuda/philox_cuda.cu -o /tmp/philox_cuda.o
 #include <cuda_runtime.h>
 
 #include <stdio.h>
 
-#include "../philox.h"
+#include "common/philox.h"
 #include "philox_cuda.h"
 
 namespace sprinter {

@@ -9,10 +9,12 @@
 // without re-running tests/test_native_model.py, which checks bitwise equality.
 //
 // config.fast (CPU only) swaps two things and leaves every other op as it is: the linears
-// of forwards over <= 16 tokens run PackedLinear (csrc/linear_cpu.h), which streams each
+// of forwards over <= 16 tokens run PackedLinear (csrc/model/linear_cpu.h), which streams each
 // weight once for all rows, and attention reads only the valid prefix of the cache (one
 // query needs no mask then). Its contract is tolerance, not bits (tests/test_linear_cpu.py).
 #include "native_model.h"
+
+#include "layers.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/addmm.h>
@@ -50,245 +52,14 @@ namespace engine {
 namespace {
 
 using at::Tensor;
+using namespace layers;  // rms_norm, rotate_half, repeat_kv, conv1d, stacked_bias, rms_norm_fast
 
 // sqrt(2 / pi), as Python's math.sqrt(2.0 / math.pi) computes it (both correctly rounded).
 const double kSqrt2OverPi = std::sqrt(2.0 / 3.141592653589793);
 
-std::string shape_str(at::IntArrayRef sizes) {
-  std::ostringstream s;
-  s << sizes;
-  return s.str();
-}
-
-[[noreturn]] void invalid(const std::string& msg) { throw std::invalid_argument("NativeModel: " + msg); }
-
-// `t` must be defined (unless optional), on `device`, of `dtype`, with `shape`.
-void expect(const Tensor& t, const std::string& name, std::vector<int64_t> shape, c10::ScalarType dtype,
-            c10::Device device, bool optional = false) {
-  if (!t.defined()) {
-    if (optional) return;
-    invalid(name + " is missing");
-  }
-  if (t.sizes() != at::IntArrayRef(shape)) {
-    invalid(name + " has shape " + shape_str(t.sizes()) + ", expected " + shape_str(shape));
-  }
-  if (t.scalar_type() != dtype) {
-    invalid(name + " has dtype " + std::string(c10::toString(t.scalar_type())) + ", expected " +
-            c10::toString(dtype) + " (all weights share the embedding's dtype)");
-  }
-  if (t.device() != device) {
-    invalid(name + " is on " + t.device().str() + ", expected " + device.str() + " (the embedding's device)");
-  }
-}
-
-double dtype_min(c10::ScalarType dtype) {  // torch.finfo(dtype).min
-  switch (dtype) {
-    case at::kFloat: return std::numeric_limits<float>::lowest();
-    case at::kDouble: return std::numeric_limits<double>::lowest();
-    case at::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
-    case at::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
-    default: invalid("the model dtype must be float32, float64, float16 or bfloat16, got " +
-                     std::string(c10::toString(dtype)));
-  }
-}
-
-// LlamaRMSNorm.forward.
-Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
-  const auto input_dtype = x.scalar_type();
-  Tensor h = x.to(at::kFloat);
-  Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
-  h = h * at::rsqrt(variance + eps);
-  return weight * h.to(input_dtype);
-}
-
-// rotate_half (modeling_llama.py).
-Tensor rotate_half(const Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  Tensor x1 = x.slice(-1, 0, half);
-  Tensor x2 = x.slice(-1, half);
-  return at::cat({-x2, x1}, -1);
-}
-
-// repeat_kv (modeling_llama.py / sdpa_attention.py): [1, H_kv, L, d] -> [1, H_kv * n_rep, L, d].
-Tensor repeat_kv(const Tensor& x, int64_t n_rep) {
-  if (n_rep == 1) return x;
-  const int64_t b = x.size(0), h = x.size(1), l = x.size(2), d = x.size(3);
-  return x.unsqueeze(2).expand({b, h, n_rep, l, d}).reshape({b, h * n_rep, l, d});
-}
-
-// pytorch_utils.Conv1D.forward: addmm(bias, x.view(-1, in), weight [in, out]).
-Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  std::vector<int64_t> size_out(x.sizes().begin(), x.sizes().end());
-  size_out.back() = weight.size(1);
-  return at::addmm(bias, x.view({-1, x.size(-1)}), weight).view(size_out);
-}
-
-// The bias of stacked projections: undefined if none has one, else each (zeros where absent).
-Tensor stacked_bias(const std::vector<Tensor>& biases, const std::vector<Tensor>& weights) {
-  bool any = false;
-  for (const auto& b : biases) any = any || b.defined();
-  if (!any) return Tensor();
-  std::vector<Tensor> parts;
-  for (size_t i = 0; i < biases.size(); ++i) {
-    parts.push_back(biases[i].defined() ? biases[i] : at::zeros({weights[i].size(0)}, weights[i].options()));
-  }
-  return at::cat(parts);
-}
-
-// LlamaRMSNorm's arithmetic for the fast path in one loop per row (no ATen dispatch):
-// h = float(x) * rsqrt(mean(float(x)^2) + eps), then weight * h.to(dtype) in the dtype.
-template <typename T>
-void rms_norm_rows(const T* x, const T* w, T* out, int64_t rows, int64_t D, double eps) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * D;
-    float ss = 0.0f;
-    for (int64_t i = 0; i < D; ++i) ss += static_cast<float>(xr[i]) * static_cast<float>(xr[i]);
-    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(D) + static_cast<float>(eps));
-    for (int64_t i = 0; i < D; ++i) {
-      out[r * D + i] = static_cast<T>(static_cast<float>(w[i]) * static_cast<float>(static_cast<T>(static_cast<float>(xr[i]) * inv)));
-    }
-  }
-}
-
-Tensor rms_norm_fast(const Tensor& x, const Tensor& weight, double eps) {
-  Tensor xc = x.contiguous();
-  Tensor out = at::empty_like(xc);
-  const int64_t D = xc.size(-1), rows = xc.numel() / D;
-  if (xc.scalar_type() == at::kFloat) {
-    rms_norm_rows(xc.const_data_ptr<float>(), weight.const_data_ptr<float>(), out.mutable_data_ptr<float>(), rows, D, eps);
-  } else {
-    rms_norm_rows(xc.const_data_ptr<c10::BFloat16>(), weight.const_data_ptr<c10::BFloat16>(),
-                  out.mutable_data_ptr<c10::BFloat16>(), rows, D, eps);
-  }
-  return out;
-}
-
 }  // namespace
 
-NativeModel::NativeModel(NativeModelConfig config, NativeModelWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)) {
-  const auto& c = config_;
-  auto& w = weights_;
-  if (!w.embed.defined() || w.embed.dim() != 2) invalid("embed must be a 2-D tensor [V, D]");
-  const auto dtype = w.embed.scalar_type();
-  const auto device = w.embed.device();
-  mask_min_ = dtype_min(dtype);
-  const int64_t D = c.hidden_size, H = c.num_heads, Hkv = c.num_kv_heads, hd = c.head_dim;
-  const int64_t n_layers = static_cast<int64_t>(w.layers.size());
-  if (D <= 0 || H <= 0 || Hkv <= 0 || hd <= 0 || c.vocab_size <= 0) {
-    invalid("hidden_size, num_heads, num_kv_heads, head_dim and vocab_size must be positive");
-  }
-  if (H % Hkv != 0) invalid("num_heads must be a multiple of num_kv_heads");
-  if (c.max_len < 2) invalid("max_len must be >= 2, got " + std::to_string(c.max_len));
-  if (n_layers == 0) invalid("the model has no layers");
-  if (static_cast<int64_t>(c.attn_scaling.size()) != n_layers) {
-    invalid("attn_scaling has " + std::to_string(c.attn_scaling.size()) + " entries for " +
-            std::to_string(n_layers) + " layers");
-  }
-  if (!(c.logit_softcap >= 0.0)) invalid("logit_softcap must be >= 0 (0: none)");
-  expect(w.embed, "embed", {w.embed.size(0), D}, dtype, device);
-  const bool llama = c.family == ModelFamily::kLlama;
-  if (llama) {
-    if (!w.inv_freq.defined() || w.inv_freq.sizes() != at::IntArrayRef({hd / 2}) || hd % 2 != 0) {
-      invalid("inv_freq must have shape [head_dim / 2] = [" + std::to_string(hd / 2) + "]");
-    }
-    if (w.inv_freq.device() != device) invalid("inv_freq is not on the embedding's device");
-    // LlamaRotaryEmbedding.forward: self.inv_freq.to(dtype=torch.float) on every call.
-    w.inv_freq = w.inv_freq.to(at::kFloat);
-  } else {
-    if (H != Hkv || H * hd != D) invalid("GPT-2 needs num_kv_heads == num_heads and num_heads * head_dim == hidden_size");
-    expect(w.pos_embed, "pos_embed", {w.pos_embed.defined() ? w.pos_embed.size(0) : 0, D}, dtype, device);
-    if (w.pos_embed.size(0) < c.max_len) {
-      invalid("pos_embed has " + std::to_string(w.pos_embed.size(0)) + " positions, fewer than max_len=" +
-              std::to_string(c.max_len));
-    }
-  }
-  for (int64_t i = 0; i < n_layers; ++i) {
-    const auto& L = w.layers[i];
-    const std::string p = "layers[" + std::to_string(i) + "].";
-    expect(L.norm1_w, p + "norm1_w", {D}, dtype, device);
-    expect(L.norm2_w, p + "norm2_w", {D}, dtype, device);
-    if (llama) {
-      if (!L.gate_w.defined()) invalid(p + "gate_w is missing");
-      const int64_t I = L.gate_w.size(0);
-      expect(L.q_w, p + "q_w", {H * hd, D}, dtype, device);
-      expect(L.k_w, p + "k_w", {Hkv * hd, D}, dtype, device);
-      expect(L.v_w, p + "v_w", {Hkv * hd, D}, dtype, device);
-      expect(L.o_w, p + "o_w", {D, H * hd}, dtype, device);
-      expect(L.q_b, p + "q_b", {H * hd}, dtype, device, true);
-      expect(L.k_b, p + "k_b", {Hkv * hd}, dtype, device, true);
-      expect(L.v_b, p + "v_b", {Hkv * hd}, dtype, device, true);
-      expect(L.o_b, p + "o_b", {D}, dtype, device, true);
-      expect(L.gate_w, p + "gate_w", {I, D}, dtype, device);
-      expect(L.up_w, p + "up_w", {I, D}, dtype, device);
-      expect(L.down_w, p + "down_w", {D, I}, dtype, device);
-      expect(L.gate_b, p + "gate_b", {I}, dtype, device, true);
-      expect(L.up_b, p + "up_b", {I}, dtype, device, true);
-      expect(L.down_b, p + "down_b", {D}, dtype, device, true);
-    } else {
-      if (!L.c_fc_w.defined()) invalid(p + "c_fc_w is missing");
-      const int64_t I = L.c_fc_w.size(-1);
-      expect(L.norm1_b, p + "norm1_b", {D}, dtype, device);
-      expect(L.norm2_b, p + "norm2_b", {D}, dtype, device);
-      expect(L.c_attn_w, p + "c_attn_w", {D, 3 * D}, dtype, device);
-      expect(L.c_attn_b, p + "c_attn_b", {3 * D}, dtype, device);
-      expect(L.attn_proj_w, p + "attn_proj_w", {D, D}, dtype, device);
-      expect(L.attn_proj_b, p + "attn_proj_b", {D}, dtype, device);
-      expect(L.c_fc_w, p + "c_fc_w", {D, I}, dtype, device);
-      expect(L.c_fc_b, p + "c_fc_b", {I}, dtype, device);
-      expect(L.mlp_proj_w, p + "mlp_proj_w", {I, D}, dtype, device);
-      expect(L.mlp_proj_b, p + "mlp_proj_b", {D}, dtype, device);
-    }
-  }
-  expect(w.norm_w, "norm_w", {D}, dtype, device);
-  expect(w.norm_b, "norm_b", {D}, dtype, device, /*optional=*/llama);
-  if (!w.head_w.defined()) invalid("head_w is missing");
-  const int64_t rows = w.head_ids.defined() ? w.head_ids.numel() : c.vocab_size;
-  expect(w.head_w, "head_w", {rows, D}, dtype, device);
-  expect(w.head_b, "head_b", {rows}, dtype, device, true);
-  if (w.head_ids.defined()) {
-    expect(w.head_ids, "head_ids", {rows}, at::kLong, device);
-    const Tensor ids = w.head_ids.cpu();
-    const int64_t* v = ids.const_data_ptr<int64_t>();
-    if (rows == 0 || *std::min_element(v, v + rows) < 0 || *std::max_element(v, v + rows) >= c.vocab_size) {
-      invalid("head_ids must be a non-empty set of token ids in [0, " + std::to_string(c.vocab_size) + ")");
-    }
-  }
-
-  if (c.fast) {
-    if (!device.is_cpu()) invalid("the fast path runs on the CPU only (the CUDA path keeps static shapes)");
-    if (dtype != at::kFloat && dtype != at::kBFloat16) {
-      invalid("the fast path needs float32 or bfloat16 weights, got " + std::string(c10::toString(dtype)));
-    }
-    // NOTE: packing happens once here and copies the projection and head weights (the
-    // originals stay for prefill, which keeps at::linear).
-    for (const auto& L : w.layers) {
-      LayerPacks P;
-      if (llama) {
-        P.qkv = cpu::PackedLinear(at::cat({L.q_w, L.k_w, L.v_w}), stacked_bias({L.q_b, L.k_b, L.v_b}, {L.q_w, L.k_w, L.v_w}));
-        P.o = cpu::PackedLinear(L.o_w, L.o_b);
-        P.gate_up = cpu::PackedLinear(at::cat({L.gate_w, L.up_w}), stacked_bias({L.gate_b, L.up_b}, {L.gate_w, L.up_w}));
-        P.down = cpu::PackedLinear(L.down_w, L.down_b);
-      } else {
-        P.qkv = cpu::PackedLinear(L.c_attn_w.t(), L.c_attn_b);
-        P.o = cpu::PackedLinear(L.attn_proj_w.t(), L.attn_proj_b);
-        P.up = cpu::PackedLinear(L.c_fc_w.t(), L.c_fc_b);
-        P.down = cpu::PackedLinear(L.mlp_proj_w.t(), L.mlp_proj_b);
-      }
-      packs_.push_back(std::move(P));
-    }
-    head_pack_ = cpu::PackedLinear(w.head_w, w.head_b);
-  }
-
-  c10::InferenceMode guard;  // the cache is only ever touched in inference mode
-  const auto opts = at::TensorOptions().dtype(dtype).device(device);
-  for (int64_t i = 0; i < n_layers; ++i) {
-    // transformers' StaticLayer allocates zeros as well
-    k_cache_.push_back(at::zeros({1, Hkv, c.max_len, hd}, opts));
-    v_cache_.push_back(at::zeros({1, Hkv, c.max_len, hd}, opts));
-  }
-  positions_ = at::arange(c.max_len, at::TensorOptions().dtype(at::kLong).device(device));
-}
+// The constructor (config and weight checks, cache allocation): native_model_init.cpp.
 
 void NativeModel::prefill(const std::vector<int64_t>& ids) { prefill_last(ids); }
 
@@ -366,7 +137,7 @@ Tensor NativeModel::activation(const Tensor& x) const {
       // NewGELUActivation: 0.5 * x * (1.0 + tanh(sqrt(2 / pi) * (x + 0.044715 * pow(x, 3.0))))
       return (x * 0.5) * (at::tanh((x + at::pow(x, 3.0) * 0.044715) * kSqrt2OverPi) + 1.0);
   }
-  invalid("unknown activation");
+  throw std::invalid_argument("NativeModel: unknown activation");
 }
 
 // sdpa_attention_forward (integrations/sdpa_attention.py, CPU with a float mask) or the

@@ -1,18 +1,18 @@
-// Vectorised passes over one float32 row, the building blocks of csrc/ops_cpu.cpp
+// Vectorised passes over one float32 row, the building blocks of csrc/ops/ops_cpu.cpp
 // (definitions, and how they are vectorised: ops_cpu_simd.cpp). V is the row length.
 #pragma once
 
 #include <cstdint>
 
+#include "common/philox.h"
+
 namespace sprinter {
 namespace cpu {
 namespace simd {
 
-struct Key {  // the Philox key: (seed & 0xFFFFFFFF, seed >> 32)
-  uint32_t k0, k1;
-};
+using ::sprinter::philox::Key;  // the Philox key of a seed (philox::seed_key)
 
-// u(seed, position, stream, index) of the randomness contract (csrc/philox.h).
+// u(seed, position, stream, index) of the randomness contract (csrc/common/philox.h).
 float uniform_at(Key key, uint32_t position, uint32_t stream, int64_t index);
 
 // The exponential race argmax_i w_i / -log u(seed, position, stream, i); ties -> lowest i.

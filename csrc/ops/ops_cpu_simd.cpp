@@ -14,7 +14,7 @@
 #include <immintrin.h>
 #endif
 
-#include "philox.h"
+#include "common/philox.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define SPRINTER_VEC __attribute__((target_clones("avx2", "default")))

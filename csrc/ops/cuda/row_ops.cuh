@@ -210,7 +210,7 @@ __device__ inline float mass_gt(const float* p, long long V, const Cut& cut, int
 }
 
 // Fills cut.{kbits, kidx, sk} (use_k) and cut.{pbits, pidx} (use_p) for the row p [V].
-__device__ inline void find_cuts(const float* p, long long V, const Sampling& s, Cut& cut,
+__device__ inline void find_cuts(const float* p, long long V, const SamplingSettings& s, Cut& cut,
                           BlockScratch& sh) {
   if (cut.use_k) {
     // invariant: count(bits >= lo) >= k > count(bits >= hi); lo, hi block-uniform
@@ -287,7 +287,7 @@ __device__ inline void find_cuts(const float* p, long long V, const Sampling& s,
 // so that q_i = cut.q(i, prow[i]). Returns false (block-uniform) on NaN/+inf or a
 // row without a finite value; prow is then unspecified.
 template <typename T>
-__device__ inline bool process_row(const T* __restrict__ lrow, long long V, const Sampling& s, float* prow,
+__device__ inline bool process_row(const T* __restrict__ lrow, long long V, const SamplingSettings& s, float* prow,
                             Cut& cut, BlockScratch& sh) {
   const bool greedy = s.temperature == 0.0f;
   // pass 1: max of x (raw logits for greedy), its first index, and the bad flag

@@ -1,5 +1,5 @@
 // NativeModel: the forward pass of Llama and GPT-2 in ATen, behind the Runner
-// interface of runner.h, so the native decode loop runs a generation without Python.
+// interface of engine/runner.h, so the native decode loop runs a generation without Python.
 //
 // It reproduces sprinter_ext/models/runner.py's ModelRunner over transformers'
 // LlamaForCausalLM / GPT2LMHeadModel op for op (same ATen ops, same shapes, same
@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "linear_cpu.h"
-#include "runner.h"
+#include "engine/runner.h"
 
 namespace pybind11 {
 class module_;
@@ -78,7 +78,7 @@ struct NativeModelConfig {
   std::vector<double> attn_scaling;
   double logit_softcap = 0.0;  // final_logit_softcapping; 0 = none
   // The weight-streaming CPU path (CPU models only): every linear of a forward over
-  // n <= 16 tokens runs csrc/linear_cpu.h's PackedLinear and attention reads only the
+  // n <= 16 tokens runs csrc/model/linear_cpu.h's PackedLinear and attention reads only the
   // valid prefix of the cache. Tolerance-equal to transformers, not bitwise; false is the
   // op-for-op path described above.
   bool fast = false;
@@ -125,6 +125,7 @@ class NativeModel : public Runner {
   void truncate(int64_t length) override;
   int64_t length() const override { return length_.load(std::memory_order_acquire); }
   void scrub() override;
+  std::string name() const override { return "NativeModel"; }  // no snapshot/restore
 
   // prefill() that also returns (logits [1, V] float32, hidden [1, D]) of the last
   // position, computed as ModelRunner.prefill does (head on the last row only);

@@ -24,7 +24,7 @@
 #include "native_model.h"
 
 #ifdef SPRINTER_WITH_CUDA
-#include "cuda/graph_model.h"
+#include "model/cuda/graph_model.h"
 #endif
 
 namespace py = pybind11;

@@ -1,7 +1,7 @@
-// Host-side entry point of the CUDA Philox kernel (csrc/cuda/philox_cuda.cu).
+// Host-side entry point of the CUDA Philox kernel (csrc/ops/cuda/philox_cuda.cu).
 //
-// Deliberately free of torch and CUDA headers: bindings.cpp (host C++, torch
-// headers) calls it with raw pointers and an opaque stream handle, and the .cu
+// Deliberately free of torch and CUDA headers: the binding (host C++, torch
+// headers: ops/ops_py.cpp) calls it with raw pointers and an opaque stream handle, and the .cu
 // file is plain CUDA C++17 that nvcc compiles without the torch headers.
 #pragma once
 

@@ -3,8 +3,10 @@
 // file follows it call for call, so the same seed gives the same tokens).
 //
 // A Generation owns one generation: two Lanes (a Runner plus the token ids its
-// KV cache holds), the sampling settings, the seed and the method's options.
-// Each round drafts with the fused draft op (ops_cpu.h draft_sample), runs the
+// KV cache holds) and a GenerationConfig (method, sampling settings, seed, prompt and
+// the method's options; bound as _C.GenerationConfig and mirrored by the dataclass
+// sprinter_ext._generation.GenerationConfig).
+// Each round drafts with the fused draft op (ops/ops_cpu.h draft_sample), runs the
 // target once over everything pending and decides with the fused verify op
 // (verify_tokens), then commits the tokens and rolls both caches back to the
 // longest prefix that agrees with the committed sequence. Nothing here touches
@@ -21,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/philox.h"
+#include "common/sampling.h"
 #include "runner.h"
 
 namespace sprinter {
@@ -31,19 +35,20 @@ struct NonFiniteLogits : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The methods this loop runs, in kMethodNames' order (bound as _C.native_methods(); the
+// Python method registry is checked against it by tests/test_native_boundary.py).
 enum class Method { AR, SD, ERSD, SPRINTER };
-
-// Streams of the randomness contract (sprinter_ext/_rng.py).
-enum Stream : uint32_t { DRAFT = 0, TARGET = 1, COIN = 2, RESIDUAL = 3 };
+constexpr const char* kMethodNames[] = {"ar", "sd", "ersd", "sprinter"};
 
 Method parse_method(const std::string& name);  // throws std::invalid_argument
+const char* method_name(Method method);
 
-struct Config {
+// Everything one generation needs besides its runners (the 17 arguments of old, in one
+// struct). Validated by its binding (engine_py.cpp), not here.
+struct GenerationConfig {
   Method method = Method::SD;
   int64_t k = 4;
-  double temperature = 1.0;
-  int64_t top_k = 0;
-  double top_p = 1.0;
+  SamplingSettings sampling;
   std::vector<int64_t> eos;
   // sprinter: the verifier MLP (float32, on the logits' device), its feature codes
   // (verifier/model.py FEATURES order), the threshold, the longest run, and the verify mode.
@@ -53,6 +58,9 @@ struct Config {
   double threshold = 0.0;
   int64_t max_run = 20;
   bool verify_all = false;
+  std::vector<int64_t> prompt;  // non-empty
+  uint64_t seed = 0;
+  int64_t max_new_tokens = 0;
 };
 
 // One model's runner and the tokens its cache holds (methods/_session.py Lane).
@@ -75,10 +83,10 @@ struct Stats {
 
 class Generation {
  public:
-  // `draft` may be null for ar. `prompt` must be non-empty; validation of ids,
-  // settings and options is the Python API's job (sprinter_ext/decoding.py).
-  Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, Config config,
-             std::vector<int64_t> prompt, uint64_t seed, int64_t max_new_tokens);
+  // `draft` may be null for ar. `config.prompt` must be non-empty; validation of ids,
+  // settings and options is the Python API's job (sprinter_ext/decoding.py) and the
+  // binding's (engine_py.cpp).
+  Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, GenerationConfig config);
 
   // One round: the committed tokens (cut at EOS / max_new_tokens); empty once done.
   std::vector<int64_t> round();
@@ -114,7 +122,7 @@ class Generation {
   std::vector<int64_t> round_unguarded();  // round() without the scrub on failure
 
   Lane target_, draft_;
-  Config cfg_;
+  GenerationConfig cfg_;
   std::unordered_set<int64_t> eos_;
   std::vector<int64_t> seq_;
   uint64_t seed_;

@@ -1,6 +1,6 @@
 // CUDA twins of sprinter_ext.ops.draft_sample / verify_tokens (declared in ops_cuda.h).
 // Plain CUDA C++17, no torch headers; by hand:
-//   nvcc -std=c++17 -O3 -arch=sm_90 -I csrc -c csrc/cuda/ops_cuda.cu -o /tmp/ops_cuda.o
+//   nvcc -std=c++17 -O3 -arch=sm_90 -I csrc -c csrc/ops/cuda/ops_cuda.cu -o /tmp/ops_cuda.o
 // Do not build with --use_fast_math: the processed distribution relies on IEEE
 // division and the precise expf/logf (the Triton and C++ twins do the same).
 //
@@ -38,7 +38,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "../philox.h"
+#include "common/philox.h"
 #include "row_ops.cuh"
 
 #ifndef SPRINTER_CUDA_EMULATION
@@ -50,7 +50,6 @@ namespace cuda {
 namespace {
 
 using namespace row;  // kThreads, kWarps, BlockScratch, Best, Cut, block_*, process_row, ...
-constexpr uint32_t kTarget = 1, kCoin = 2, kResidual = 3;  // sprinter_ext._rng.Stream
 
 __device__ __forceinline__ philox::U32x4 philox_quad(long long i0, uint32_t pos, uint32_t stream,
                                                      uint32_t k0, uint32_t k1) {
@@ -103,7 +102,7 @@ __global__ void __launch_bounds__(kThreads)
                         const float* __restrict__ hidden,      // [B, D]
                         const int64_t* __restrict__ position,  // [B]
                         long long V, long long D, uint32_t k0, uint32_t k1, uint32_t stream,
-                        Sampling s, Verifier mlp,
+                        SamplingSettings s, Verifier mlp,
                         int64_t* __restrict__ token,    // [B] out
                         float* probs,                   // [B, V] out: p, then q (no __restrict__:
                                                         // written and re-read by other threads)
@@ -182,7 +181,7 @@ __global__ void __launch_bounds__(kThreads)
                            const Q* __restrict__ draft_probs,    // [B, n, V]
                            const int64_t* __restrict__ x_all,    // [B, n]
                            const int64_t* __restrict__ start,    // [B]
-                           long long n, long long V, uint32_t k0, uint32_t k1, Sampling s,
+                           long long n, long long V, uint32_t k0, uint32_t k1, SamplingSettings s,
                            bool sd,
                            float* p_work,                        // [B, n + 1, V] workspace
                            int32_t* __restrict__ flags,          // [B, n + 1] out
@@ -204,7 +203,7 @@ __global__ void __launch_bounds__(kThreads)
   const bool is_draft = i < n;
   const bool residual = sd && is_draft;
   const Q* qrow = residual ? draft_probs + (row * n + i) * V : nullptr;
-  const uint32_t stream = residual ? kResidual : kTarget;
+  const uint32_t stream = residual ? philox::RESIDUAL : philox::TARGET;
   Best best{-1.0f, V, 0.0f};
   for (long long i0 = 4ll * threadIdx.x; i0 < V; i0 += 4ll * kThreads) {
     float w[4];
@@ -235,7 +234,7 @@ __global__ void __launch_bounds__(kThreads)
     if (sd) {
       const float px = x_ok ? cut.q(x, prow[x]) : 0.0f;
       const float qx = x_ok ? to_f32(draft_probs[(row * n + i) * V + x]) : 0.0f;
-      const float coin = philox::word_to_uniform(philox::block_words(0, pos, kCoin, k0, k1).v[0]);
+      const float coin = philox::word_to_uniform(philox::block_words(0, pos, philox::COIN, k0, k1).v[0]);
       accepted = x_ok && coin * qx < px;
     } else {
       accepted = x_ok && c == x;
@@ -280,7 +279,7 @@ __global__ void verify_commit_kernel(const int32_t* __restrict__ flags,  // [B, 
 template <typename T>
 cudaError_t launch_draft(const void* logits, const float* hidden, const int64_t* position,
                          int64_t B, int64_t V, int64_t D, uint32_t k0, uint32_t k1, uint32_t stream,
-                         Sampling s, const Verifier& mlp, int64_t* token, float* probs,
+                         SamplingSettings s, const Verifier& mlp, int64_t* token, float* probs,
                          float* q_token, float* score, int8_t* status, cudaStream_t cs) {
   draft_sample_kernel<T><<<static_cast<unsigned>(B), kThreads, 0, cs>>>(
       static_cast<const T*>(logits), hidden, position, V, D, k0, k1, stream, s, mlp, token, probs,
@@ -291,7 +290,7 @@ cudaError_t launch_draft(const void* logits, const float* hidden, const int64_t*
 template <typename T, typename Q>
 cudaError_t launch_verify(const void* logits, const void* draft_probs, const int64_t* x,
                           const int64_t* start, int64_t B, int64_t n, int64_t V, uint32_t k0,
-                          uint32_t k1, Sampling s, bool sd, float* p_work, int32_t* flags,
+                          uint32_t k1, SamplingSettings s, bool sd, float* p_work, int32_t* flags,
                           int64_t* cand, cudaStream_t cs) {
   verify_position_kernel<T, Q><<<static_cast<unsigned>(B * (n + 1)), kThreads, 0, cs>>>(
       static_cast<const T*>(logits), static_cast<const Q*>(draft_probs), x, start, n, V, k0, k1,
@@ -302,7 +301,7 @@ cudaError_t launch_verify(const void* logits, const void* draft_probs, const int
 template <typename T>
 cudaError_t launch_verify_q(DType qt, const void* logits, const void* draft_probs,
                             const int64_t* x, const int64_t* start, int64_t B, int64_t n,
-                            int64_t V, uint32_t k0, uint32_t k1, Sampling s, bool sd,
+                            int64_t V, uint32_t k0, uint32_t k1, SamplingSettings s, bool sd,
                             float* p_work, int32_t* flags, int64_t* cand, cudaStream_t cs) {
   switch (qt) {
     case DType::kFloat32:
@@ -346,15 +345,15 @@ bool verifier_ok(const Verifier& v, int64_t D) {
 
 cudaError_t draft_sample_cuda(const void* logits, DType dtype, const float* hidden,
                               const int64_t* position, int64_t B, int64_t V, int64_t D,
-                              uint64_t seed, uint32_t stream, Sampling sampling,
+                              uint64_t seed, uint32_t stream, SamplingSettings sampling,
                               const Verifier& verifier, int64_t* token, float* probs,
                               float* q_token, float* score, int8_t* status,
                               cudaStream_t cuda_stream) {
   if (B < 0 || B > kMaxBlocks || V < 1 || V > (4ll << 32) || D < 0) return cudaErrorInvalidValue;
   if (!verifier_ok(verifier, D)) return cudaErrorInvalidValue;
   if (B == 0) return cudaSuccess;
-  const uint32_t k0 = static_cast<uint32_t>(seed & 0xFFFFFFFFull);
-  const uint32_t k1 = static_cast<uint32_t>(seed >> 32);
+  const philox::Key key = philox::seed_key(seed);
+  const uint32_t k0 = key.k0, k1 = key.k1;
   switch (dtype) {
     case DType::kFloat32:
       return launch_draft<float>(logits, hidden, position, B, V, D, k0, k1, stream, sampling,
@@ -373,15 +372,15 @@ cudaError_t draft_sample_cuda(const void* logits, DType dtype, const float* hidd
 cudaError_t verify_tokens_cuda(const void* target_logits, DType logits_dtype,
                                const void* draft_probs, DType probs_dtype,
                                const int64_t* draft_tokens, const int64_t* start_position,
-                               int64_t B, int64_t n, int64_t V, uint64_t seed, Sampling sampling,
+                               int64_t B, int64_t n, int64_t V, uint64_t seed, SamplingSettings sampling,
                                bool sd, float* p_work, int32_t* flag_work, int64_t* cand_work,
                                int64_t* tokens, int64_t* num_accepted, int8_t* status,
                                cudaStream_t cuda_stream) {
   if (B < 0 || n < 0 || V < 1 || V > (4ll << 32)) return cudaErrorInvalidValue;
   if (B > 0 && (n + 1) > kMaxBlocks / B) return cudaErrorInvalidValue;
   if (B == 0) return cudaSuccess;
-  const uint32_t k0 = static_cast<uint32_t>(seed & 0xFFFFFFFFull);
-  const uint32_t k1 = static_cast<uint32_t>(seed >> 32);
+  const philox::Key key = philox::seed_key(seed);
+  const uint32_t k0 = key.k0, k1 = key.k1;
   cudaError_t err = cudaErrorInvalidValue;
   switch (logits_dtype) {
     case DType::kFloat32:

@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "../native_model.h"
+#include "model/native_model.h"
 
 namespace sprinter {
 namespace engine {
@@ -44,6 +44,7 @@ class GraphModel : public Runner {
   void truncate(int64_t length) override { model_->truncate(length); }
   int64_t length() const override { return model_->length(); }
   void scrub() override { model_->scrub(); }  // the graphs read the same (zeroed) buffers
+  std::string name() const override { return "GraphModel"; }  // no snapshot/restore
 
   std::pair<at::Tensor, at::Tensor> prefill_last(const std::vector<int64_t>& ids) {
     return model_->prefill_last(ids);

@@ -5,7 +5,10 @@
 // No CUDA or torch header is needed to include this file.
 //
 // The contract (Python reference: sprinter_ext/_rng.py; Triton twin:
-// sprinter_ext/ops/triton/rng.py) -- all three must agree bit for bit:
+// sprinter_ext/ops/triton/rng.py) -- all three must agree bit for bit. The Stream values and the
+// seed-to-key split are defined here once for C++ and CUDA and bound as
+// sprinter_ext._C.Stream / _C.seed_key (csrc/common/common_py.cpp); tests/test_rng.py
+// checks the Python and Triton constants against the binding:
 //
 //   key     = (seed & 0xFFFFFFFF, seed >> 32)            seed in [0, 2**64)
 //   counter = (index >> 2, position & 0xFFFFFFFF, stream, 0)
@@ -43,6 +46,23 @@ constexpr float kTwoPowMinus23 = 1.1920928955078125e-07f;  // 2**-23, exact
 struct U32x4 {
   uint32_t v[4];
 };
+
+// What a random number is for (sprinter_ext._rng.Stream). Values are part of the contract.
+enum Stream : uint32_t {
+  DRAFT = 0,     // the draft model's race sample of a proposal
+  TARGET = 1,    // the target's race sample (ar tokens, bonus tokens, ersd's shared race)
+  COIN = 2,      // the speculative-sampling acceptance coin, one per position
+  RESIDUAL = 3,  // the race over norm(max(p - q, 0)) after a rejection
+};
+
+// The Philox key of a seed in [0, 2**64): (seed & 0xFFFFFFFF, seed >> 32).
+struct Key {
+  uint32_t k0, k1;
+};
+
+SPRINTER_HOST_DEVICE Key seed_key(uint64_t seed) {
+  return Key{static_cast<uint32_t>(seed & 0xFFFFFFFFull), static_cast<uint32_t>(seed >> 32)};
+}
 
 // (hi, lo) = the 64-bit product a * b split into two 32-bit halves.
 SPRINTER_HOST_DEVICE void mulhilo(uint32_t a, uint32_t b, uint32_t* hi, uint32_t* lo) {

@@ -40,7 +40,7 @@ void register_linear_cpu(py::module_& m) {
   m.def("cpu_isa", [] { return isa_name(cpu_isa()); },
         "The instruction set of the CPU linear kernels on this machine, detected at run time.");
   py::class_<PackedLinear>(m, "PackedLinear",
-                           "y = x @ W^T + b, streaming W once for up to 16 rows of x (csrc/linear_cpu.h).")
+                           "y = x @ W^T + b, streaming W once for up to 16 rows of x (csrc/model/linear_cpu.h).")
       .def(py::init([](const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
              try {
                return PackedLinear(weight, bias ? *bias : at::Tensor());

@@ -8,59 +8,63 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <iterator>
 #include <stdexcept>
 
-#include "ops_cpu.h"
+#include "ops/ops_cpu.h"
 #ifdef SPRINTER_WITH_CUDA
-#include "cuda/ops_cuda_torch.h"
+#include "ops/cuda/ops_cuda_torch.h"
 #endif
 
 namespace sprinter {
 namespace engine {
 namespace {
 
+using philox::DRAFT;
+using philox::TARGET;
+
 // The fused ops on the logits' device: the C++ twins on CPU, the CUDA kernels on CUDA
-// (csrc/cuda/ops_cuda_torch.h, same signatures; their status stays on the device).
+// (csrc/ops/cuda/ops_cuda_torch.h, same signatures; their status stays on the device).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> draft_sample_on(
     const at::Tensor& logits, const at::Tensor& hidden, const at::Tensor& position, uint64_t seed,
-    uint32_t stream, double temperature, int64_t top_k, double top_p, const std::vector<at::Tensor>& weights,
+    uint32_t stream, const SamplingSettings& sampling, const std::vector<at::Tensor>& weights,
     const std::vector<at::Tensor>& biases, const std::vector<int64_t>& features) {
   if (logits.is_cuda()) {
 #ifdef SPRINTER_WITH_CUDA
-    return cuda::draft_sample(logits, hidden, position, seed, stream, temperature, top_k, top_p, weights, biases,
-                              features);
+    return cuda::draft_sample(logits, hidden, position, seed, stream, sampling, weights, biases, features);
 #else
     throw std::invalid_argument("the native loop got CUDA logits, but this build of sprinter_ext._C has no CUDA");
 #endif
   }
-  return cpu::draft_sample(logits, hidden, position, seed, stream, temperature, top_k, top_p, weights, biases,
-                           features);
+  return cpu::draft_sample(logits, hidden, position, seed, stream, sampling, weights, biases, features);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> verify_tokens_on(
     const at::Tensor& target_logits, const at::Tensor& draft_probs, const at::Tensor& draft_tokens,
-    const at::Tensor& start_position, uint64_t seed, double temperature, int64_t top_k, double top_p, bool sd) {
+    const at::Tensor& start_position, uint64_t seed, const SamplingSettings& sampling, bool sd) {
   if (target_logits.is_cuda()) {
 #ifdef SPRINTER_WITH_CUDA
-    return cuda::verify_tokens(target_logits, draft_probs, draft_tokens, start_position, seed, temperature, top_k,
-                               top_p, sd);
+    return cuda::verify_tokens(target_logits, draft_probs, draft_tokens, start_position, seed, sampling, sd);
 #else
     throw std::invalid_argument("the native loop got CUDA logits, but this build of sprinter_ext._C has no CUDA");
 #endif
   }
-  return cpu::verify_tokens(target_logits, draft_probs, draft_tokens, start_position, seed, temperature, top_k,
-                            top_p, sd);
+  return cpu::verify_tokens(target_logits, draft_probs, draft_tokens, start_position, seed, sampling, sd);
 }
 
 }  // namespace
 
 Method parse_method(const std::string& name) {
-  if (name == "ar") return Method::AR;
-  if (name == "sd") return Method::SD;
-  if (name == "ersd") return Method::ERSD;
-  if (name == "sprinter") return Method::SPRINTER;
-  throw std::invalid_argument("the native engine runs ar, sd, ersd and sprinter, not '" + name + "'");
+  constexpr size_t n = std::size(kMethodNames);
+  std::string known;  // "ar, sd, ersd and sprinter"
+  for (size_t i = 0; i < n; ++i) {
+    if (name == kMethodNames[i]) return static_cast<Method>(i);
+    known += (i == 0 ? "" : i + 1 == n ? " and " : ", ") + std::string(kMethodNames[i]);
+  }
+  throw std::invalid_argument("the native engine runs " + known + ", not '" + name + "'");
 }
+
+const char* method_name(Method method) { return kMethodNames[static_cast<size_t>(method)]; }
 
 // ------------------------------------------------------------------- Lane ----
 
@@ -98,10 +102,9 @@ void Lane::sync(const std::vector<int64_t>& seq) {
 
 // ------------------------------------------------------------- Generation ----
 
-Generation::Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, Config config,
-                       std::vector<int64_t> prompt, uint64_t seed, int64_t max_new_tokens)
-    : cfg_(std::move(config)), eos_(cfg_.eos.begin(), cfg_.eos.end()), seq_(std::move(prompt)),
-      seed_(seed), max_new_(max_new_tokens) {
+Generation::Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, GenerationConfig config)
+    : cfg_(std::move(config)), eos_(cfg_.eos.begin(), cfg_.eos.end()), seq_(cfg_.prompt), seed_(cfg_.seed),
+      max_new_(cfg_.max_new_tokens) {
   if (!target) throw std::invalid_argument("the native engine needs a target runner");
   if (seq_.empty()) throw std::invalid_argument("the prompt is empty: give at least one token");
   if (cfg_.method != Method::AR && !draft) {
@@ -122,15 +125,13 @@ Generation::Sampled Generation::sample(const at::Tensor& logits, const at::Tenso
   static const std::vector<at::Tensor> kNone;
   static const std::vector<int64_t> kNoFeatures;
   auto [token_d, q, q_token, score_d, status_d] = draft_sample_on(
-      logits.unsqueeze(0), h, pos, seed_, stream, cfg_.temperature, cfg_.top_k, cfg_.top_p,
+      logits.unsqueeze(0), h, pos, seed_, stream, cfg_.sampling,
       with_verifier ? cfg_.verifier_weights : kNone, with_verifier ? cfg_.verifier_biases : kNone,
       with_verifier ? cfg_.verifier_features : kNoFeatures);
   // The decision buffers only (3 scalars) come back to the host; q stays on the device.
   const at::Tensor token = token_d.cpu(), score = score_d.cpu(), status = status_d.cpu();
   if (status.data_ptr<int8_t>()[0] != 0 || token.data_ptr<int64_t>()[0] < 0) {
-    throw NonFiniteLogits(
-        "the model produced NaN/inf logits; generation stopped without output. "
-        "Check the weights, the dtype (fp16 overflow?) and the inputs");
+    throw NonFiniteLogits(kNonFiniteMessage);
   }
   return Sampled{token.data_ptr<int64_t>()[0], q[0], with_verifier ? score.data_ptr<float>()[0] : 0.0f};
 }
@@ -174,13 +175,11 @@ std::vector<int64_t> Generation::check(const std::vector<int64_t>& drafts, const
   const auto opts = at::TensorOptions().dtype(at::kLong).device(logits.device());
   at::Tensor x = at::tensor(drafts, opts).view({1, static_cast<int64_t>(drafts.size())});
   at::Tensor start = at::tensor({position() + offset}, opts);
-  auto [tokens_d, num_d, status_d] = verify_tokens_on(logits.unsqueeze(0), q.unsqueeze(0), x, start, seed_,
-                                                       cfg_.temperature, cfg_.top_k, cfg_.top_p, sd);
+  auto [tokens_d, num_d, status_d] =
+      verify_tokens_on(logits.unsqueeze(0), q.unsqueeze(0), x, start, seed_, cfg_.sampling, sd);
   const at::Tensor tokens = tokens_d.cpu(), num = num_d.cpu(), status = status_d.cpu();
   if (status.data_ptr<int8_t>()[0] != 0 || num.data_ptr<int64_t>()[0] < 0) {
-    throw NonFiniteLogits(
-        "the model produced NaN/inf logits; generation stopped without output. "
-        "Check the weights, the dtype (fp16 overflow?) and the inputs");
+    throw NonFiniteLogits(kNonFiniteMessage);
   }
   const int64_t n = num.data_ptr<int64_t>()[0];
   stats_.accepted_tokens += n;

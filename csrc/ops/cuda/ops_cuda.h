@@ -1,9 +1,9 @@
-// Raw launchers of the CUDA fused ops (csrc/cuda/ops_cuda.cu), the CUDA twins of
+// Raw launchers of the CUDA fused ops (csrc/ops/cuda/ops_cuda.cu), the CUDA twins of
 // sprinter_ext.ops.draft_sample / verify_tokens (spec: the torch backend in
-// sprinter_ext/ops/; CPU twin: csrc/ops_cpu.cpp; Triton twin: sprinter_ext/ops/triton/).
+// sprinter_ext/ops/; CPU twin: csrc/ops/ops_cpu.cpp; Triton twin: sprinter_ext/ops/triton/).
 //
 // Plain CUDA C++17, no torch headers: device pointers, sizes and a cudaStream_t.
-// The torch-facing wrapper (csrc/cuda/ops_cuda_torch.cpp) checks the tensors and
+// The torch-facing wrapper (csrc/ops/cuda/ops_cuda_torch.cpp) checks the tensors and
 // allocates the outputs and workspaces. Nothing here synchronises with the host
 // or allocates memory, so both launchers can be captured in a CUDA graph.
 //
@@ -16,18 +16,12 @@
 
 #include <stdint.h>
 
+#include "common/sampling.h"
+
 namespace sprinter {
 namespace cuda {
 
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
-
-// The sampling settings (sprinter_ext.sampling.SamplingSettings): temperature 0 is
-// greedy; top_k <= 0 or >= V and top_p >= 1 disable the cuts.
-struct Sampling {
-  float temperature;
-  int64_t top_k;
-  float top_p;
-};
 
 constexpr int kMaxVerifierLayers = 8;
 constexpr int64_t kMaxVerifierWidth = 1024;  // widest layer output (the input D is free)
@@ -59,7 +53,7 @@ struct Verifier {
 // Returns cudaSuccess, cudaErrorInvalidValue for bad sizes/layers, or the launch error.
 cudaError_t draft_sample_cuda(const void* logits, DType dtype, const float* hidden,
                               const int64_t* position, int64_t B, int64_t V, int64_t D,
-                              uint64_t seed, uint32_t stream, Sampling sampling,
+                              uint64_t seed, uint32_t stream, SamplingSettings sampling,
                               const Verifier& verifier, int64_t* token, float* probs,
                               float* q_token, float* score, int8_t* status,
                               cudaStream_t cuda_stream);
@@ -81,7 +75,7 @@ cudaError_t draft_sample_cuda(const void* logits, DType dtype, const float* hidd
 cudaError_t verify_tokens_cuda(const void* target_logits, DType logits_dtype,
                                const void* draft_probs, DType probs_dtype,
                                const int64_t* draft_tokens, const int64_t* start_position,
-                               int64_t B, int64_t n, int64_t V, uint64_t seed, Sampling sampling,
+                               int64_t B, int64_t n, int64_t V, uint64_t seed, SamplingSettings sampling,
                                bool sd, float* p_work, int32_t* flag_work, int64_t* cand_work,
                                int64_t* tokens, int64_t* num_accepted, int8_t* status,
                                cudaStream_t cuda_stream);
