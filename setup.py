@@ -152,11 +152,8 @@ class CMakeBuild(build_ext):
             raise RuntimeError(f"CMake finished but {ext_path} was not produced; see the log above")
 
 
-packages = find_packages(include=["sprinter_ext", "sprinter_ext.*"]) + ["sprinter_ext.kernels"]
-
 setup(
-    packages=sorted(set(packages)),
-    package_dir={"sprinter_ext.kernels": "kernels"},
+    packages=find_packages(include=["sprinter_ext", "sprinter_ext.*"]),
     package_data={"sprinter_ext.models": ["data/*.safetensors", "data/*.json"]},
     ext_modules=[CMakeExtension("sprinter_ext._C", cmake_lists_dir=ROOT)],
     cmdclass={"build_ext": CMakeBuild},

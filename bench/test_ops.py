@@ -25,6 +25,7 @@ import torch
 from sprinter_ext import ops
 from sprinter_ext._rng import Stream
 from sprinter_ext.cli.bench import cpu_name
+from sprinter_ext.ops._common import _race_rows
 from sprinter_ext.sampling import SamplingSettings, probs
 from sprinter_ext.verifier.model import Verifier
 
@@ -83,7 +84,7 @@ def test_verify_tokens(benchmark, config, mode, backend):
     logits = torch.randn(B, N + 1, V, generator=_gen(2)) * 3
     q = probs(logits[:, :N], s)
     start = torch.tensor([100])
-    x = ops._race_rows(q, 0, start[:, None] + torch.arange(N), Stream.TARGET)  # [B, N]
+    x = _race_rows(q, 0, start[:, None] + torch.arange(N), Stream.TARGET)  # [B, N]
     kw = dict(seed=0, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, mode=mode)
     out = ops.verify_tokens(logits, q, x, start, backend="torch", **kw)
     assert out.num_accepted.tolist() == [N]

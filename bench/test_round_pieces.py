@@ -42,12 +42,12 @@ def test_probs(benchmark, settings):
 
 @pytest.mark.parametrize("k", [1, 4])
 def test_sd_verify(benchmark, k):
-    p = torch.softmax(torch.randn(k + 1, V, generator=G), -1)
+    logits = torch.randn(k + 1, V, generator=G)  # the target's; verify() applies the settings
     q = torch.softmax(torch.randn(k, V, generator=G), -1)
     drafts = torch.multinomial(q, 1, generator=G)[:, 0].tolist()
     runner = ModelRunner(tiny_model("llama", vocab=V, hidden=32), max_len=64)
     s = Session(target=Lane(runner), draft=None, settings=SamplingSettings(), seed=0, k=k, seq=[1, 2, 3])
-    benchmark(sd.verify, s, drafts, q, p)
+    benchmark(sd.verify, s, drafts, q, logits)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

@@ -26,6 +26,7 @@ from ops_cases import assert_close, make_verifier
 
 from sprinter_ext import ops
 from sprinter_ext._rng import Stream
+from sprinter_ext.ops._common import _race_rows
 from sprinter_ext.sampling import SamplingSettings, probs
 from sprinter_ext.verifier.model import FEATURES
 
@@ -197,7 +198,7 @@ def test_verify_extremes(emu, tmp_path, mode):
     g = torch.Generator().manual_seed(4)
     logits = torch.randn(2, 4, 300, generator=g) * 3
     q = probs(logits[:, :3], SamplingSettings())
-    x = torch.stack([ops._race_rows(q[b], 9, torch.arange(3) + 10 * b, Stream.TARGET) for b in range(2)])
+    x = torch.stack([_race_rows(q[b], 9, torch.arange(3) + 10 * b, Stream.TARGET) for b in range(2)])
     start = torch.tensor([0, 10])
     want = ops.verify_tokens(logits, q, x, start, seed=9, mode=mode, backend="torch")
     tokens, num, _ = emu_verify(emu, tmp_path, logits, q, x, start, 9, (1.0, 0, 1.0), mode)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from stats_helpers import ALPHA, PROMPT, SETTINGS, exact_joint, g_test_pvalue, sample_counts
 
-from sprinter_ext.methods import sd as sd_module
+from sprinter_ext.ops import _verify_tokens as sd_rule  # SD's torch spec: the bug's site
 from sprinter_ext.sampling import probs
 
 
@@ -54,7 +54,7 @@ def test_output_distribution_is_the_targets(pair, method, k, name, engine):
 
 
 def test_biased_sd_fails_the_same_test(pair, monkeypatch):
-    monkeypatch.setattr(sd_module, "residual", lambda p, q: p)  # the classic bug
+    monkeypatch.setattr(sd_rule, "residual", lambda p, q: p)  # the classic bug
     settings = SETTINGS["t1"]
     counts = sample_counts(pair, "sd", settings, 2, engine="reference")  # the patched spec
     p = g_test_pvalue(counts, exact_joint(pair.target, settings))

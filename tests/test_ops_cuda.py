@@ -16,8 +16,9 @@ from ops_cases import assert_close, make_verifier
 
 from sprinter_ext import ops
 from sprinter_ext._rng import Stream
+from sprinter_ext.ops import _common
 
-CUDA_OK = torch.cuda.is_available() and ops._has_cuda_ops()
+CUDA_OK = torch.cuda.is_available() and _common._has_cuda_ops()
 needs_cuda = pytest.mark.skipif(not CUDA_OK, reason="needs a GPU and sprinter_ext._C built with CUDA")
 
 
@@ -119,13 +120,13 @@ def test_deterministic_and_graph_capturable():
 # ---------------------------------------------------------- backend choice ----
 def test_auto_prefers_cuda_ops_when_built(monkeypatch):
     cuda = torch.device("cuda", 0)
-    monkeypatch.setattr(ops, "_has_cuda_ops", lambda: True)
-    assert ops._backend("auto", cuda) == "cuda"
-    assert ops._backend("auto", torch.device("cpu")) == "cpu"
-    monkeypatch.setattr(ops, "_has_cuda_ops", lambda: False)
-    assert ops._backend("auto", cuda) == "triton"
+    monkeypatch.setattr(_common, "_has_cuda_ops", lambda: True)
+    assert _common._backend("auto", cuda) == "cuda"
+    assert _common._backend("auto", torch.device("cpu")) == "cpu"
+    monkeypatch.setattr(_common, "_has_cuda_ops", lambda: False)
+    assert _common._backend("auto", cuda) == "triton"
     with pytest.raises(ValueError, match="built against a CUDA torch"):
-        ops._backend("cuda", cuda)
+        _common._backend("cuda", cuda)
 
 
 def test_cuda_backend_needs_cuda_tensors():

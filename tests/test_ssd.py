@@ -14,10 +14,10 @@ from stats_helpers import ALPHA, SETTINGS, exact_joint, g_test_pvalue, sample_co
 
 import sprinter_ext
 from sprinter_ext.methods import _ssd_spec as spec
-from sprinter_ext.methods import sd as sd_module
 from sprinter_ext.methods._session import Session
 from sprinter_ext.models.runner import ModelRunner
 from sprinter_ext.models.tiny import tiny_model
+from sprinter_ext.ops import _verify_tokens as sd_rule  # SD's torch spec: the bug's site
 
 
 # -- runner snapshot / restore ---------------------------------------------------------------
@@ -356,7 +356,7 @@ def test_the_test_has_power_against_saguaro_bugs(small, monkeypatch):
 
 
 def test_the_test_has_power_against_the_residual_bug(small, monkeypatch):
-    monkeypatch.setattr(sd_module, "residual", lambda p, q: p)
+    monkeypatch.setattr(sd_rule, "residual", lambda p, q: p)
     settings = SETTINGS["t1"]
     counts = sample_counts(small, "ssd", settings, 2, engine="reference", seeds=SSD_SEEDS, budget=2)
     assert g_test_pvalue(counts, exact_joint(small.target, settings)) < ALPHA

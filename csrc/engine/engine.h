@@ -51,7 +51,7 @@ struct GenerationConfig {
   SamplingSettings sampling;
   std::vector<int64_t> eos;
   // sprinter: the verifier MLP (float32, on the logits' device), its feature codes
-  // (ops.py FEATURES order), the threshold, the longest run, and the verify mode.
+  // (verifier/model.py FEATURES order), the threshold, the longest run, and the verify mode.
   std::vector<at::Tensor> verifier_weights;
   std::vector<at::Tensor> verifier_biases;
   std::vector<int64_t> verifier_features;

@@ -2,7 +2,7 @@
 // sprinter::cpu) and the CUDA twins (cuda/ops_cuda_torch.h, sprinter::cuda) each
 // declare `DraftSample draft_sample;` and `VerifyTokens verify_tokens;`, so the
 // bindings (ops_py.cpp) and the native loop (engine/engine.cpp) call either alike.
-// Spec: the torch backend of sprinter_ext/ops.py.
+// Spec: the torch backends of sprinter_ext/ops/ (_draft_sample.py, _verify_tokens.py).
 #pragma once
 
 #include <ATen/core/Tensor.h>

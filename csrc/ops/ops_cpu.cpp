@@ -1,4 +1,4 @@
-// CPU twins of sprinter_ext.ops.draft_sample / verify_tokens (spec: sprinter_ext/ops.py).
+// CPU twins of sprinter_ext.ops.draft_sample / verify_tokens (spec: their torch backends, sprinter_ext/ops/).
 //
 // One row at a time (rows in parallel with at::parallel_for); the vectorised passes
 // over a row (softmax, cut, race, ...) live in ops_cpu_simd.cpp. Streams and the seed

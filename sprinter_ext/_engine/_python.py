@@ -26,10 +26,11 @@ class PythonEngine:
         self.k, self.options, self.eos, self.labels = k, options, eos, labels
 
     def _session(self, ids: Sequence[int], seed: int, settings: SamplingSettings) -> Session:
-        # NOTE: the one place the Python engine builds a Session; helper A1 replaces fused= with backend=.
+        # NOTE: the one place the Python engine builds a Session: "reference" runs the fused ops'
+        # torch backends (the spec), "fused" lets them pick C++ / CUDA / Triton by device.
         return Session(
             target=self.target, draft=self.draft, settings=settings, seed=seed, k=self.k,
-            seq=list(ids), options=self.options, fused=self.name == "fused",
+            seq=list(ids), options=self.options, backend="auto" if self.name == "fused" else "torch",
         )  # fmt: skip
 
     def rounds(self, ids: Sequence[int], max_new_tokens: int, seed: int, settings: SamplingSettings,

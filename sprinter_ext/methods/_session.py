@@ -1,11 +1,13 @@
-"""The reference engine's per-generation state, shared by every method.
+"""The Python engine's per-generation state (engines "reference" and "fused"), shared by every method.
 
 A method is one function, ``round(session) -> list[int]``, that decides the next
 token(s) from the committed sequence and returns them; the driver
 (:func:`run`) commits them (cut at EOS and at max_new_tokens), rolls both KV
 caches back to what is still valid, and repeats. Each model is a :class:`Lane`:
 a runner plus the token ids its cache holds, so rollback is "keep the longest
-prefix that agrees with the committed sequence" for every method alike.
+prefix that agrees with the committed sequence" for every method alike. Sampling and
+verification go through the fused ops (:mod:`sprinter_ext.ops`) on the session's
+``backend``: their torch backend, the only statement of each rule, in the reference engine.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import _rng
+from .. import _rng, ops
 from ..models.runner import ModelRunner
 from ..sampling import SamplingSettings, probs
 
-__all__ = ["Lane", "Session", "run"]
+__all__ = ["Lane", "Proposal", "Session", "run"]
 
 
 class Lane:
@@ -72,6 +74,17 @@ class Lane:
 
 
 @dataclass
+class Proposal:
+    """What :meth:`Session.propose` drafted: tokens at positions start .. start+n-1 (n <= k)."""
+
+    start: int
+    tokens: list[int]  # [n]
+    q: torch.Tensor  # [n, V] the distributions the tokens were raced from (what verification reads)
+    rows: torch.Tensor  # [n, V] the draft's raw logits at those positions
+    flagged: bool  # the verifier scored the last token below the threshold
+
+
+@dataclass
 class Session:
     """Everything one generation needs; methods read it and the driver updates it."""
 
@@ -86,7 +99,9 @@ class Session:
     accepted_tokens: int = 0
     rounds: int = 0
     counters: dict = field(default_factory=dict)  # method-specific stats, merged into res.stats
-    fused: bool = False  # engine="fused": sample() and check() run sprinter_ext.ops (C++/Triton)
+    # The fused ops' backend for sample() and check(): "torch" (the reference engine: the ops'
+    # torch backends, the spec) or "auto" (the fused engine: C++ on CPU, CUDA/Triton on a GPU).
+    backend: str = "torch"
     end: int = 0  # len(seq) at which run() stops (prompt + max_new_tokens; EOS may stop it sooner)
     state: dict = field(default_factory=dict)  # a method's per-generation scratch (ssd: its speculation cache)
 
@@ -101,10 +116,6 @@ class Session:
     def race(self, weights: torch.Tensor, position, stream: _rng.Stream) -> torch.Tensor:
         return _rng.race(weights, self.seed, position, stream)
 
-    def positions(self, n: int) -> torch.Tensor:
-        """Positions L, L+1, ..., L+n-1 as int64 [n]."""
-        return torch.arange(self.position, self.position + n, device=self.target.runner.device)
-
     def target_rows(self, drafts: Sequence[int]) -> torch.Tensor:
         """Target logits for positions L .. L+len(drafts) after feeding pending + drafts: [n+1, V]."""
         pending = self.target.pending(self.seq)
@@ -113,70 +124,76 @@ class Session:
 
     def sample(self, logits: torch.Tensor, hidden: torch.Tensor | None, position: int, stream: _rng.Stream,
                verifier=None) -> tuple[int, torch.Tensor, float | None]:  # fmt: skip
-        """Race-sample position `position` from one logits row [V].
+        """Race-sample position `position` from one logits row [V]: :func:`sprinter_ext.ops.draft_sample`
+        on the session's backend (the reference engine: its torch spec).
 
-        Returns (token, processed distribution [V], verifier score or None). The spec
-        path is probs() + race() + Verifier.score(); the fused path one ops.draft_sample.
+        Returns (token, processed distribution q [V], verifier score or None).
         """
-        if self.fused:
-            from .. import ops
-
-            h = hidden[None] if hidden is not None else logits.new_zeros(1, 1)
-            pos = torch.tensor([position], device=logits.device)
-            st = self.settings
-            r = ops.draft_sample(logits[None], h, pos, seed=self.seed, temperature=st.temperature, top_k=st.top_k,
-                                 top_p=st.top_p, stream=stream, verifier=verifier)  # fmt: skip
-            return int(r.token[0]), r.probs[0], float(r.score[0]) if verifier is not None else None
-        q = self.probs(logits)
-        tok = int(self.race(q, position, stream))
-        score = None
-        if verifier is not None:
-            score = float(verifier.score(hidden, q, torch.tensor(tok, device=q.device)))
-        return tok, q, score
+        h = hidden[None] if hidden is not None else logits.new_zeros(1, 1)
+        pos = torch.tensor([position], device=logits.device)
+        st = self.settings
+        r = ops.draft_sample(logits[None], h, pos, seed=self.seed, temperature=st.temperature, top_k=st.top_k,
+                             top_p=st.top_p, stream=stream, verifier=verifier, backend=self.backend)  # fmt: skip
+        return int(r.token[0]), r.probs[0], float(r.score[0]) if verifier is not None else None
 
     def check(self, drafts: list[int], q: torch.Tensor, logits: torch.Tensor, *, offset: int = 0,
               mode: str = "sd") -> list[int]:  # fmt: skip
         """Verify `drafts` (at positions L+offset+i) given their q [n, V] and the target's logits
-        [n+1, V] with the SD rule (mode "sd", methods/sd.py) or ERSD's (mode "race",
-        methods/ersd.py); returns the committed tokens and counts the accepted ones."""
-        if self.fused:
-            from .. import ops
+        [n+1, V]: :func:`sprinter_ext.ops.verify_tokens` on the session's backend with SD's rule
+        (mode "sd", methods/sd.py) or ERSD's (mode "race", methods/ersd.py). Returns the
+        committed tokens and counts the accepted ones."""
+        dev = logits.device
+        st = self.settings
+        r = ops.verify_tokens(logits[None], q[None], torch.tensor([drafts], dtype=torch.int64, device=dev),
+                              torch.tensor([self.position + offset], device=dev), seed=self.seed,
+                              temperature=st.temperature, top_k=st.top_k, top_p=st.top_p, mode=mode,
+                              backend=self.backend)  # fmt: skip
+        n = int(r.num_accepted[0])
+        self.accepted_tokens += n
+        return r.tokens[0, : n + 1].tolist()
 
-            dev = logits.device
-            st = self.settings
-            r = ops.verify_tokens(logits[None], q[None], torch.tensor([drafts], device=dev),
-                                  torch.tensor([self.position + offset], device=dev), seed=self.seed,
-                                  temperature=st.temperature, top_k=st.top_k, top_p=st.top_p, mode=mode)  # fmt: skip
-            n = int(r.num_accepted[0])
-            self.accepted_tokens += n
-            return r.tokens[0, : n + 1].tolist()
-        from . import ersd, sd
-
-        p = self.probs(logits)
-        return sd.verify(self, drafts, q, p, offset) if mode == "sd" else ersd.verify(self, drafts, p, offset)
-
-    def propose(self, k: int, stream: _rng.Stream, verifier=None, threshold: float = 0.0
-                ) -> tuple[list[int], torch.Tensor, bool]:  # fmt: skip
+    def propose(self, k: int, stream: _rng.Stream, verifier=None, threshold: float = 0.0, *,
+                lane: Lane | None = None, pending: Sequence[int] | None = None,
+                reweight: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+                between: Callable[[int], None] | None = None, count: bool = True) -> Proposal:  # fmt: skip
         """Draft up to k tokens one by one, each a race with `stream` noise at its position.
 
+        Feeds `pending` (default: the committed tokens the draft lane lacks) after `lane`'s
+        cache (default: the session's draft), then samples and feeds all but the last token.
         With a verifier, the run stops after the first token scored below `threshold`
-        (flagged). Returns (tokens [n], q [n, V] processed draft distributions, flagged).
+        (flagged). Hooks (ssd's; sd, ersd and sprinter use none): ``reweight(i, q)`` may
+        return another distribution for step i, the token is then its race at the same
+        position and stream (Saguaro sampling); ``between(i)`` runs before the draft step that
+        follows token i (ssd polls for an abort there). `count` adds the tokens to
+        ``draft_tokens``.
         """
-        if self.draft is None:
-            raise RuntimeError("this method needs a draft model, but the session has none")
-        logits, hidden = self.draft.feed(self.draft.pending(self.seq))
-        toks, qs, flagged = [], [], False
+        if lane is None:
+            if self.draft is None:
+                raise RuntimeError("this method needs a draft model, but the session has none")
+            lane = self.draft
+        pending = lane.pending(self.seq) if pending is None else list(pending)
+        start = len(lane.tokens) + len(pending)  # self.position when both default
+        logits, hidden = lane.feed(pending)
+        toks, qs, rows, flagged = [], [], [], False
         for i in range(k):
-            tok, q, score = self.sample(logits[-1], hidden[-1], self.position + i, stream, verifier)
+            tok, q, score = self.sample(logits[-1], hidden[-1], start + i, stream, verifier)
+            if reweight is not None:
+                q2 = reweight(i, q)
+                if q2 is not q:
+                    tok, q = int(self.race(q2, start + i, stream)), q2
             toks.append(tok)
             qs.append(q)
+            rows.append(logits[-1])
             if score is not None and score < threshold:
                 flagged = True
                 break
             if i + 1 < k:
-                logits, hidden = self.draft.feed([tok])
-        self.draft_tokens += len(toks)
-        return toks, torch.stack(qs), flagged
+                if between is not None:
+                    between(i)
+                logits, hidden = lane.feed([tok])
+        if count:
+            self.draft_tokens += len(toks)
+        return Proposal(start, toks, torch.stack(qs), torch.stack(rows), flagged)
 
 
 RoundFn = Callable[[Session], list[int]]

@@ -4,8 +4,8 @@ speculation of the next round's proposals for the likely verification outcomes.
 Everything here is engine-agnostic: the reference engine calls it inline, the fused engine on
 the draft's worker thread (:mod:`._ssd_worker`). A proposal is a pure function of the draft
 lane's cache contents, the pending tokens and the seed, computed by one code path
-(:func:`draft`), so a speculated proposal restored from the cache is bitwise the one a
-just-in-time draft would compute (see :class:`Branch`).
+(:func:`draft`: Session.propose with Saguaro's hook), so a speculated proposal restored from
+the cache is bitwise the one a just-in-time draft would compute (see :class:`Branch`).
 """
 
 from __future__ import annotations
@@ -170,31 +170,22 @@ class Drafted:
 
 def draft(s: Session, lane: Lane, pending: list[int], k: int, fan: list[int], c: float,
           abort: Callable[[], bool] | None = None) -> Drafted:  # fmt: skip
-    """Feed `pending` after the lane's cache, then draft k tokens one by one (DRAFT races at
-    their positions, Saguaro-modified where c < 1), feeding all but the last.
-
-    With c == 1 this is exactly Session.propose(k, DRAFT): the same runner calls, the same q.
-    `abort` is polled between draft steps (raises :class:`Aborted`).
+    """Session.propose(k, DRAFT) from `lane` after feeding `pending`, with ssd's hooks: at drafted
+    position i the token is the DRAFT race over Saguaro's q' (:func:`saguaro`, where c < 1 and
+    F_i > 0), and `abort` is polled between draft steps (raises :class:`Aborted`). The tokens are
+    not counted as the session's drafted tokens (ssd counts a round's proposal itself).
     """
-    start = len(lane.tokens) + len(pending)
     sizes = saguaro_sizes(fan, k)
-    logits, _ = lane.feed(pending)
-    toks, qs, rows = [], [], []
-    for i in range(k):
-        row = logits[-1]
-        tok, q, _ = s.sample(row, None, start + i, Stream.DRAFT)
-        if c < 1.0 and sizes[i] > 0:
-            q2 = saguaro(q, c, sizes[i])
-            if q2 is not q:
-                tok, q = int(s.race(q2, start + i, Stream.DRAFT)), q2
-        toks.append(tok)
-        qs.append(q)
-        rows.append(row)
-        if i + 1 < k:
-            if abort is not None and abort():
-                raise Aborted
-            logits, _ = lane.feed([tok])
-    return Drafted(start, toks, torch.stack(qs), torch.stack(rows), list(fan))
+
+    def reweight(i: int, q: torch.Tensor) -> torch.Tensor:
+        return saguaro(q, c, sizes[i]) if c < 1.0 and sizes[i] > 0 else q
+
+    def between(i: int) -> None:
+        if abort is not None and abort():
+            raise Aborted
+
+    p = s.propose(k, Stream.DRAFT, lane=lane, pending=pending, reweight=reweight, between=between, count=False)
+    return Drafted(p.start, p.tokens, p.q, p.rows, list(fan))
 
 
 # -- speculation -------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ t_i is emitted; if all k match, the bonus t_{k+1}. Every committed token is the
 target's own race winner, so the output equals `ar`'s for the same seed token for
 token, whatever the draft (drafter-invariant), and is exactly the target's
 distribution; a good draft only makes matches, hence speed, more likely.
+
+The rule is stated once, in torch: the torch backend of
+:func:`sprinter_ext.ops.verify_tokens` (``mode="race"``, sprinter_ext/ops/_verify_tokens.py),
+which the reference engine runs; the fused engine runs the same op's other backends.
 """
 
 from __future__ import annotations
@@ -18,18 +22,12 @@ from .._rng import Stream
 from ._session import Session
 
 
-def verify(s: Session, drafts: list[int], p: torch.Tensor, offset: int = 0) -> list[int]:
-    """ERSD's rule for `drafts` at positions L+offset+i given the target's p [k+1, V]."""
-    k = len(drafts)
-    winners = s.race(p, s.positions(offset + k + 1)[offset:], Stream.TARGET).tolist()  # [k+1]
-    for i, (x, t) in enumerate(zip(drafts, winners)):
-        if x != t:
-            s.accepted_tokens += i
-            return drafts[:i] + [t]
-    s.accepted_tokens += k
-    return drafts + [winners[k]]
+def verify(s: Session, drafts: list[int], q: torch.Tensor, logits: torch.Tensor, offset: int = 0) -> list[int]:
+    """ERSD's rule for `drafts` at positions L+offset+i given the target's logits [k+1, V]
+    (q [k, V] only has its shape checked: the rule never reads it)."""
+    return s.check(drafts, q, logits, offset=offset, mode="race")
 
 
 def round(s: Session) -> list[int]:
-    drafts, q, _ = s.propose(s.k, Stream.TARGET)  # the draft races with the target's noise
-    return s.check(drafts, q, s.target_rows(drafts), mode="race")  # verify() above, or its fused twin
+    d = s.propose(s.k, Stream.TARGET)  # the draft races with the target's noise
+    return verify(s, d.tokens, d.q, s.target_rows(d.tokens))

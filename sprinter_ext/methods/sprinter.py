@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 
 from .._rng import Stream
-from ._session import Session
 from ..errors import ArgumentTypeError, InvalidArgumentError
+from . import sd
+from ._session import Session
 
 VERIFY_MODES = ("flagged", "all")
 DEFAULT_MAX_RUN = 20
@@ -62,14 +63,14 @@ def lookahead(opts: dict, k: int) -> int:
 
 def round(s: Session) -> list[int]:
     o = s.options
-    drafts, q, flagged = s.propose(o["max_run"], Stream.DRAFT, o["verifier"], o["threshold"])
-    n = len(drafts)
-    s.counters["flagged_runs"] = s.counters.get("flagged_runs", 0) + flagged
+    d = s.propose(o["max_run"], Stream.DRAFT, o["verifier"], o["threshold"])
+    drafts, q, n = d.tokens, d.q, len(d.tokens)
+    s.counters["flagged_runs"] = s.counters.get("flagged_runs", 0) + d.flagged
     s.counters.setdefault("unchecked", 0)
     logits = s.target_rows(drafts)  # [n+1, V]: positions L .. L+n
     if o["verify"] == "all":
-        return s.check(drafts, q, logits)
+        return sd.verify(s, drafts, q, logits)
     # flagged: drafts[:n-1] go through unchecked; the last one meets the SD rule
     s.accepted_tokens += n - 1
     s.counters["unchecked"] += n - 1
-    return drafts[: n - 1] + s.check(drafts[n - 1 :], q[n - 1 :], logits[n - 1 :], offset=n - 1)
+    return drafts[: n - 1] + sd.verify(s, drafts[n - 1 :], q[n - 1 :], logits[n - 1 :], offset=n - 1)

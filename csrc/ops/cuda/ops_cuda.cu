@@ -4,7 +4,7 @@
 // Do not build with --use_fast_math: the processed distribution relies on IEEE
 // division and the precise expf/logf (the Triton and C++ twins do the same).
 //
-// The algorithm is the Triton kernels' (kernels/_sampling.py), one block per row,
+// The algorithm is the Triton kernels' (sprinter_ext/ops/triton/_sampling.py), one block per row,
 // no sort, no host sync:
 //   x = logits / T, m = max x, e_i = expf(x_i - m), s = sum e, p_i = e_i / s;
 //   top-k: the k-th largest p by a bisection over the float bit patterns (a
@@ -25,7 +25,7 @@
 // other backend uses; expf/logf are CUDA's (<= 2 ulp / 1 ulp) rather than glibc's
 // or Sleef's. So q agrees to float32 rounding, and tokens agree except where two
 // race scores, or a cut and a cumulative mass, are within a few ulp (the "ties
-// caused by float rounding" of sprinter_ext/ops.py). Reductions are deterministic:
+// caused by float rounding" of sprinter_ext/ops/). Reductions are deterministic:
 // the same inputs give the same bits on every run.
 //
 // tests/test_cuda_emulation.py compiles this file with g++ against a thread-per-CUDA-

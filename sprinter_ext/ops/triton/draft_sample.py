@@ -1,4 +1,4 @@
-"""Triton kernel of sprinter_ext.ops.draft_sample (spec: the torch backend in ops.py).
+"""Triton kernel of sprinter_ext.ops.draft_sample (spec: its torch backend, sprinter_ext/ops/_draft_sample.py).
 
 One program per batch row, one launch: the processed draft distribution q (see
 _sampling.py), the race sample, q(token), max q, entropy, and the verifier MLP on
@@ -16,7 +16,7 @@ import triton.language as tl
 
 from ._sampling import _keep_block, _load_x, _p_block, _row_cuts, _row_max, _row_sum, _uniform
 from ._sampling import block_size, seed_words
-from ..errors import InvalidArgumentError
+from ...errors import InvalidArgumentError
 
 __all__ = ["draft_sample_triton"]
 

@@ -1,4 +1,4 @@
-"""Triton kernels of sprinter_ext.ops.verify_tokens (spec: the torch backend in ops.py).
+"""Triton kernels of sprinter_ext.ops.verify_tokens (spec: its torch backend, sprinter_ext/ops/_verify_tokens.py).
 
 NOTE: two launches. Whether position i matters depends on every position before it
 (the first rejection ends the round), which would need a grid-wide barrier inside
@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ._sampling import _keep_block, _p_block, _row_cuts, _row_max, _row_sum, _uniform
 from ._sampling import block_size, seed_words
-from ..errors import InvalidArgumentError
+from ...errors import InvalidArgumentError
 
 __all__ = ["verify_tokens_triton"]
 
