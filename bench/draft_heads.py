@@ -128,7 +128,7 @@ def end_to_end(pair, head_pair, prompts, n_new, k, temperature):
     cases = [("ar", pair, "ar"), ("sd standalone", pair, "sd"), ("sd head", head_pair, "sd")]
     for name, p, method in cases:
         dec = sprinter_ext.Decoder(p, method, k=k, temperature=temperature, eos_token_id=None, engine="native",
-                                   runner="native" if name != "ar" or True else "auto")
+                                   runner="native")
         dec.generate(prompts[0], max_new_tokens=8, seed=0)  # warm
         tot = {"new": 0, "calls": 0, "acc": 0, "drafted": 0, "wall": 0.0}
         for i, pr in enumerate(prompts):

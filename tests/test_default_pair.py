@@ -35,3 +35,22 @@ def test_same_seed_same_tokens(default_pair):
     a = dec.generate(PROMPT, chat=False, max_new_tokens=N, seed=11)
     b = dec.generate(PROMPT, chat=False, max_new_tokens=N, seed=11)
     assert a.tokens == b.tokens and a.text == b.text
+
+
+def test_shipped_draft_head_loads_and_is_lossless(default_pair):
+    """The default pair's draft head (models/data/smollm2_head.safetensors): it is tied to
+    this target, load_pair(draft="head") uses it, and the exact methods stay exact with it."""
+    from sprinter_ext.models.default_pair import default_head_path
+
+    assert default_head_path().is_file()
+    hp = sprinter_ext.load_pair(draft="head")
+    assert hp.draft_kind == "head" and hp.tokenizer is not None
+    assert hp.draft.header["target"]["vocab_size"] == 49152 and hp.draft.header["command"]
+    msgs = [{"role": "user", "content": "What is a Python list?"}]
+    ar = sprinter_ext.generate(hp, msgs, method="ar", max_new_tokens=N, seed=3, eos_token_id=None)
+    er = sprinter_ext.generate(hp, msgs, method="ersd", max_new_tokens=N, seed=3, k=4, eos_token_id=None)
+    assert er.tokens == ar.tokens
+    g_ar = sprinter_ext.generate(hp, msgs, method="ar", max_new_tokens=N, temperature=0.0)
+    g_sd = sprinter_ext.generate(hp, msgs, method="sd", max_new_tokens=N, temperature=0.0, k=5)
+    assert g_sd.tokens == g_ar.tokens and g_sd.stats["accepted_tokens"] > 0
+    assert sprinter_ext.load_pair(draft="standalone").draft_kind == "standalone"

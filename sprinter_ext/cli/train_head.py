@@ -59,8 +59,15 @@ def _body(args, argv) -> int:
     target, tok = load_default_target()
     target.eval().requires_grad_(False)
     if args.export:
-        cmd = "python -m sprinter_ext train-head " + " ".join(a for a in (argv or []) if not a.startswith("--export"))
-        export_head(work / "checkpoint.safetensors", args.export, target, command=cmd)
+        # the command that trained it: this one without --export FILE
+        rest, skip = [], False
+        for a in argv or []:
+            if skip or a == "--export" or a.startswith("--export="):
+                skip = a == "--export"
+                continue
+            rest.append(a)
+        export_head(work / "checkpoint.safetensors", args.export, target,
+                    command="python -m sprinter_ext train-head " + " ".join(rest))
         print(f"wrote {args.export}")
         return 0
     train, held = split_documents()
