@@ -152,8 +152,12 @@ class CMakeBuild(build_ext):
             raise RuntimeError(f"CMake finished but {ext_path} was not produced; see the log above")
 
 
+# kernels/ (top level: the Triton kernels) is installed as the subpackage sprinter_ext.kernels
+packages = find_packages(include=["sprinter_ext", "sprinter_ext.*"]) + ["sprinter_ext.kernels"]
+
 setup(
-    packages=find_packages(include=["sprinter_ext", "sprinter_ext.*"]),
+    packages=sorted(set(packages)),
+    package_dir={"sprinter_ext.kernels": "kernels"},
     package_data={"sprinter_ext.models": ["data/*.safetensors", "data/*.json"]},
     ext_modules=[CMakeExtension("sprinter_ext._C", cmake_lists_dir=ROOT)],
     cmdclass={"build_ext": CMakeBuild},

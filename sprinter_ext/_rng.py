@@ -17,7 +17,7 @@ being decided, `stream` one of :class:`Stream`, `index` a vocabulary entry.
 Sampling from unnormalised weights w is the exponential race
 argmax_i w_i / E_i with E_i = -log(u_i): P(i wins) = w_i / sum(w).
 
-The C++ (csrc/common/philox.h) and Triton (ops/triton/rng.py) twins implement the same
+The C++ (csrc/common/philox.h) and Triton (kernels/rng.py) twins implement the same
 function bit for bit; tests/test_rng.py holds the known-answer vectors all of them
 must match. :class:`Stream` and :func:`seed_key` have one C++ definition
 (csrc/common/philox.h, bound as ``_C.Stream`` / ``_C.seed_key``); these Python ones

@@ -77,15 +77,18 @@ def test_csrc_is_one_folder_per_subsystem():
             assert src.relative_to(REPO).as_posix() in cmake, src
 
 
-def test_triton_kernels_are_a_subpackage_of_ops():
-    """The kernels live in the package tree (no package_dir mapping), so every install has them."""
-    from setuptools import find_packages
+def test_triton_kernels_install_from_the_top_level_kernels_folder():
+    """kernels/ (top level) is mapped to sprinter_ext.kernels, so every install has the kernels."""
+    import sprinter_ext.kernels as kernels
 
-    import sprinter_ext.ops.triton as kernels
-
-    assert Path(kernels.__file__).resolve().parent == REPO / "sprinter_ext" / "ops" / "triton"
+    assert Path(kernels.__file__).resolve().parent == REPO / "kernels"
     assert isinstance(kernels.HAS_TRITON, bool)
-    assert "sprinter_ext.ops.triton" in find_packages(str(REPO), include=["sprinter_ext", "sprinter_ext.*"])
+    setup_py = (REPO / "setup.py").read_text()
+    assert '"sprinter_ext.kernels": "kernels"' in setup_py
+    assert "recursive-include kernels *.py" in (REPO / "MANIFEST.in").read_text()
+    # every kernel module is importable by its installed name
+    names = sorted(p.stem for p in (REPO / "kernels").glob("*.py") if p.stem != "__init__")
+    assert names == ["_sampling", "draft_sample", "rng", "verify_tokens"]
 
 
 def test_missing_extension_gives_rebuild_instructions(tmp_path):

@@ -94,7 +94,7 @@ def test_stream_is_the_bound_enum(C):
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
 def test_triton_constants_equal_the_bound_values(C):
-    from sprinter_ext.ops.triton import _sampling, verify_tokens
+    from sprinter_ext.kernels import _sampling, verify_tokens
 
     assert verify_tokens._COIN.value == int(C.Stream.COIN)
     assert verify_tokens._TARGET.value == int(C.Stream.TARGET)

@@ -85,7 +85,7 @@ def test_triton_rows_spanning_many_tiles(monkeypatch, settings):
     """The interpreter normally takes a whole row as one tile; force 64-wide tiles so the
     carries across tiles (tie ranks at the cuts, the running race winner, the first
     argmax) are exercised as on a GPU."""
-    from sprinter_ext.ops.triton import _sampling
+    from sprinter_ext.kernels import _sampling
 
     monkeypatch.setattr(_sampling, "BLOCK_OVERRIDE", 64)
     logits = torch.randint(0, 4, (2, 1000), generator=gen(9)).float()  # ties across tiles

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from sprinter_ext.ops.triton import draft_sample as ds, verify_tokens as vt
+    from sprinter_ext.kernels import draft_sample as ds, verify_tokens as vt
 
     def compile(fn, types, const):
         sig = dict(types, **{k: "constexpr" for k in const})

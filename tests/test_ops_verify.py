@@ -72,7 +72,7 @@ def test_backends_match_reference(backend, case):
 @pytest.mark.parametrize("mode, settings", [("sd", (1.0, 10, 0.9)), ("race", (0.8, 0, 1.0))])
 def test_triton_rows_spanning_many_tiles(monkeypatch, mode, settings):
     """64-wide tiles (see test_ops_draft.py): the carries across tiles of a row."""
-    from sprinter_ext.ops.triton import _sampling
+    from sprinter_ext.kernels import _sampling
 
     monkeypatch.setattr(_sampling, "BLOCK_OVERRIDE", 64)
     for kind in ("near", "same"):

@@ -1,4 +1,4 @@
-"""C++ (sprinter_ext._C) and Triton (sprinter_ext.ops.triton.rng) twins of the
+"""C++ (sprinter_ext._C) and Triton (sprinter_ext.kernels.rng) twins of the
 randomness contract must equal the torch reference sprinter_ext._rng bit for bit."""
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def test_cuda_kernel_matches_reference():
 # --------------------------------------------------------------------------- Triton
 def _triton_rng():
     pytest.importorskip("triton", reason="triton is not installed")
-    from sprinter_ext.ops.triton import rng
+    from sprinter_ext.kernels import rng
 
     interpreted = type(rng._philox_uniform_kernel).__name__ == "InterpretedFunction"
     if not torch.cuda.is_available() and not interpreted:

@@ -5,7 +5,7 @@
 // No CUDA or torch header is needed to include this file.
 //
 // The contract (Python reference: sprinter_ext/_rng.py; Triton twin:
-// sprinter_ext/ops/triton/rng.py) -- all three must agree bit for bit. The Stream values and the
+// kernels/rng.py) -- all three must agree bit for bit. The Stream values and the
 // seed-to-key split are defined here once for C++ and CUDA and bound as
 // sprinter_ext._C.Stream / _C.seed_key (csrc/common/common_py.cpp); tests/test_rng.py
 // checks the Python and Triton constants against the binding:

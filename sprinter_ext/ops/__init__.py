@@ -16,14 +16,14 @@ token follows when all n draft tokens are accepted. A round commits
 Layout: one module per op, its dispatcher and its torch backend side by side
 (``_draft_sample.py``, ``_verify_tokens.py``; private, so that the names ``ops.draft_sample``
 and ``ops.verify_tokens`` are the functions, never a module), the Triton kernels beside them in
-:mod:`sprinter_ext.ops.triton`, the checks and the backend choice they share in
+:mod:`sprinter_ext.kernels`, the checks and the backend choice they share in
 ``_common.py``.
 
 Backends: ``"torch"`` (the plain-PyTorch statement in each op's module: the only spec of
 its rule, run by the reference engine; built from
 :func:`sprinter_ext.sampling.probs`, :mod:`sprinter_ext._rng` and the
 :class:`~sprinter_ext.verifier.model.Verifier`), ``"cpu"`` (C++ in csrc/ops/ops_cpu.cpp,
-``sprinter_ext._C``), ``"triton"`` (ops/triton/draft_sample.py, ops/triton/verify_tokens.py;
+``sprinter_ext._C``), ``"triton"`` (kernels/draft_sample.py, kernels/verify_tokens.py;
 CUDA, or CPU tensors under ``TRITON_INTERPRET=1``), ``"cuda"`` (CUDA C++ in
 csrc/ops/cuda/ops_cuda.cu, ``sprinter_ext._C`` built against a CUDA torch; CUDA tensors).
 ``"auto"`` picks cuda for CUDA tensors when ``sprinter_ext._C`` has the CUDA ops, else

@@ -120,7 +120,7 @@ def _verifier_layers(verifier: Verifier, device: torch.device, backend: str):
     """verifier.layers in the backend's form, cached per verifier, device and parameter version.
 
     cpu, cuda: [(W [out, in], b [out]) float32 contiguous]; triton: the packed buffers of
-    ops/triton/draft_sample.py (pack_layers).
+    kernels/draft_sample.py (pack_layers).
     """
     key = (device, backend, tuple((w.data_ptr(), w._version, b.data_ptr(), b._version) for w, b in verifier.layers))
     hit = _PACKED.get(verifier)
@@ -131,7 +131,7 @@ def _verifier_layers(verifier: Verifier, device: torch.device, backend: str):
         for w, b in verifier.layers
     ]
     if backend == "triton":
-        from .triton.draft_sample import pack_layers
+        from ..kernels.draft_sample import pack_layers
 
         layers = pack_layers(layers, device)
     _PACKED[verifier] = (key, layers)

@@ -124,7 +124,7 @@ def draft_sample(
         if backend == "cpu" and bool(bad.any()):  # cuda: no host sync, the row is flagged (see top)
             _raise_non_finite()
     else:
-        from .triton.draft_sample import draft_sample_triton, pack_layers
+        from ..kernels.draft_sample import draft_sample_triton, pack_layers
 
         packed = layers if verifier is not None else pack_layers([], dev)
         token, q, q_token, score = draft_sample_triton(

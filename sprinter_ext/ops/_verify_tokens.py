@@ -141,7 +141,7 @@ def verify_tokens(
         if backend == "cpu" and bool(bad.any()):  # cuda: no host sync, the row is flagged (see top)
             _raise_non_finite()
         return VerifyResult(tokens, num)
-    from .triton.verify_tokens import verify_tokens_triton
+    from ..kernels.verify_tokens import verify_tokens_triton
 
     tokens, num = verify_tokens_triton(
         target_logits, draft_probs, draft_tokens, start_position, seed, s.temperature, s.top_k, s.top_p, mode

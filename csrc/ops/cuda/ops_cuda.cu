@@ -4,7 +4,7 @@
 // Do not build with --use_fast_math: the processed distribution relies on IEEE
 // division and the precise expf/logf (the Triton and C++ twins do the same).
 //
-// The algorithm is the Triton kernels' (sprinter_ext/ops/triton/_sampling.py), one block per row,
+// The algorithm is the Triton kernels' (kernels/_sampling.py), one block per row,
 // no sort, no host sync:
 //   x = logits / T, m = max x, e_i = expf(x_i - m), s = sum e, p_i = e_i / s;
 //   top-k: the k-th largest p by a bisection over the float bit patterns (a

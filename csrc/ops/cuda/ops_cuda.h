@@ -1,6 +1,6 @@
 // Raw launchers of the CUDA fused ops (csrc/ops/cuda/ops_cuda.cu), the CUDA twins of
 // sprinter_ext.ops.draft_sample / verify_tokens (spec: the torch backend in
-// sprinter_ext/ops/; CPU twin: csrc/ops/ops_cpu.cpp; Triton twin: sprinter_ext/ops/triton/).
+// sprinter_ext/ops/; CPU twin: csrc/ops/ops_cpu.cpp; Triton twin: kernels/).
 //
 // Plain CUDA C++17, no torch headers: device pointers, sizes and a cudaStream_t.
 // The torch-facing wrapper (csrc/ops/cuda/ops_cuda_torch.cpp) checks the tensors and

@@ -13,8 +13,8 @@ import os
 import torch
 import triton
 import triton.language as tl
-from ..._rng import seed_key
-from ...errors import ArgumentTypeError, InvalidArgumentError
+from .._rng import seed_key
+from ..errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["philox_uniform"]
 
@@ -111,7 +111,7 @@ def philox_uniform(seed: int, positions: torch.Tensor, stream: int, n: int) -> t
     if positions.device.type != "cuda" and not _INTERPRET:
         raise InvalidArgumentError(
             f"positions must be a CUDA tensor (got device {positions.device}); to run on CPU set "
-            "TRITON_INTERPRET=1 before importing sprinter_ext.ops.triton.rng"
+            "TRITON_INTERPRET=1 before importing sprinter_ext.kernels.rng"
         )
 
     positions = positions.contiguous()

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ._sampling import _keep_block, _p_block, _row_cuts, _row_max, _row_sum, _uniform
 from ._sampling import block_size, seed_words
-from ...errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 __all__ = ["verify_tokens_triton"]
 

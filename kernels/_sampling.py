@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..._rng import seed_key
+from .._rng import seed_key
 from .rng import _to_uniform, philox4x32_10
 
 
