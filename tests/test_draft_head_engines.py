@@ -73,7 +73,7 @@ def test_greedy_with_a_head_equals_greedy_ar(head_pair, method):
 def _verifier(pair):
     from sprinter_ext.verifier import Verifier
 
-    return Verifier(pair.draft.config.hidden_size, hidden=(), threshold=2.0).requires_grad_(False)
+    return Verifier(pair.draft.verifier_input_size, hidden=(), threshold=2.0).requires_grad_(False)
 
 
 @pytest.mark.parametrize("method", ["sd", "ersd", "sprinter"])

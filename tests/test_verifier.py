@@ -72,6 +72,25 @@ def test_labels_follow_their_rule(pair, texts, rule):
     assert set(data.label.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_starts_and_a_mix_of_settings(pair, texts):
+    """starts: only continuation positions become examples; several settings concatenate."""
+    t0, t1 = SamplingSettings(temperature=0.0), SamplingSettings(temperature=1.0)
+    full = collect(pair, texts[:3], settings=t1, seed=5, progress=False)
+    starts = [7, 1, 30]
+    part = collect(pair, texts[:3], settings=t1, seed=5, starts=starts, progress=False)
+    assert len(part) == sum(max(len(t) - (s - 1), 0) for t, s in zip(texts[:3], starts))
+    for i, s in enumerate(starts):  # the same examples as the tail of the full collection
+        a, b = full.subset(torch.tensor([i])), part.subset(torch.tensor([i]))
+        torch.testing.assert_close(b.hidden, a.hidden[s - 1:])
+        torch.testing.assert_close(b.label, a.label[s - 1:])
+    zero = collect(pair, texts[:3], settings=t0, seed=5, progress=False)
+    mix = collect(pair, texts[:3], settings=[t0, t1], seed=5, progress=False)
+    torch.testing.assert_close(mix.label, torch.cat([zero.label, full.label]))
+    torch.testing.assert_close(mix.features, torch.cat([zero.features, full.features]))
+    greedy = collect(pair, texts[:3], label="greedy", seed=5, progress=False)
+    torch.testing.assert_close(zero.label, greedy.label)  # certain at T=0 == argmax agreement
+
+
 def test_training_reports_held_out_metrics(verifier, pair):
     m = verifier.meta["metrics"]
     assert {"accuracy", "auc", "precision", "recall", "false_accept_rate"} <= set(m)

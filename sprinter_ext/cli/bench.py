@@ -132,10 +132,11 @@ def run_bench(
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = [("method", "{}"), ("engine", "{}"), ("runner", "{}"), ("ms_per_token", "{:.2f}"), ("speedup_vs_ar", "{:.2f}x"),
+    drafts = [("draft", "{}")] if any("draft" in r for r in rows) else []
+    cols = drafts + [("method", "{}"), ("engine", "{}"), ("runner", "{}"), ("ms_per_token", "{:.2f}"), ("speedup_vs_ar", "{:.2f}x"),
             ("speedup_vs_hf_assisted", "{:.2f}x"), ("target_calls_per_token", "{:.2f}"),
             ("mean_accepted", "{:.2f}"), ("gflops_per_token", "{:.3f}")]  # fmt: skip
-    head = ["method", "engine", "runner", "ms/token", "vs AR", "vs HF assisted", "target calls/token", "mean accepted", "GFLOP/token"]
+    head = [c for c, _ in drafts] + ["method", "engine", "runner", "ms/token", "vs AR", "vs HF assisted", "target calls/token", "mean accepted", "GFLOP/token"]
     body = [[fmt.format(r[c]) if r.get(c) is not None else "-" for c, fmt in cols] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
@@ -190,6 +191,9 @@ def build_parser():
                     help="0 = greedy (note: the default verifier was trained on T=1 features)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed+i)")
     ap.add_argument("--verifier", default=None, help="verifier file (None: the pair's own)")
+    ap.add_argument("--draft", choices=["standalone", "head", "both"], default="standalone",
+                    help="the default pair's draft: the standalone draft LM, the draft head, or both in one run "
+                         "(rows tagged by draft; speed-ups against the first run's ar)")  # fmt: skip
     add_threads(ap)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="model dtype of the default pair (results: methods_default[_bfloat16].json)")
@@ -227,8 +231,12 @@ def _main(args, out: Path, argv) -> int:
     from .. import load_pair
 
     if args.pair == "default":
-        pair = load_pair(verifier=args.verifier, dtype=getattr(torch, args.dtype))
+        dt = getattr(torch, args.dtype)
+        kinds = ["standalone", "head"] if args.draft == "both" else [args.draft]
+        pairs = [load_pair(draft=kind, verifier=args.verifier, dtype=dt) for kind in kinds]
     else:
+        if args.draft != "standalone":
+            raise SystemExit("bench: --draft head/both needs --pair default (the tiny pair has no trained head)")
         from ..models.tiny import tiny_model
 
         pair = load_pair(tiny_model("llama", vocab=1000, hidden=64, seed=1),
@@ -238,14 +246,32 @@ def _main(args, out: Path, argv) -> int:
         g = torch.Generator().manual_seed(args.seed)  # random "text": only the host overhead matters here
         texts = [torch.randint(0, 1000, (48,), generator=g).tolist() for _ in range(16)]
         pair.verifier = train_verifier(pair, texts, epochs=2, progress=False)
-    if args.methods is None:
-        methods = [m for m in ALL_METHODS if m != "sprinter" or pair.verifier is not None]
-    else:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    result = run_bench(pair, methods=methods, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
-                       max_new_tokens=args.max_new_tokens, k=args.k, temperature=args.temperature,
-                       seed=args.seed, hf=not args.no_hf,
-                       engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()))  # fmt: skip
+        pairs = [pair]
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    result = None
+    for pair in pairs:
+        if args.methods is None:
+            methods = [m for m in ALL_METHODS if m != "sprinter" or pair.verifier is not None]
+        else:
+            methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        one = run_bench(pair, methods=methods, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
+                        max_new_tokens=args.max_new_tokens, k=args.k, temperature=args.temperature,
+                        seed=args.seed, hf=not args.no_hf and result is None, engines=engines)  # fmt: skip
+        if len(pairs) > 1:
+            for r in one["rows"]:
+                r["draft"] = pair.draft_kind
+        if result is None:
+            result = one
+            result["config"]["drafts"] = [p.draft_kind for p in pairs]
+        else:  # speed-ups against the first run's ar (same prompts, seeds and engines)
+            ar = next((r["ms_per_token"] for r in result["rows"] if r["method"] == "ar" and r["engine"] == engines[0]),
+                      None)  # fmt: skip
+            hfa = next((r["ms_per_token"] for r in result["rows"] if r["method"] == "hf_assisted"), None)
+            for r in one["rows"]:
+                r["speedup_vs_ar"] = ar / r["ms_per_token"] if ar else None
+                r["speedup_vs_hf_assisted"] = hfa / r["ms_per_token"] if hfa else None
+            result["rows"] += one["rows"]
+            result["config"]["head_verifier_threshold"] = one["config"]["verifier_threshold"]
     result["environment"] = environment()
     result["command"] = "python -m sprinter_ext bench " + " ".join(argv if argv is not None else sys.argv[2:])
     print(f"\n{pair.name} | {args.prompts} held-out prompts x {args.max_new_tokens} new tokens | "
@@ -253,7 +279,8 @@ def _main(args, out: Path, argv) -> int:
           f"{torch.get_num_threads()} thread(s)")  # fmt: skip
     print(format_table(result["rows"]))
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"methods_{args.pair}{'' if args.dtype == 'float32' else '_' + args.dtype}.json"
+    draft = "" if args.draft == "standalone" else "_" + args.draft
+    path = out / f"methods_{args.pair}{draft}{'' if args.dtype == 'float32' else '_' + args.dtype}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return 0

@@ -7,6 +7,12 @@ relative to SD, and fidelity: the target's mean NLL/token (temperature 1) on the
 sampled outputs vs SD's outputs (SD is lossless: its NLL is the target's own), and
 ROUGE-L of greedy SPRINTER outputs against greedy target outputs. Writes JSON and a
 PNG of the frontier under bench/results/.
+
+``--draft head`` sweeps the default pair's draft head (with its verifier); ``--prompt-set
+chat`` uses held-out chat prompts rendered through the target's chat template (the default
+target is an Instruct model) instead of raw held-out text. The NLL comparison carries a 95%
+confidence interval over prompts (paired by prompt: the mean per-prompt difference to SD,
+relative to SD's mean, with a normal interval).
 """
 
 from __future__ import annotations
@@ -71,14 +77,40 @@ def _run(dec: Decoder, pair, prompts, n, seed, greedy_dec: Decoder | None):
             greedy.append(greedy_dec.generate(p, max_new_tokens=n, seed=seed + i).tokens)
     return dict(ms_per_token=statistics.median(ms), target_calls_per_token=calls / toks,
                 mean_run_length=drafts / max(1, rounds), flops_per_token=flops / toks,
-                nll_per_token=statistics.mean(nll)), greedy  # fmt: skip
+                nll_per_token=statistics.mean(nll), nll_per_prompt=nll), greedy  # fmt: skip
+
+
+def nll_vs_sd(row: dict, sd: dict) -> tuple[float, float, float]:
+    """(percent, 95% low, 95% high): the mean per-prompt NLL difference to SD relative to SD's
+    mean NLL (prompts paired; normal interval, which needs >= 2 prompts)."""
+    d = [a - b for a, b in zip(row["nll_per_prompt"], sd["nll_per_prompt"])]
+    base = statistics.mean(sd["nll_per_prompt"])
+    mean = statistics.mean(d)
+    half = 1.96 * statistics.stdev(d) / len(d) ** 0.5 if len(d) >= 2 else float("nan")
+    return 100.0 * mean / base, 100.0 * (mean - half) / base, 100.0 * (mean + half) / base
+
+
+def sweep_prompts(pair, prompt_set: str, n: int, prompt_tokens: int, seed: int) -> list[list[int]]:
+    """Held-out prompts: raw text (data.heldout_prompts) or chat prompts through the target's template."""
+    if prompt_set == "raw":
+        return heldout_prompts(pair, n, prompt_tokens, seed)
+    from ..data import split_documents
+    from ..drafts.head_data import build_prompts
+    from ..errors import InvalidArgumentError
+
+    if pair.tokenizer is None:
+        raise InvalidArgumentError("prompt_set='chat' needs a pair with a tokenizer (and a chat template)")
+    chat = [list(p.ids) for p in build_prompts(pair.tokenizer, split_documents()[1]) if p.chat]
+    if len(chat) < n:
+        raise InvalidArgumentError(f"only {len(chat)} held-out chat prompts exist; ask for fewer")
+    return chat[:n]
 
 
 def sweep(pair, *, thresholds=DEFAULT_THRESHOLDS, prompts=4, prompt_tokens=48, max_new_tokens=32, k=4,
-          max_run=20, seed=0, progress=True) -> dict:  # fmt: skip
+          max_run=20, seed=0, prompt_set="raw", progress=True) -> dict:  # fmt: skip
     from tqdm.auto import tqdm
 
-    ps = heldout_prompts(pair, prompts, prompt_tokens, seed)
+    ps = sweep_prompts(pair, prompt_set, prompts, prompt_tokens, seed)
     common = dict(eos_token_id=None)
     configs = [("ar", "ar", {}), ("sd", "sd", {"k": k})]
     configs += [(f"sprinter@{t:g}", "sprinter", {"threshold": t, "max_run": max_run}) for t in thresholds]
@@ -104,8 +136,10 @@ def sweep(pair, *, thresholds=DEFAULT_THRESHOLDS, prompts=4, prompt_tokens=48, m
         r["speedup_vs_sd"] = sd["ms_per_token"] / r["ms_per_token"]
         r["speedup_vs_ar"] = ar["ms_per_token"] / r["ms_per_token"]
         r["flops_vs_sd"] = r["flops_per_token"] / sd["flops_per_token"] if sd["flops_per_token"] else None
-        r["nll_vs_sd_pct"] = 100.0 * (r["nll_per_token"] / sd["nll_per_token"] - 1.0)
-    config = dict(pair=pair.name, prompts=len(ps), prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
+        r["nll_vs_sd_pct"], lo, hi = nll_vs_sd(r, sd)
+        r["nll_vs_sd_pct_ci95"] = [lo, hi]
+    config = dict(pair=pair.name, draft=pair.draft_kind, prompt_set=prompt_set, prompts=len(ps),
+                  prompt_tokens=prompt_tokens if prompt_set == "raw" else None, max_new_tokens=max_new_tokens,
                   k=k, max_run=max_run, seed=seed, verifier=dict(pair.verifier.meta) if pair.verifier else None,
                   verifier_threshold=pair.verifier.threshold if pair.verifier else None)  # fmt: skip
     return {"rows": rows, "config": config}
@@ -113,11 +147,12 @@ def sweep(pair, *, thresholds=DEFAULT_THRESHOLDS, prompts=4, prompt_tokens=48, m
 
 def format_table(rows) -> str:
     head = ["method", "ms/token", "vs SD", "vs AR", "target calls/tok", "run length", "FLOPs vs SD",
-            "NLL/tok", "NLL vs SD", "ROUGE-L"]  # fmt: skip
+            "NLL/tok", "NLL vs SD (95% CI)", "ROUGE-L"]  # fmt: skip
     body = [[r["method"], f"{r['ms_per_token']:.1f}", f"{r['speedup_vs_sd']:.2f}x", f"{r['speedup_vs_ar']:.2f}x",
              f"{r['target_calls_per_token']:.3f}", f"{r['mean_run_length']:.2f}",
              f"{r['flops_vs_sd']:.2f}" if r["flops_vs_sd"] else "-", f"{r['nll_per_token']:.3f}",
-             f"{r['nll_vs_sd_pct']:+.1f}%", f"{r['rouge_l_vs_greedy_target']:.3f}"] for r in rows]  # fmt: skip
+             f"{r['nll_vs_sd_pct']:+.1f}% [{r['nll_vs_sd_pct_ci95'][0]:+.1f}, {r['nll_vs_sd_pct_ci95'][1]:+.1f}]",
+             f"{r['rouge_l_vs_greedy_target']:.3f}"] for r in rows]  # fmt: skip
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
@@ -166,6 +201,10 @@ def build_parser():
     ap.add_argument("--max-run", type=int, default=20, help="SPRINTER's longest run of unchecked draft tokens")
     ap.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed+i)")
     ap.add_argument("--verifier", default=None, help="verifier file (None: the pair's own)")
+    ap.add_argument("--draft", choices=("standalone", "head"), default="standalone",
+                    help="the default pair's draft: the standalone draft LM or the draft head")
+    ap.add_argument("--prompt-set", choices=("raw", "chat"), default="raw",
+                    help="held-out raw text prompts, or held-out chat prompts through the chat template")
     add_threads(ap)
     ap.add_argument("--out", default="bench/results", help="directory for sprinter_sweep.json and .png")
     return ap
@@ -180,16 +219,18 @@ def main(argv=None) -> int:
 def _main(args, argv) -> int:
     from .. import load_pair
 
-    pair = load_pair(verifier=args.verifier)
+    pair = load_pair(draft="head", verifier=args.verifier) if args.draft == "head" else load_pair(verifier=args.verifier)
     thresholds = tuple(float(t) for t in args.thresholds.split(","))
     result = sweep(pair, thresholds=thresholds, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
-                   max_new_tokens=args.max_new_tokens, k=args.k, max_run=args.max_run, seed=args.seed)  # fmt: skip
+                   max_new_tokens=args.max_new_tokens, k=args.k, max_run=args.max_run, seed=args.seed,
+                   prompt_set=args.prompt_set)  # fmt: skip
     result["environment"] = environment()
     result["command"] = "python -m sprinter_ext sprinter-sweep " + " ".join(argv if argv is not None else sys.argv[2:])
     print(format_table(result["rows"]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sprinter_sweep.json").write_text(json.dumps(result, indent=2))
-    plot(result, out / "sprinter_sweep.png")
-    print(f"wrote {out / 'sprinter_sweep.json'} and {out / 'sprinter_sweep.png'}")
+    stem = "sprinter_sweep" + ("_head" if args.draft == "head" else "") + ("_chat" if args.prompt_set == "chat" else "")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    plot(result, out / f"{stem}.png")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
     return 0

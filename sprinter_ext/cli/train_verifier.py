@@ -2,7 +2,14 @@
 
 Texts come from the offline training split of the default pair's corpus
 (pydoc_data.topics + shakespeare, split by document; the benchmark's held-out
-prompts are never used), further split by text into train/validation.
+prompts are never used), or, with ``--records FILE``, from the target's own continuations
+that ``train-head`` generates (JSON lines of prompt/completion token ids; examples are the
+continuation's tokens), further split by text into train/validation.
+
+``--draft head`` trains the verifier of the default pair's draft head (examples at every
+draft position of a round, drafts/verifier_data.py); ``--temperatures 0,1`` makes the
+examples at each temperature so one verifier serves all of them (its q features are the
+processed ones at each).
 """
 
 from __future__ import annotations
@@ -37,6 +44,13 @@ def _parse_features(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
 
 
+def _parse_temperatures(s: str) -> tuple[float, ...]:
+    out = tuple(float(x) for x in s.split(",") if x.strip())
+    if not out or any(t < 0 for t in out):
+        raise ValueError(f"--temperatures must be a comma list of numbers >= 0, got {s!r}")
+    return out
+
+
 def build_parser():
     from ._common import add_threads, make_parser
 
@@ -51,6 +65,13 @@ def build_parser():
     ap.add_argument("--far", type=float, default=None,
                     help="calibrate the threshold to this false-accept rate (None: no calibration)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0, help="seed of sampling and of the train/validation split")
+    ap.add_argument("--draft", choices=("standalone", "head"), default="standalone",
+                    help="the default pair's draft to train for: the standalone draft LM or the draft head")
+    ap.add_argument("--temperatures", type=_parse_temperatures, default="1",
+                    help="comma list: examples are made at each (e.g. 0,1: one verifier for greedy and sampling)")
+    ap.add_argument("--records", default=None,
+                    help="JSON lines of {prompt, completion} token ids (train-head's train.jsonl) instead of paragraphs")
+    ap.add_argument("--steps", type=int, default=5, help="draft heads: draft positions per round in the examples")
     add_threads(ap)
     ap.add_argument("--compare", action="store_true", help="also train the variants in VARIANTS; print a table")
     return ap
@@ -66,14 +87,27 @@ def _main(args, argv) -> int:
     from .. import load_pair
     from ..data import train_texts
 
-    pair = load_pair(verifier=False)  # the committed verifier is what this may replace
-    # paragraphs of the training documents: the benchmark's held-out texts never appear
-    texts = [p for doc in train_texts() for p in doc.split("\n\n") if len(p) >= 40][: args.texts]
-    data = collect(pair, texts, label=args.label, seed=args.seed, max_tokens=args.max_tokens)
+    from ..sampling import SamplingSettings
+
+    # the committed verifier is what this may replace
+    pair = load_pair(draft="head", verifier=False) if args.draft == "head" else load_pair(verifier=False)
+    starts = None
+    if args.records:
+        from ..drafts.train_head import read_records
+
+        recs = [r for r in read_records(args.records) if r["completion"]][: args.texts]
+        texts = [r["prompt"] + r["completion"] for r in recs]
+        starts = [len(r["prompt"]) for r in recs]
+    else:
+        # paragraphs of the training documents: the benchmark's held-out texts never appear
+        texts = [p for doc in train_texts() for p in doc.split("\n\n") if len(p) >= 40][: args.texts]
+    settings = [SamplingSettings(temperature=t) for t in args.temperatures]
+    data = collect(pair, texts, label=args.label, settings=settings, seed=args.seed, max_tokens=args.max_tokens,
+                   starts=starts, steps=args.steps)  # fmt: skip
     print(f"{len(data)} examples from {len(texts)} texts, positive rate {float(data.label.mean()):.3f}",
           file=sys.stderr)  # fmt: skip
     common = dict(label=args.label, epochs=args.epochs, seed=args.seed, data=data, false_accept_rate=args.far,
-                  progress=False)  # fmt: skip
+                  settings=settings, progress=False)  # fmt: skip
     if args.compare:
         rows = []
         for name, hidden, feats in VARIANTS:

@@ -195,6 +195,24 @@ class DraftHead(nn.Module):
         """Draft-vocabulary logits of the head's outputs g [..., H]."""
         return self.lm_head(self.norm(g))
 
+    # -- what SPRINTER's verifier reads -------------------------------------------------
+    @property
+    def verifier_input_size(self) -> int:
+        """Width of :meth:`verifier_state`: the hidden size + 2 confidence columns."""
+        return self.config.hidden_size + 2
+
+    def verifier_state(self, g: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+        """[norm(g), max_i p_i, -sum_i p_i log p_i] [..., H + 2] for outputs g, with p the
+        softmax of the head's RAW logits (temperature 1, no top-k / top-p): the head's own
+        confidence, the same at every sampling temperature. (The verifier's q features are
+        of the processed q, one-hot at temperature 0; these columns are not.)"""
+        if logits is None:
+            logits = self.logits(g)
+        lp = torch.log_softmax(logits.float(), -1)
+        p = lp.exp()
+        conf = torch.stack([p.amax(-1), -(p * lp).sum(-1)], -1)
+        return torch.cat([self.norm(g).float(), conf], -1).to(g.dtype)
+
     # -- training: all positions, unrolled over draft steps ------------------------------
     def unrolled(self, fused: torch.Tensor, emb: torch.Tensor, steps: int) -> list[torch.Tensor]:
         """Outputs g^j [B, T, H] for j < steps, with the inference-exact attention mask.

@@ -52,8 +52,10 @@ def load_head_pair(draft, target, *, tokenizer, device, dtype, sha256, verifier)
         base = load_pair(device=dev, dtype=dt, verifier=False)
         t_model, tok = base.target, base.tokenizer
         if isinstance(draft, str) and draft == "head":
-            from ..models.default_pair import default_head_path
+            from ..models.default_pair import default_head_path, default_head_verifier_path
 
+            if verifier is None and default_head_verifier_path().is_file():
+                verifier = default_head_verifier_path()  # the shipped head's SPRINTER verifier
             draft = default_head_path()
             if not draft.is_file():
                 raise ModelNotFoundError(
@@ -87,8 +89,12 @@ def load_head_pair(draft, target, *, tokenizer, device, dtype, sha256, verifier)
         from ..verifier import Verifier
 
         if isinstance(verifier, (str, os.PathLike)):
-            verifier = Verifier.load(verifier)
-        if not isinstance(verifier, Verifier):
+            verifier = Verifier.load(verifier, draft=head, vocab_size=pair.vocab_size)
+        elif isinstance(verifier, Verifier):
+            from ..verifier import check_draft
+
+            check_draft(verifier, head, pair.vocab_size)
+        else:
             raise ArgumentTypeError(f"verifier must be a Verifier, a path, False or None, got {type(verifier).__name__}")
         pair.verifier = verifier.to(pair.device)
     return pair

@@ -19,7 +19,8 @@ Entries made from own features are provisional: as soon as the target has run th
 positions (after a verification) the next feed recomputes them from the target's features,
 as EAGLE does at the start of each round. Logits are over the target's vocabulary with
 ``-inf`` outside the head's draft vocabulary; the hidden state is the head's normed output
-(what SPRINTER's verifier scores).
+with its raw confidence (max probability, entropy; :meth:`DraftHead.verifier_state`): what
+SPRINTER's verifier scores.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class HeadRunner:
         self.max_len = int(max_len)
         p = next(head.parameters())
         self.device, self.dtype = p.device, p.dtype
-        self.hidden_size = c.hidden_size
+        self.hidden_size = head.verifier_input_size  # the hidden state it returns (verifier input)
         H = c.hidden_size
         self._tokens = torch.zeros(self.max_len, dtype=torch.long)
         self._g = torch.zeros(self.max_len, H, dtype=self.dtype, device=self.device)  # outputs per input
@@ -179,7 +180,7 @@ class HeadRunner:
         logits = self.head.logits(g).float()
         full = torch.full((g.shape[0], self.vocab_size), float("-inf"), device=self.device)
         full[:, self.head.d2t] = logits
-        return full, self.head.norm(g)
+        return full, self.head.verifier_state(g, logits)
 
     def _run(self, lo: int, hi: int, *, from_target: bool) -> None:
         c, h = self.config, self.head

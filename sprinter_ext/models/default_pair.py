@@ -104,6 +104,11 @@ def default_verifier_path() -> Path:
     return Path(__file__).parent / "data" / "smollm2_verifier.safetensors"
 
 
+def default_head_verifier_path() -> Path:
+    """The committed SPRINTER verifier for the default pair's draft head (train-verifier --draft head)."""
+    return Path(__file__).parent / "data" / "smollm2_head_verifier.safetensors"
+
+
 def default_head_path() -> Path:
     """The default pair's committed draft head (sprinter_ext/models/data/smollm2_head.safetensors)."""
     return Path(__file__).parent / "data" / "smollm2_head.safetensors"

@@ -67,6 +67,7 @@ def draft_identity(draft) -> dict:
     differ) is still recognised (check_draft)."""
     c = draft.config
     hidden = getattr(c, "hidden_size", None) or getattr(c, "n_embd", None)
+    verifier_input = getattr(draft, "verifier_input_size", None) or hidden  # a draft head adds its confidence
     layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", None)
     arch = f"{getattr(c, 'model_type', type(draft).__name__)}-L{layers}-D{hidden}-V{c.vocab_size}"
     h = hashlib.sha256()
@@ -82,7 +83,7 @@ def draft_identity(draft) -> dict:
         "draft_arch": arch,
         "draft_fingerprint": h.hexdigest()[:16],
         "draft_sample": samples,
-        "draft_hidden_size": int(hidden) if hidden else None,
+        "draft_hidden_size": int(verifier_input) if verifier_input else None,
     }
 
 

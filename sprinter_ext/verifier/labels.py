@@ -80,20 +80,54 @@ def collect(
     texts: Sequence,
     *,
     label: str = "certain",
-    settings: SamplingSettings = SamplingSettings(),
+    settings: SamplingSettings | Sequence[SamplingSettings] = SamplingSettings(),
     seed: int = 0,
     max_tokens: int = 256,
     batch_size: int = 8,
+    starts: Sequence[int] | None = None,
+    steps: int = 5,
     progress: bool = True,
 ) -> VerifierData:
-    """Labelled examples from every position of every text (see module doc)."""
-    from tqdm.auto import tqdm
+    """Labelled examples from every position of every text (see module doc).
 
+    settings : one SamplingSettings, or several: the examples of each, concatenated (one
+        verifier for several temperatures, e.g. 0 and 1, sees each one's processed q
+        features in training, as it will when decoding).
+    starts : per text, the first token that is a continuation (examples draft tokens from
+        there on; the text before is context only). None: every token after the first.
+    steps : draft heads only (pair.draft_kind == "head"): examples at draft positions
+        0 .. steps-1 of a round (drafts/verifier_data.py); a standalone draft LM's hidden
+        state does not depend on the position in the round.
+    """
     if label not in LABELS:
         raise InvalidArgumentError(f"unknown label rule {label!r}; choose from {LABELS}")
     if not isinstance(texts, Sequence) or isinstance(texts, str) or not texts:
         raise InvalidArgumentError("texts must be a non-empty list of strings or token-id sequences")
+    mix = [settings] if isinstance(settings, SamplingSettings) else list(settings)
+    if not mix or not all(isinstance(s, SamplingSettings) for s in mix):
+        raise InvalidArgumentError("settings must be a SamplingSettings or a non-empty sequence of them")
+    if starts is not None:
+        starts = list(starts)
+        if len(starts) != len(texts) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in starts):
+            raise InvalidArgumentError("starts must give one int >= 0 per text")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InvalidArgumentError(f"steps must be an int >= 1, got {steps!r}")
     encoded = _encode(pair, texts, max_tokens)
+    if getattr(pair, "draft_kind", "standalone") == "head":
+        from ..drafts.verifier_data import collect_head
+
+        return collect_head(pair, encoded, label=label, settings=mix, seed=seed, steps=steps, starts=starts,
+                            batch_size=batch_size, progress=progress)  # fmt: skip
+    parts = [_collect_standalone(pair, encoded, label, s, seed, batch_size, starts, progress) for s in mix]
+    if len(parts) == 1:
+        return parts[0]
+    return VerifierData(*(torch.cat([getattr(d, f) for d in parts]) for f in ("hidden", "features", "label",
+                                                                              "text_index")), label)  # fmt: skip
+
+
+def _collect_standalone(pair, encoded, label, settings, seed, batch_size, starts, progress) -> VerifierData:
+    from tqdm.auto import tqdm
+
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
     hs, fs, ls, ts = [], [], [], []
     dev = pair.device
@@ -111,9 +145,12 @@ def collect(
         t_logits, _ = _forward(pair.target, batch, mask)
         for r, i in enumerate(idx):
             n = len(encoded[i])  # positions 0..n-1 each predict the next token
-            q = probs(d_logits[r, :n], settings)  # [n, V]
-            p = probs(t_logits[r, :n], settings)
-            pos = torch.arange(1, n + 1, device=dev)  # absolute position of the proposed token
+            lo = 0 if starts is None else min(max(starts[i] - 1, 0), n)
+            if lo >= n:
+                continue
+            q = probs(d_logits[r, lo:n], settings)  # [n - lo, V]
+            p = probs(t_logits[r, lo:n], settings)
+            pos = torch.arange(lo + 1, n + 1, device=dev)  # absolute position of the proposed token
             if label == "greedy":
                 x = q.argmax(-1)
                 y = (x == p.argmax(-1)).float()
@@ -125,10 +162,10 @@ def collect(
                 else:
                     u = _rng.uniform(seed, pos, _rng.Stream.COIN, 1)[:, 0]
                     y = (u * qx < px).float()
-            hs.append(d_hidden[r, :n].cpu())
+            hs.append(d_hidden[r, lo:n].cpu())
             fs.append(q_features(q, x, FEATURES).cpu())
             ls.append(y.cpu())
-            ts.append(torch.full((n,), i, dtype=torch.long))
+            ts.append(torch.full((n - lo,), i, dtype=torch.long))
     if not ls:
         raise InvalidArgumentError("no text has 2 or more tokens: nothing to learn from")
     return VerifierData(torch.cat(hs), torch.cat(fs), torch.cat(ls), torch.cat(ts), label)

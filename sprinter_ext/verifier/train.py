@@ -90,9 +90,11 @@ def train_verifier(
     seed: int = 0,
     val_fraction: float = 0.2,
     false_accept_rate: float | None = None,
-    settings: SamplingSettings = SamplingSettings(),
+    settings: SamplingSettings | Sequence[SamplingSettings] = SamplingSettings(),
     max_tokens: int = 256,
     data: VerifierData | None = None,
+    starts: Sequence[int] | None = None,
+    steps: int = 5,
     progress: bool = True,
 ) -> Verifier:
     """Train a SPRINTER verifier for `pair`'s draft on offline `texts`.
@@ -107,7 +109,11 @@ def train_verifier(
     val_fraction : share of TEXTS held out; metrics are on them only
     false_accept_rate : if given, calibrate the threshold to it on the held-out texts
         (else the threshold stays 0.5)
+    settings : the sampling settings the examples are made with; several (e.g. temperatures
+        0 and 1) train one verifier for all of them (:func:`~sprinter_ext.verifier.collect`)
     data : precollected labels for `texts` (skips collection; must use the same rule)
+    starts, steps : passed to :func:`~sprinter_ext.verifier.collect` (continuation starts;
+        draft positions per round for a draft head)
 
     Returns
     -------
@@ -122,7 +128,7 @@ def train_verifier(
     train_idx, val_idx = split_texts(len(texts), val_fraction, seed)
     if data is None:
         data = collect(pair, texts, label=label, settings=settings, seed=seed, max_tokens=max_tokens,
-                       progress=progress)  # fmt: skip
+                       starts=starts, steps=steps, progress=progress)  # fmt: skip
     elif data.rule != label:
         raise InvalidArgumentError(f"data was labelled with {data.rule!r}, not {label!r}")
     train, val = data.subset(train_idx), data.subset(val_idx)
@@ -138,6 +144,8 @@ def train_verifier(
         draft_identity(pair.draft),
         vocab_size=pair.vocab_size,
         label=label,
+        temperatures=[float(x.temperature) for x in ([settings] if isinstance(settings, SamplingSettings)
+                                                      else settings)],  # fmt: skip
         train_texts=len(train_idx),
         val_texts=len(val_idx),
         train_examples=len(train),
