@@ -70,3 +70,28 @@ def test_trains_resumes_and_exports(setup):
     warm = train_head(target, _Tok(), d / "train.jsonl", d / "heldout.jsonl", d / "w2", minutes=5,
                       **{**kw, "total_steps": 10}, seed=1, init=d / "head.safetensors")
     assert warm["log"][0]["per_step"][0]["ce"] < ce[0]
+
+
+def test_training_records_are_generated_whole_or_resumed(default_tokenizer, tmp_path):
+    """train-verifier --records FILE makes FILE when it is missing: the target's continuations
+    of an even spread of training-split prompts, written through FILE.partial (resumed) and
+    renamed only when complete."""
+    from sprinter_ext.drafts.head_data import generate_training_records, training_prompt_subset
+
+    tok = default_tokenizer
+    target = tiny_model("llama", vocab=len(tok), layers=1, hidden=16, seed=3)
+    subset = training_prompt_subset(tok, 5)
+    assert len(subset) == 5 and len({p.key for p in subset}) > 1
+    assert any(p.chat for p in subset) and subset == training_prompt_subset(tok, 5)
+    out = tmp_path / "recs.jsonl"
+    # an interrupted run left one record behind: it is kept, the rest is made
+    kept = {"index": 0, "key": subset[0].key, "chat": subset[0].chat, "prompt": list(subset[0].ids),
+            "completion": [7, 7], "temperature": 0.0}
+    out.with_suffix(".partial").write_text(json.dumps(kept) + "\n")
+    recs = generate_training_records(target, tok, out, 5, max_new_tokens=3, batch=2)
+    assert out.exists() and not out.with_suffix(".partial").exists()
+    assert [r["prompt"] for r in recs] == [list(p.ids) for p in subset]
+    assert recs[0]["completion"] == [7, 7] and all(1 <= len(r["completion"]) <= 3 for r in recs[1:])
+    assert target.dtype == torch.float32  # generation ran on a bfloat16 copy
+    with pytest.raises(ValueError, match="number of prompts"):
+        training_prompt_subset(tok, 0)

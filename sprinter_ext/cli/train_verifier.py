@@ -70,7 +70,9 @@ def build_parser():
     ap.add_argument("--temperatures", type=_parse_temperatures, default="1",
                     help="comma list: examples are made at each (e.g. 0,1: one verifier for greedy and sampling)")
     ap.add_argument("--records", default=None,
-                    help="JSON lines of {prompt, completion} token ids (train-head's train.jsonl) instead of paragraphs")
+                    help="JSON lines of {prompt, completion} token ids (train-head's train.jsonl) instead of "
+                         "paragraphs; a FILE that does not exist is made first: the target's continuations of "
+                         "--texts training-split prompts (resumable)")
     ap.add_argument("--steps", type=int, default=5, help="draft heads: draft positions per round in the examples")
     add_threads(ap)
     ap.add_argument("--compare", action="store_true", help="also train the variants in VARIANTS; print a table")
@@ -93,8 +95,11 @@ def _main(args, argv) -> int:
     pair = load_pair(draft="head", verifier=False) if args.draft == "head" else load_pair(verifier=False)
     starts = None
     if args.records:
+        from ..drafts.head_data import generate_training_records
         from ..drafts.train_head import read_records
 
+        if not Path(args.records).exists():
+            generate_training_records(pair.target, pair.tokenizer, args.records, args.texts, seed=args.seed)
         recs = [r for r in read_records(args.records) if r["completion"]][: args.texts]
         texts = [r["prompt"] + r["completion"] for r in recs]
         starts = [len(r["prompt"]) for r in recs]

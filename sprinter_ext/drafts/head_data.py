@@ -153,3 +153,33 @@ def generate_corpus(model, prompts: list[Prompt], path: str | os.PathLike, *, ma
                 bar.update(len(chunk))
     return [have[i] for i in sorted(have)]
 
+
+
+def training_prompt_subset(tokenizer, n: int) -> list[Prompt]:
+    """`n` prompts spread evenly over the training split's prompts (every len//n-th one, so
+    chat and plain prompts keep their mix)."""
+    from ..data import split_documents
+
+    if n < 1:
+        raise ValueError(f"the number of prompts must be >= 1, got {n}")
+    prompts = build_prompts(tokenizer, split_documents()[0])
+    return prompts[:: max(1, len(prompts) // n)][:n]
+
+
+def generate_training_records(target, tokenizer, path: str | os.PathLike, n: int, *, seed: int = 0,
+                              max_new_tokens: int = 112, batch: int = 32) -> list[dict]:
+    """The target's continuations of `n` training-split prompts (:func:`training_prompt_subset`)
+    written to `path` (JSON lines, as ``train-head``'s train.jsonl). Generation goes to
+    ``path + ".partial"`` (resumed when it is there) and is renamed to `path` when complete,
+    so an interrupted run never leaves a short file that looks finished. The target is
+    copied to bfloat16 for generation; `target` itself is not changed."""
+    import copy
+
+    path = Path(path)
+    partial = path.with_suffix(".partial")
+    eos = getattr(tokenizer, "eos_token_id", None)
+    gen_model = copy.deepcopy(target).to(torch.bfloat16).eval().requires_grad_(False)
+    recs = generate_corpus(gen_model, training_prompt_subset(tokenizer, n), partial,
+                           max_new_tokens=max_new_tokens, batch=batch, seed=seed, eos=eos)
+    os.replace(partial, path)
+    return recs

@@ -125,6 +125,28 @@ def collect(
                                                                               "text_index")), label)  # fmt: skip
 
 
+def release_freed_heap() -> None:
+    """Give freed heap pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
+
+    A teacher pass frees hundreds of MB in chunks that glibc keeps in its arenas, pinned by
+    the small example tensors kept between them; without this the process grew ~60 MB per
+    text (OOM-killed at 24 GB after 270 texts, measured) while the examples were 2 MB."""
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
+
+
 def _collect_standalone(pair, encoded, label, settings, seed, batch_size, starts, progress) -> VerifierData:
     from tqdm.auto import tqdm
 
@@ -162,10 +184,12 @@ def _collect_standalone(pair, encoded, label, settings, seed, batch_size, starts
                 else:
                     u = _rng.uniform(seed, pos, _rng.Stream.COIN, 1)[:, 0]
                     y = (u * qx < px).float()
-            hs.append(d_hidden[r, lo:n].cpu())
+            hs.append(d_hidden[r, lo:n].cpu().clone())  # not a view that keeps the batch's tensor
             fs.append(q_features(q, x, FEATURES).cpu())
             ls.append(y.cpu())
             ts.append(torch.full((n - lo,), i, dtype=torch.long))
+        del d_logits, d_hidden, t_logits
+        release_freed_heap()
     if not ls:
         raise InvalidArgumentError("no text has 2 or more tokens: nothing to learn from")
     return VerifierData(torch.cat(hs), torch.cat(fs), torch.cat(ls), torch.cat(ts), label)
