@@ -28,6 +28,8 @@ __all__ = [
     "HELDOUT_KEYS",
     "corpus_documents",
     "split_documents",
+    "PROMPT_SETS",
+    "prompt_set",
     "heldout_texts",
     "train_texts",
     "heldout_prompts",
@@ -160,3 +162,25 @@ def heldout_prompts(pair, n: int, prompt_tokens: int, seed: int = 0) -> list[lis
         if len(out) == n:
             return out
     raise InvalidArgumentError(f"only {len(out)} held-out texts have {prompt_tokens} tokens; ask for fewer or shorter prompts")
+
+
+PROMPT_SETS = ("raw", "chat")
+
+
+def prompt_set(pair, name: str, n: int, prompt_tokens: int = 48, seed: int = 0) -> list[list[int]]:
+    """Held-out benchmark prompts: ``"raw"`` = :func:`heldout_prompts` (raw text, `prompt_tokens`
+    ids each), ``"chat"`` = instruction-style prompts from held-out documents rendered through
+    the target's chat template (``drafts.head_data.build_prompts``; their own lengths), which
+    is how a user of the default Instruct target sends them."""
+    if name not in PROMPT_SETS:
+        raise InvalidArgumentError(f"prompt set must be one of {PROMPT_SETS}, got {name!r}")
+    if name == "raw":
+        return heldout_prompts(pair, n, prompt_tokens, seed)
+    from .drafts.head_data import build_prompts
+
+    if pair.tokenizer is None:
+        raise InvalidArgumentError("prompt_set='chat' needs a pair with a tokenizer (and a chat template)")
+    chat = [list(p.ids) for p in build_prompts(pair.tokenizer, split_documents()[1]) if p.chat]
+    if len(chat) < n:
+        raise InvalidArgumentError(f"only {len(chat)} held-out chat prompts exist; ask for fewer")
+    return chat[:n]

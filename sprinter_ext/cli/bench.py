@@ -22,7 +22,7 @@ import torch
 
 from .. import Decoder, __version__
 from ..methods import METHODS
-from ..data import heldout_prompts
+from ..data import PROMPT_SETS, prompt_set as heldout_prompt_set
 from ..errors import InvalidArgumentError
 from ..flops import generation_flops
 
@@ -69,6 +69,7 @@ def run_bench(
     hf=True,
     max_run=20,
     engines=("native", "reference"),
+    prompt_set="raw",
     progress=True,
 ) -> dict:
     """Run the comparison, every method on every engine; returns {"rows": [...], "config": {...}}."""
@@ -79,9 +80,10 @@ def run_bench(
             raise InvalidArgumentError(f"unknown method {m!r}; choose from {sorted(METHODS)}")
     if "sprinter" in methods and getattr(pair, "verifier", None) is None:
         raise InvalidArgumentError("method 'sprinter' needs a pair with a verifier (load_pair(..., verifier=path))")
-    ps = heldout_prompts(pair, prompts, prompt_tokens, seed)
+    ps = heldout_prompt_set(pair, prompt_set, prompts, prompt_tokens, seed)
     lookahead = max(k, max_run if "sprinter" in methods else 0)
-    max_length = -(-(prompt_tokens + max_new_tokens + lookahead) // 64) * 64  # static cache sized to the job
+    longest = max(len(p) for p in ps)  # chat prompts have their own lengths
+    max_length = -(-(longest + max_new_tokens + lookahead) // 64) * 64  # static cache sized to the job
     opts = {"sprinter": {"max_run": max_run}}
     cells = [(m, e) for m in methods for e in _engines_of(m, engines)]
     decoders = {(m, e): Decoder(pair, m, k=k, temperature=temperature, eos_token_id=None, max_length=max_length,
@@ -124,7 +126,9 @@ def run_bench(
     for r in rows:
         r["speedup_vs_ar"] = ar / r["ms_per_token"] if ar else None
         r["speedup_vs_hf_assisted"] = hfa / r["ms_per_token"] if hfa else None
-    config = dict(pair=pair.name, prompts=len(ps), prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
+    config = dict(pair=pair.name, prompt_set=prompt_set, prompts=len(ps),
+                  prompt_tokens=prompt_tokens if prompt_set == "raw" else [len(p) for p in ps],
+                  max_new_tokens=max_new_tokens,
                   k=k, temperature=temperature, seed=seed, dtype=str(pair.dtype), max_run=max_run,
                   engines=list(engines), speedups_relative_to=f"ar on engine {engines[0]}",
                   verifier_threshold=pair.verifier.threshold if getattr(pair, "verifier", None) else None)  # fmt: skip
@@ -184,7 +188,10 @@ def build_parser():
     ap.add_argument("--methods", default=None,
                     help=f"comma-separated methods (None: {','.join(ALL_METHODS)}; sprinter only with a verifier)")  # fmt: skip
     ap.add_argument("--prompts", type=int, default=4, help="held-out prompts (one seed each)")
-    ap.add_argument("--prompt-tokens", type=int, default=48, help="tokens per prompt")
+    ap.add_argument("--prompt-tokens", type=int, default=48, help="tokens per prompt (raw prompts)")
+    ap.add_argument("--prompt-set", choices=PROMPT_SETS, default="raw",
+                    help="held-out raw text prompts, or held-out chat prompts through the target's chat template "
+                         "(the default target is an Instruct model; results: methods_<pair>..._chat.json)")  # fmt: skip
     ap.add_argument("--max-new-tokens", type=int, default=32, help="new tokens per generation (no early stop)")
     ap.add_argument("-k", type=int, default=4, help="draft tokens per round (sd, ersd, ssd)")
     ap.add_argument("--temperature", type=float, default=1.0,
@@ -256,7 +263,8 @@ def _main(args, out: Path, argv) -> int:
             methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         one = run_bench(pair, methods=methods, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
                         max_new_tokens=args.max_new_tokens, k=args.k, temperature=args.temperature,
-                        seed=args.seed, hf=not args.no_hf and result is None, engines=engines)  # fmt: skip
+                        seed=args.seed, hf=not args.no_hf and result is None, engines=engines,
+                        prompt_set=args.prompt_set)  # fmt: skip
         if len(pairs) > 1:
             for r in one["rows"]:
                 r["draft"] = pair.draft_kind
@@ -274,13 +282,15 @@ def _main(args, out: Path, argv) -> int:
             result["config"]["head_verifier_threshold"] = one["config"]["verifier_threshold"]
     result["environment"] = environment()
     result["command"] = "python -m sprinter_ext bench " + " ".join(argv if argv is not None else sys.argv[2:])
-    print(f"\n{pair.name} | {args.prompts} held-out prompts x {args.max_new_tokens} new tokens | "
+    print(f"\n{pair.name} | {args.prompts} held-out {args.prompt_set} prompts x {args.max_new_tokens} new tokens | "
           f"k={args.k} temperature={args.temperature} | {result['environment']['device']} | "
           f"{torch.get_num_threads()} thread(s)")  # fmt: skip
     print(format_table(result["rows"]))
     out.mkdir(parents=True, exist_ok=True)
     draft = "" if args.draft == "standalone" else "_" + args.draft
-    path = out / f"methods_{args.pair}{draft}{'' if args.dtype == 'float32' else '_' + args.dtype}.json"
+    dtype = "" if args.dtype == "float32" else "_" + args.dtype
+    chat = "" if args.prompt_set == "raw" else "_" + args.prompt_set
+    path = out / f"methods_{args.pair}{draft}{dtype}{chat}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return 0

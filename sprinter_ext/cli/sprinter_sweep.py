@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .. import Decoder
-from ..data import heldout_prompts
+from ..data import prompt_set as heldout_prompt_set
 from ..flops import generation_flops
 from .bench import environment
 
@@ -90,27 +90,11 @@ def nll_vs_sd(row: dict, sd: dict) -> tuple[float, float, float]:
     return 100.0 * mean / base, 100.0 * (mean - half) / base, 100.0 * (mean + half) / base
 
 
-def sweep_prompts(pair, prompt_set: str, n: int, prompt_tokens: int, seed: int) -> list[list[int]]:
-    """Held-out prompts: raw text (data.heldout_prompts) or chat prompts through the target's template."""
-    if prompt_set == "raw":
-        return heldout_prompts(pair, n, prompt_tokens, seed)
-    from ..data import split_documents
-    from ..drafts.head_data import build_prompts
-    from ..errors import InvalidArgumentError
-
-    if pair.tokenizer is None:
-        raise InvalidArgumentError("prompt_set='chat' needs a pair with a tokenizer (and a chat template)")
-    chat = [list(p.ids) for p in build_prompts(pair.tokenizer, split_documents()[1]) if p.chat]
-    if len(chat) < n:
-        raise InvalidArgumentError(f"only {len(chat)} held-out chat prompts exist; ask for fewer")
-    return chat[:n]
-
-
 def sweep(pair, *, thresholds=DEFAULT_THRESHOLDS, prompts=4, prompt_tokens=48, max_new_tokens=32, k=4,
           max_run=20, seed=0, prompt_set="raw", progress=True) -> dict:  # fmt: skip
     from tqdm.auto import tqdm
 
-    ps = sweep_prompts(pair, prompt_set, prompts, prompt_tokens, seed)
+    ps = heldout_prompt_set(pair, prompt_set, prompts, prompt_tokens, seed)
     common = dict(eos_token_id=None)
     configs = [("ar", "ar", {}), ("sd", "sd", {"k": k})]
     configs += [(f"sprinter@{t:g}", "sprinter", {"threshold": t, "max_run": max_run}) for t in thresholds]
