@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import sprinter_ext
@@ -54,3 +55,50 @@ def test_shipped_draft_head_loads_and_is_lossless(default_pair):
     g_sd = sprinter_ext.generate(hp, msgs, method="sd", max_new_tokens=N, temperature=0.0, k=5)
     assert g_sd.tokens == g_ar.tokens and g_sd.stats["accepted_tokens"] > 0
     assert sprinter_ext.load_pair(draft="standalone").draft_kind == "standalone"
+
+
+def test_shipped_head_verifier_belongs_to_the_shipped_head(default_pair):
+    """load_pair(draft="head") attaches the head's own SPRINTER verifier
+    (models/data/smollm2_head_verifier.safetensors): it reads the head's verifier state, was
+    trained at temperatures 0 and 1, and SPRINTER runs with it at both."""
+    from sprinter_ext.models.default_pair import default_head_verifier_path
+    from sprinter_ext.verifier import Verifier, check_draft
+
+    assert default_head_verifier_path().is_file()
+    hp = sprinter_ext.load_pair(draft="head")
+    v = hp.verifier
+    assert isinstance(v, Verifier) and v.input_size == hp.draft.verifier_input_size
+    check_draft(v, hp.draft, hp.vocab_size)
+    assert sorted(v.meta["temperatures"]) == [0.0, 1.0] and v.meta["command"].startswith("python -m sprinter_ext")
+    assert v.meta["metrics"]["auc"] > 0.7  # held-out texts of its training records
+    # the standalone draft keeps its own verifier: neither fits the other draft
+    assert sprinter_ext.load_pair().verifier.input_size != v.input_size
+    msgs = [{"role": "user", "content": "What is a Python list?"}]
+    for t in (0.0, 1.0):
+        out = sprinter_ext.generate(hp, msgs, method="sprinter", max_new_tokens=N, temperature=t, seed=4)
+        assert len(out.tokens) > 0 and out.stats["target_calls"] >= 1
+
+
+def test_chat_prompt_set_for_bench_and_sweep(default_pair, make_tiny_pair):
+    """bench/sprinter-sweep --prompt-set chat: held-out instruction prompts through the
+    target's chat template (never the training split's), and named errors for the rest."""
+    from sprinter_ext.cli.bench import run_bench
+    from sprinter_ext.data import prompt_set, split_documents
+    from sprinter_ext.drafts.head_data import build_prompts
+    from sprinter_ext.errors import InvalidArgumentError
+
+    tok = default_pair.tokenizer
+    chat = prompt_set(default_pair, "chat", 3)
+    assert len(chat) == 3 and all(tok.decode(p).startswith("<|im_start|>") for p in chat)
+    assert tok.decode(chat[0]).rstrip().endswith("<|im_start|>assistant")
+    train = {tuple(p.ids) for p in build_prompts(tok, split_documents()[0])}
+    assert not any(tuple(p) in train for p in chat)
+    assert prompt_set(default_pair, "raw", 2, 16) == sprinter_ext.data.heldout_prompts(default_pair, 2, 16)
+    with pytest.raises(InvalidArgumentError, match="prompt set must be one of"):
+        prompt_set(default_pair, "poetry", 2)
+    with pytest.raises(InvalidArgumentError, match="needs a pair with a tokenizer"):
+        prompt_set(make_tiny_pair(), "chat", 2)
+    res = run_bench(default_pair, methods=("ar", "sd"), prompts=1, max_new_tokens=3, hf=False,
+                    engines=("native",), prompt_set="chat", progress=False)
+    assert res["config"]["prompt_set"] == "chat" and res["config"]["prompt_tokens"] == [len(chat[0])]
+    assert {r["method"] for r in res["rows"]} == {"ar", "sd"}
