@@ -30,6 +30,17 @@ def test_bench_cli_on_the_tiny_pair(tmp_path):
     assert {"environment", "config", "command"} <= set(result)
 
 
+def test_bench_results_names_keep_settings_apart():
+    from sprinter_ext.cli.bench import results_name
+
+    assert results_name("default", "standalone", "float32", "raw", 1.0) == "methods_default.json"
+    assert results_name("default", "both", "float32", "chat", 0.0) == "methods_default_both_chat_t0.json"
+    assert results_name("default", "head", "bfloat16", "raw", 0.7) == "methods_default_head_bfloat16_t0.7.json"
+    names = {results_name("default", d, "float32", p, t) for d in ("standalone", "head", "both")
+             for p in ("raw", "chat") for t in (0.0, 1.0)}  # fmt: skip
+    assert len(names) == 12
+
+
 def _cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "sprinter_ext", *args], capture_output=True, text=True, **kw)
 

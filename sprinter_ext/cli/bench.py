@@ -195,7 +195,7 @@ def build_parser():
     ap.add_argument("--max-new-tokens", type=int, default=32, help="new tokens per generation (no early stop)")
     ap.add_argument("-k", type=int, default=4, help="draft tokens per round (sd, ersd, ssd)")
     ap.add_argument("--temperature", type=float, default=1.0,
-                    help="0 = greedy (note: the default verifier was trained on T=1 features)")
+                    help="0 = greedy (results of a temperature other than 1: methods_<pair>..._t<T>.json)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed+i)")
     ap.add_argument("--verifier", default=None, help="verifier file (None: the pair's own)")
     ap.add_argument("--draft", choices=["standalone", "head", "both"], default="standalone",
@@ -228,6 +228,15 @@ def main(argv=None) -> int:
     out = REPO_RESULTS if args.update_repo_results else Path(args.out) if args.out else default_out()
     with use_threads(args.threads):
         return _main(args, out, argv)
+
+
+def results_name(pair: str, draft: str, dtype: str, prompt_set: str, temperature: float) -> str:
+    """methods_<pair>[_<draft>][_<dtype>][_chat][_t<T>].json: runs with other settings never overwrite each other."""
+    draft = "" if draft == "standalone" else "_" + draft
+    dtype = "" if dtype == "float32" else "_" + dtype
+    chat = "" if prompt_set == "raw" else "_" + prompt_set
+    temp = "" if temperature == 1.0 else f"_t{temperature:g}"
+    return f"methods_{pair}{draft}{dtype}{chat}{temp}.json"
 
 
 def _main(args, out: Path, argv) -> int:
@@ -287,10 +296,7 @@ def _main(args, out: Path, argv) -> int:
           f"{torch.get_num_threads()} thread(s)")  # fmt: skip
     print(format_table(result["rows"]))
     out.mkdir(parents=True, exist_ok=True)
-    draft = "" if args.draft == "standalone" else "_" + args.draft
-    dtype = "" if args.dtype == "float32" else "_" + args.dtype
-    chat = "" if args.prompt_set == "raw" else "_" + args.prompt_set
-    path = out / f"methods_{args.pair}{draft}{dtype}{chat}.json"
+    path = out / results_name(args.pair, args.draft, args.dtype, args.prompt_set, args.temperature)
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return 0
