@@ -5,6 +5,9 @@ LM head included, the embedding gather excluded) plus 4 * d_attn per attended
 (query, key) pair for QK^T and AV, where d_attn = heads * head_dim. The engine
 counts tokens fed and (query, key) pairs attended per model (stats
 ``*_fed`` / ``*_attended``), so a method's FLOPs follow exactly from its stats.
+A draft head is counted as one decoder layer whose every Linear (its feature fusion
+``fc`` included, which in fact runs only on the target's features) runs per token fed:
+a slight over-count of the head's share.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ def matmul_params(model) -> int:
         if isinstance(m, (nn.Linear, Conv1D)) and id(m.weight) not in seen:
             seen.add(id(m.weight))
             total += m.weight.numel()
-    head = model.get_output_embeddings()
+    get_head = getattr(model, "get_output_embeddings", None)  # a draft head (drafts/head.py) has a plain lm_head
+    head = get_head() if get_head is not None else None
     if head is not None and not isinstance(head, (nn.Linear, Conv1D)):
         # a custom head (e.g. a restricted vocabulary): count its 2-D tensors
         for t in list(head.parameters()) + list(head.buffers()):
@@ -38,7 +42,7 @@ def attention_width(model) -> tuple[int, int]:
     """(layers, heads * head_dim) of a decoder."""
     c = model.config
     layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer")
-    heads = getattr(c, "num_attention_heads", None) or getattr(c, "n_head")
+    heads = getattr(c, "num_attention_heads", None) or getattr(c, "num_heads", None) or getattr(c, "n_head")
     hidden = getattr(c, "hidden_size", None) or getattr(c, "n_embd")
     head_dim = getattr(c, "head_dim", None) or hidden // heads
     return int(layers), int(heads * head_dim)

@@ -150,3 +150,20 @@ def test_ssd_with_a_head_same_seed_same_tokens(head_pair):
         sprinter_ext.Decoder(head_pair, "ssd", engine="reference", threaded=True)
     f = sprinter_ext.generate(head_pair, PROMPT_LONG, method="ssd", **dict(kw, engine="fused"), threaded=False)
     assert f.tokens == a.tokens
+
+
+def test_flops_count_a_head_as_one_decoder_layer(head_pair):
+    """sprinter-sweep's FLOPs column on a head pair (it once failed on the head's config)."""
+    from sprinter_ext.flops import attention_width, generation_flops, matmul_params
+
+    head = head_pair.draft
+    c = head.config
+    assert attention_width(head) == (1, c.num_heads * c.head_dim)
+    assert matmul_params(head) == sum(m.weight.numel() for m in head.modules() if isinstance(m, torch.nn.Linear))
+    out = sprinter_ext.generate(head_pair, PROMPT_LONG, method="sd", k=3, max_new_tokens=12, seed=0, eos_token_id=None,
+                                engine="reference")
+    s = out.stats
+    assert s["draft_fed"] > 0
+    total = generation_flops(head_pair, s)
+    target_only = 2 * matmul_params(head_pair.target) * s["target_fed"]
+    assert total > target_only + 2 * matmul_params(head) * s["draft_fed"]  # + attention of both
