@@ -92,6 +92,53 @@ def test_training_records_are_generated_whole_or_resumed(default_tokenizer, tmp_
     assert out.exists() and not out.with_suffix(".partial").exists()
     assert [r["prompt"] for r in recs] == [list(p.ids) for p in subset]
     assert recs[0]["completion"] == [7, 7] and all(1 <= len(r["completion"]) <= 3 for r in recs[1:])
-    assert target.dtype == torch.float32  # generation ran on a bfloat16 copy
+    assert target.dtype == torch.float32  # generation left the target as it was
     with pytest.raises(ValueError, match="number of prompts"):
         training_prompt_subset(tok, 0)
+
+
+def test_corpus_samples_extend_and_resume(tmp_path):
+    """samples=N adds T=1 continuations s * len(prompts) + i of every prompt; raising N later
+    keeps the records already made; a half-written last line is left for the next read."""
+    from sprinter_ext.drafts.head_data import Prompt, generate_corpus
+    from sprinter_ext.drafts.train_head import read_records
+
+    target = tiny_model("llama", vocab=64, layers=1, hidden=16, seed=4)
+    prompts = [Prompt(f"k{i}", tuple(range(1 + i, 6 + i)), False) for i in range(5)]
+    path = tmp_path / "c.jsonl"
+    one = generate_corpus(target, prompts, path, max_new_tokens=4, batch=2, seed=3)
+    assert [r["index"] for r in one] == list(range(5))
+    assert [r["temperature"] for r in one] == [0.0, 1.0, 0.0, 1.0, 0.0]
+    three = generate_corpus(target, prompts, path, max_new_tokens=4, batch=2, seed=3, samples=3)
+    assert [r["index"] for r in three] == list(range(15))
+    assert three[:5] == one  # the earlier records are kept as they were
+    assert all(r["temperature"] == 1.0 and r["prompt"] == list(prompts[r["index"] % 5].ids) for r in three[5:])
+    assert len({tuple(r["completion"]) for r in three if r["index"] % 5 == 1}) > 1  # new samples differ
+    assert generate_corpus(target, prompts, path, max_new_tokens=4, batch=2, seed=3, samples=3) == three
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        generate_corpus(target, prompts, tmp_path / "x.jsonl", samples=0)
+    with path.open("a") as fh:
+        fh.write('{"index": 99, "key"')  # a generation running alongside is mid-write
+    assert sorted(read_records(path), key=lambda r: r["index"]) == three
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_teacher_rows_equal_the_full_teacher(seed):
+    """teacher(rows=) runs the LM head on the wanted positions only: there it equals the full
+    teacher (features everywhere), elsewhere it is 0 / -1."""
+    from sprinter_ext.drafts.train_head import make_batch, teacher
+
+    target = tiny_model("llama", vocab=64, layers=3, hidden=32, seed=seed, scale=3.0)
+    g = torch.Generator().manual_seed(seed)
+    recs = [{"prompt": torch.randint(0, 64, (int(n),), generator=g).tolist(),
+             "completion": torch.randint(0, 64, (int(m),), generator=g).tolist()}
+            for n, m in zip(torch.randint(1, 9, (3,), generator=g), torch.randint(1, 7, (3,), generator=g))]
+    ids, valid = make_batch(recs, 12)
+    rows = torch.cat([torch.zeros_like(valid[:, :1]), valid[:, :-1]], 1)
+    d2t = torch.tensor([0, 3, 5, 9, 17, 40, 63])
+    full = teacher(target, ids, (0, 2), d2t)
+    part = teacher(target, ids, (0, 2), d2t, rows=rows)
+    torch.testing.assert_close(part[0], full[0])
+    for x, y in zip(full[1:], part[1:]):
+        torch.testing.assert_close(y[rows], x[rows])
+    assert bool((part[1][~rows] == 0).all()) and bool((part[2][~rows] == -1).all())

@@ -121,15 +121,21 @@ def generate_batch(model, prompts: list[tuple[int, ...]], max_new_tokens: int, t
 
 
 def generate_corpus(model, prompts: list[Prompt], path: str | os.PathLike, *, max_new_tokens: int = 128,
-                    batch: int = 16, seed: int = 0, eos: int | None = None) -> list[dict]:
+                    batch: int = 16, seed: int = 0, eos: int | None = None, samples: int = 1) -> list[dict]:
     """Generate (or resume generating) continuations into the JSON-lines file `path`.
 
     One record ``{"index", "key", "chat", "prompt", "completion", "temperature"}`` per
-    prompt; prompt i is greedy when i is even, sampled at temperature 1 otherwise (its own
-    generator, seeded from `seed` and the batch's first index). Records already in the
-    file are kept, so an interrupted run resumes where it stopped. Returns the records in
-    prompt order.
+    prompt and sample. Sample 0 of prompt i (record index i) is greedy when i is even,
+    sampled at temperature 1 otherwise; samples s >= 1 (record index s * len(prompts) + i)
+    are further temperature-1 continuations of every prompt, so a head trains on more of
+    the target's own text than one continuation per prompt gives. Each batch has its own
+    generator, seeded from `seed`, the sample and the batch's first index. Records already
+    in the file are kept, so an interrupted run resumes where it stopped, and raising
+    `samples` later adds records without changing the earlier ones. Returns the records in
+    index order.
     """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1 (continuations per prompt), got {samples}")
     path = Path(path)
     have: dict[int, dict] = {}
     if path.exists():
@@ -137,22 +143,25 @@ def generate_corpus(model, prompts: list[Prompt], path: str | os.PathLike, *, ma
             if line.strip():
                 rec = json.loads(line)
                 have[rec["index"]] = rec
-    todo = sorted((i for i in range(len(prompts)) if i not in have), key=lambda i: (i % 2, len(prompts[i].ids), i))
+    n = len(prompts)
+    todo = sorted((i for i in range(n * samples) if i not in have),
+                  key=lambda i: (i // n, i % 2 if i < n else 1, len(prompts[i % n].ids), i))
     with path.open("a") as fh, tqdm(total=len(todo), desc="target continuations", unit="prompt") as bar:
-        for t in (0.0, 1.0):
-            sel = [i for i in todo if (i % 2 == 0) == (t == 0.0)]
-            for start in range(0, len(sel), batch):
-                chunk = sel[start:start + batch]
-                gen = torch.Generator().manual_seed(seed * 1_000_003 + chunk[0])
-                outs = generate_batch(model, [prompts[i].ids for i in chunk], max_new_tokens, t, gen, eos)
-                for i, o in zip(chunk, outs):
-                    have[i] = {"index": i, "key": prompts[i].key, "chat": prompts[i].chat,
-                               "prompt": list(prompts[i].ids), "completion": o, "temperature": t}
-                    fh.write(json.dumps(have[i]) + "\n")
-                fh.flush()
-                bar.update(len(chunk))
+        for s in range(samples):
+            for t in ((0.0, 1.0) if s == 0 else (1.0,)):
+                sel = [i for i in todo if i // n == s and (s > 0 or (i % 2 == 0) == (t == 0.0))]
+                for start in range(0, len(sel), batch):
+                    chunk = sel[start:start + batch]
+                    gen = torch.Generator().manual_seed(seed * 1_000_003 + chunk[0])
+                    outs = generate_batch(model, [prompts[i % n].ids for i in chunk], max_new_tokens, t, gen, eos)
+                    for i, o in zip(chunk, outs):
+                        pr = prompts[i % n]
+                        have[i] = {"index": i, "key": pr.key, "chat": pr.chat,
+                                   "prompt": list(pr.ids), "completion": o, "temperature": t}
+                        fh.write(json.dumps(have[i]) + "\n")
+                    fh.flush()
+                    bar.update(len(chunk))
     return [have[i] for i in sorted(have)]
-
 
 
 def training_prompt_subset(tokenizer, n: int) -> list[Prompt]:
@@ -171,15 +180,13 @@ def generate_training_records(target, tokenizer, path: str | os.PathLike, n: int
     """The target's continuations of `n` training-split prompts (:func:`training_prompt_subset`)
     written to `path` (JSON lines, as ``train-head``'s train.jsonl). Generation goes to
     ``path + ".partial"`` (resumed when it is there) and is renamed to `path` when complete,
-    so an interrupted run never leaves a short file that looks finished. The target is
-    copied to bfloat16 for generation; `target` itself is not changed."""
-    import copy
-
+    so an interrupted run never leaves a short file that looks finished. `target` generates
+    as it is (float32 is the fast dtype on CPU: batched bfloat16 generation through
+    transformers ran ~6x slower here) and is not changed."""
     path = Path(path)
     partial = path.with_suffix(".partial")
     eos = getattr(tokenizer, "eos_token_id", None)
-    gen_model = copy.deepcopy(target).to(torch.bfloat16).eval().requires_grad_(False)
-    recs = generate_corpus(gen_model, training_prompt_subset(tokenizer, n), partial,
+    recs = generate_corpus(target, training_prompt_subset(tokenizer, n), partial,
                            max_new_tokens=max_new_tokens, batch=batch, seed=seed, eos=eos)
     os.replace(partial, path)
     return recs

@@ -33,7 +33,13 @@ from .head import DraftHead, HeadCache, HeadConfig
 
 
 def read_records(path) -> list[dict]:
-    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    """The records of a JSON-lines file; a last line still being written by a generation
+    running alongside (no newline yet) is left for the next read."""
+    text = Path(path).read_text()
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]
+    return [json.loads(l) for l in lines if l.strip()]
 
 
 def choose_vocab(records: list[dict], size: int, always=(), texts=(), tokenizer=None) -> torch.Tensor:
@@ -78,14 +84,30 @@ def init_from_target(head: DraftHead, target) -> None:
 
 
 @torch.no_grad()
-def teacher(target, ids: torch.Tensor, layers, d2t: torch.Tensor):
+def teacher(target, ids: torch.Tensor, layers, d2t: torch.Tensor, rows: torch.Tensor | None = None):
     """Target features [B, T, m*H], distribution over the draft vocab [B, T, Vd], argmax [B, T]
-    and the probability mass outside the draft vocab [B, T]."""
-    out = target(input_ids=ids, output_hidden_states=True, use_cache=False)
+    and the probability mass outside the draft vocab [B, T].
+
+    `rows` ([B, T] bool, optional): the positions whose distribution is wanted; the LM head
+    and the softmax run on those only (the others are 0, argmax -1), which saves most of the
+    LM head's work when only completions are trained on."""
+    if rows is None:
+        out = target(input_ids=ids, output_hidden_states=True, use_cache=False)
+        feats = torch.cat([out.hidden_states[l] for l in layers], -1).float()
+        p = torch.softmax(out.logits.float(), -1)
+        pd = p[..., d2t]
+        return feats, pd, out.logits.argmax(-1), (1 - pd.sum(-1)).clamp(min=0)
+    out = target.model(input_ids=ids, output_hidden_states=True, use_cache=False)
     feats = torch.cat([out.hidden_states[l] for l in layers], -1).float()
-    p = torch.softmax(out.logits.float(), -1)
-    pd = p[..., d2t]
-    return feats, pd, out.logits.argmax(-1), (1 - pd.sum(-1)).clamp(min=0)
+    logits = target.get_output_embeddings()(out.last_hidden_state[rows]).float()
+    p = torch.softmax(logits, -1)
+    pd = ids.new_zeros((*ids.shape, d2t.numel()), dtype=torch.float32)
+    pd[rows] = p[:, d2t]
+    am = torch.full_like(ids, -1)
+    am[rows] = logits.argmax(-1)
+    outside = torch.zeros(ids.shape, dtype=torch.float32)
+    outside[rows] = (1 - pd[rows].sum(-1)).clamp(min=0)
+    return feats, pd, am, outside
 
 
 def make_batch(records: list[dict], max_len: int):
@@ -101,7 +123,8 @@ def make_batch(records: list[dict], max_len: int):
 
 
 def head_losses(head: DraftHead, target, ids, valid, layers, steps: int, decay: float = 0.8):
-    feats, pd, am, outside = teacher(target, ids, layers, head.d2t)
+    need = torch.cat([torch.zeros_like(valid[:, :1]), valid[:, :-1]], 1)  # the label of input p is at p+1
+    feats, pd, am, outside = teacher(target, ids, layers, head.d2t, rows=need)
     emb_all = target.get_input_embeddings()(ids).detach().float()
     emb = torch.cat([emb_all[:, 1:], torch.zeros_like(emb_all[:, :1])], 1)  # x_{p+1} at p
     fused = head.fuse(feats)
@@ -217,7 +240,7 @@ def evaluate(head, target, held: list[dict], layers, steps, k: int = 5, max_len:
 def train_head(target, tokenizer, data, heldout, work, *, minutes: float = 60, layers=(2, 15, 27),
                vocab: int = 8192, steps: int = 5, batch: int = 8, max_len: int = 320, lr: float = 5e-4,
                total_steps: int = 3000, save_every: int = 25, eval_every: int = 100, seed: int = 20261202,
-               teacher_dtype=torch.bfloat16, settings: dict | None = None, init=None) -> dict:
+               teacher_dtype=torch.float32, settings: dict | None = None, init=None) -> dict:
     """Train (or resume training) a head for `target` on the records in the JSON-lines file
     `data`, evaluating on `heldout`; checkpoints in `work`. Stops after `minutes` or at
     `total_steps`. `init`: a head file to start from when `work` has no checkpoint yet (its
@@ -267,7 +290,7 @@ def train_head(target, tokenizer, data, heldout, work, *, minutes: float = 60, l
     start = time.time()
     bar = tqdm(desc="head training", unit="step", initial=step, total=total_steps)
     while time.time() - start < minutes * 60 and step < total_steps:
-        if step % 50 == 0:  # the data file may still be growing (generation runs alongside)
+        if step % 10 == 0:  # the data file may still be growing (train-head --phase data alongside)
             recs = [r for r in read_records(data) if r["completion"]]
         rng = random.Random(seed * 7919 + step)  # the batch is a function of the step
         ids, valid = make_batch(rng.sample(recs, batch), max_len)
