@@ -142,3 +142,15 @@ def test_teacher_rows_equal_the_full_teacher(seed):
     for x, y in zip(full[1:], part[1:]):
         torch.testing.assert_close(y[rows], x[rows])
     assert bool((part[1][~rows] == 0).all()) and bool((part[2][~rows] == -1).all())
+
+
+def test_cli_phases_refuse_what_they_cannot_do(tmp_path):
+    """train-head --samples 0 is refused before anything is loaded; --phase train on a work
+    directory without data says to generate it first."""
+    from sprinter_ext.cli.train_head import main
+
+    with pytest.raises(SystemExit, match="--samples must be >= 1"):
+        main(["--work", str(tmp_path / "a"), "--samples", "0"])
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(SystemExit, match="run with --phase data"):
+        main(["--work", str(tmp_path / "b"), "--phase", "train"])
