@@ -167,3 +167,15 @@ def test_flops_count_a_head_as_one_decoder_layer(head_pair):
     total = generation_flops(head_pair, s)
     target_only = 2 * matmul_params(head_pair.target) * s["target_fed"]
     assert total > target_only + 2 * matmul_params(head) * s["draft_fed"]  # + attention of both
+
+
+def test_bench_runs_ssd_with_a_head_unthreaded(head_pair):
+    """bench --draft head/both once died on ssd (threaded by default on the fused engine, which
+    a head refuses): the benchmark runs a head's ssd unthreaded, with sd's tokens at C=1."""
+    from sprinter_ext.cli.bench import run_bench
+
+    res = run_bench(head_pair, methods=("sd", "ssd"), prompts=2, prompt_tokens=9, max_new_tokens=6, k=3,
+                    temperature=0.0, hf=False, engines=("native",), progress=False)
+    rows = {r["method"]: r for r in res["rows"]}
+    assert set(rows) == {"sd", "ssd"} and rows["ssd"]["engine"] == "fused"
+    assert rows["ssd"]["target_calls_per_token"] == rows["sd"]["target_calls_per_token"]

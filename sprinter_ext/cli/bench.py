@@ -85,6 +85,8 @@ def run_bench(
     longest = max(len(p) for p in ps)  # chat prompts have their own lengths
     max_length = -(-(longest + max_new_tokens + lookahead) // 64) * 64  # static cache sized to the job
     opts = {"sprinter": {"max_run": max_run}}
+    if pair.draft_kind == "head":  # a head reads the features verification writes: ssd runs unthreaded
+        opts["ssd"] = {"threaded": False}
     cells = [(m, e) for m in methods for e in _engines_of(m, engines)]
     decoders = {(m, e): Decoder(pair, m, k=k, temperature=temperature, eos_token_id=None, max_length=max_length,
                                 engine=e, **opts.get(m, {})) for m, e in cells}  # fmt: skip
