@@ -144,8 +144,8 @@ def generate_corpus(model, prompts: list[Prompt], path: str | os.PathLike, *, ma
                 rec = json.loads(line)
                 have[rec["index"]] = rec
     n = len(prompts)
-    todo = sorted((i for i in range(n * samples) if i not in have),
-                  key=lambda i: (i // n, i % 2 if i < n else 1, len(prompts[i % n].ids), i))
+    # batches of similar lengths (less padding); the loop below groups by sample and temperature
+    todo = sorted((i for i in range(n * samples) if i not in have), key=lambda i: (len(prompts[i % n].ids), i))
     with path.open("a") as fh, tqdm(total=len(todo), desc="target continuations", unit="prompt") as bar:
         for s in range(samples):
             for t in ((0.0, 1.0) if s == 0 else (1.0,)):

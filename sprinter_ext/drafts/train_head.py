@@ -91,22 +91,18 @@ def teacher(target, ids: torch.Tensor, layers, d2t: torch.Tensor, rows: torch.Te
     `rows` ([B, T] bool, optional): the positions whose distribution is wanted; the LM head
     and the softmax run on those only (the others are 0, argmax -1), which saves most of the
     LM head's work when only completions are trained on."""
-    if rows is None:
-        out = target(input_ids=ids, output_hidden_states=True, use_cache=False)
-        feats = torch.cat([out.hidden_states[l] for l in layers], -1).float()
-        p = torch.softmax(out.logits.float(), -1)
-        pd = p[..., d2t]
-        return feats, pd, out.logits.argmax(-1), (1 - pd.sum(-1)).clamp(min=0)
-    out = target.model(input_ids=ids, output_hidden_states=True, use_cache=False)
+    out = target.base_model(input_ids=ids, output_hidden_states=True, use_cache=False)
     feats = torch.cat([out.hidden_states[l] for l in layers], -1).float()
+    if rows is None:
+        rows = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
     logits = target.get_output_embeddings()(out.last_hidden_state[rows]).float()
-    p = torch.softmax(logits, -1)
-    pd = ids.new_zeros((*ids.shape, d2t.numel()), dtype=torch.float32)
-    pd[rows] = p[:, d2t]
+    p = torch.softmax(logits, -1)[:, d2t]
+    pd = torch.zeros((*ids.shape, d2t.numel()), dtype=torch.float32, device=ids.device)
+    pd[rows] = p
     am = torch.full_like(ids, -1)
     am[rows] = logits.argmax(-1)
-    outside = torch.zeros(ids.shape, dtype=torch.float32)
-    outside[rows] = (1 - pd[rows].sum(-1)).clamp(min=0)
+    outside = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+    outside[rows] = (1 - p.sum(-1)).clamp(min=0)
     return feats, pd, am, outside
 
 
