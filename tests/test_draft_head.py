@@ -40,6 +40,10 @@ def test_unrolled_equals_cached_steps(seed):
 def test_named_errors():
     with pytest.raises(InvalidArgumentError, match="beyond the target's depth"):
         _cfg(feature_layers=(1, 4))
+    with pytest.raises(InvalidArgumentError, match="must be even"):
+        _cfg(head_dim=5)
+    with pytest.raises(InvalidArgumentError, match="multiple of num_kv_heads"):
+        _cfg(num_kv_heads=3)
     cfg = _cfg()
     with pytest.raises(InvalidArgumentError, match="outside the target's vocabulary"):
         DraftHead(cfg, torch.arange(17) + 20)

@@ -58,6 +58,13 @@ class HeadConfig:
                 raise InvalidArgumentError(
                     f"feature layer {l} is beyond the target's depth ({self.target_layers} layers): "
                     f"use indices in [0, {self.target_layers - 1}] (the residual stream entering that layer)")
+        if self.head_dim < 2 or self.head_dim % 2:
+            raise InvalidArgumentError(
+                f"head_dim {self.head_dim} cannot carry rotary positions: it must be even (pairs of dimensions rotate)")
+        if self.num_heads % self.num_kv_heads:
+            raise InvalidArgumentError(
+                f"{self.num_heads} attention heads cannot share {self.num_kv_heads} key/value heads: "
+                "num_heads must be a multiple of num_kv_heads")
         if not 1 <= self.draft_vocab_size <= self.target_vocab_size:
             raise InvalidArgumentError(
                 f"draft vocabulary of {self.draft_vocab_size} tokens for a target vocabulary of "

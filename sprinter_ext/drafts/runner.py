@@ -61,7 +61,7 @@ class HeadRunner:
     """Runner-protocol wrapper of a draft head that reads the target's :class:`FeatureTap`."""
 
     def __init__(self, head: DraftHead, embedding: torch.Tensor, tap: FeatureTap, vocab_size: int,
-                 max_len: int):
+                 max_len: int, *, fast: bool | None = False):
         c = head.config
         if tap.layers != c.feature_layers:
             raise InvalidArgumentError(
@@ -83,6 +83,14 @@ class HeadRunner:
         self.length = 0  # tokens fed
         self._entries = 0  # inputs processed (<= length - 1)
         self._from_target = 0  # leading inputs made from the target's features
+        if fast is None:
+            fast = fast_head_reason(head) is None
+        elif not isinstance(fast, bool):
+            raise ArgumentTypeError(f"fast must be a bool or None, got {type(fast).__name__}")
+        elif fast and (why := fast_head_reason(head)):
+            raise InvalidArgumentError(f"fast=True cannot run this head: {why}; use fast=False")
+        self._fast = _PackedHead(head, self.max_len) if fast else None
+        self.fast = fast
 
     # -- protocol -----------------------------------------------------------------------
     def prefill(self, ids):
@@ -177,12 +185,14 @@ class HeadRunner:
         g = self._g[lo:need]
         if first_out < 0:  # a one-token prompt: nothing to predict from yet but the embedding
             g = torch.cat([torch.zeros_like(self._g[:1]), g])
-        logits = self.head.logits(g).float()
+        logits = (self._fast.logits(g) if self._fast is not None else self.head.logits(g)).float()
         full = torch.full((g.shape[0], self.vocab_size), float("-inf"), device=self.device)
         full[:, self.head.d2t] = logits
         return full, self.head.verifier_state(g, logits)
 
     def _run(self, lo: int, hi: int, *, from_target: bool) -> None:
+        if self._fast is not None:
+            return self._run_fast(lo, hi, from_target=from_target)
         c, h = self.config, self.head
         if from_target:
             feat = h.fuse(self.tap.buf[lo:hi].to(self.dtype))
@@ -198,6 +208,112 @@ class HeadRunner:
         mask = torch.arange(hi, device=self.device)[None, :] <= pos[:, None]
         attn = torch.nn.functional.scaled_dot_product_attention(q.transpose(0, 1), kk, vv, attn_mask=mask)
         self._g[lo:hi] = h._finish(feat, attn.transpose(0, 1).reshape(hi - lo, -1))
+
+
+    def _run_fast(self, lo: int, hi: int, *, from_target: bool) -> None:
+        """:meth:`_run` on the packed projections (one weight stream per forward, whatever
+        the row count), rotary tables, and grouped-query attention without a key copy."""
+        P, n = self._fast, hi - lo
+        if from_target:
+            feat = P.fc(self.tap.buf[lo:hi].to(self.dtype))
+        else:
+            feat = self._g[lo - 1:lo] if lo > 0 else torch.zeros_like(self._g[:1])
+        emb = self.embedding[self._tokens[lo + 1:hi + 1].to(self.embedding.device)].to(self.dtype)
+        q, k, v = P.qkv(feat, emb, lo, hi)
+        self._k[lo:hi], self._v[lo:hi] = k, v
+        self._g[lo:hi] = P.finish(feat, P.attend(q, self._k[:hi], self._v[:hi], lo))
+
+
+def fast_head_reason(head: DraftHead) -> str | None:
+    """Why the packed CPU path (:class:`_PackedHead`) cannot run `head`, or None when it can."""
+    p = next(head.parameters())
+    if p.device.type != "cpu" or p.dtype not in (torch.float32, torch.bfloat16):
+        return f"the packed path needs a float32 or bfloat16 head on the CPU, got {p.dtype} on {p.device}"
+    try:
+        from .. import _native  # noqa: F401  (the compiled extension, with a rebuild hint)
+    except ImportError as exc:
+        return f"the compiled extension is missing ({exc})"
+    return None
+
+
+class _PackedHead:
+    """The head's decode-time forward on the CPU with csrc/model/linear_cpu.h's PackedLinear.
+
+    The same math as :class:`DraftHead` (``_qkv``, ``_finish``, ``logits``), within float
+    tolerance, not bits: q/k/v are one packed projection (as are gate/up), each weight is
+    streamed once per forward whatever its row count (ATen's eager linear re-reads or
+    repacks it at small n), the rotary angles come from a table made once, and RMSNorm is
+    torch's fused op. What the runner's fast mode runs (``HeadRunner(fast=True)``); the
+    eager path stays the reference.
+    """
+
+    def __init__(self, head: DraftHead, max_len: int):
+        from .._native import _C
+
+        c, m = head.config, head.midlayer
+        a = m.self_attn
+        w = lambda *ts: torch.cat([t.weight.detach() for t in ts]).contiguous()  # noqa: E731
+        self.c, self.head = c, head
+        self.fc_ = _C.PackedLinear(w(head.fc), None)
+        self.qkv_ = _C.PackedLinear(w(a.q_proj, a.k_proj, a.v_proj), None)
+        self.o_ = _C.PackedLinear(w(a.o_proj), None)
+        self.gate_up_ = _C.PackedLinear(w(m.mlp.gate_proj, m.mlp.up_proj), None)
+        self.down_ = _C.PackedLinear(w(m.mlp.down_proj), None)
+        self.lm_head_ = _C.PackedLinear(w(head.lm_head), None)
+        self.split = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.num_kv_heads * c.head_dim)
+        norm = lambda mod: (mod.weight.detach(), mod.eps)  # noqa: E731
+        self.in_norm, self.hid_norm = norm(m.input_layernorm), norm(m.hidden_norm)
+        self.post_norm, self.out_norm = norm(m.post_attention_layernorm), norm(head.norm)
+        dtype = a.q_proj.weight.dtype
+        hd = c.head_dim
+        inv = 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        ang = torch.arange(max_len, dtype=torch.float32)[:, None] * inv
+        self.cos = torch.cat([ang.cos(), ang.cos()], -1)[:, None, :].to(dtype)  # [max_len, 1, hd]
+        self.sin = torch.cat([ang.sin(), ang.sin()], -1)[:, None, :].to(dtype)
+
+    @staticmethod
+    def _norm(x, ws):  # RMSNorm in float32 (five small ops: torch's rms_norm is slower here)
+        xf = x.float()
+        return ws[0] * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + ws[1])).to(x.dtype)
+
+    def fc(self, features):
+        return self.fc_.forward(features)
+
+    def _rope(self, x, lo, hi):
+        h = x.shape[-1] // 2
+        return x * self.cos[lo:hi] + torch.cat([-x[..., h:], x[..., :h]], -1) * self.sin[lo:hi]
+
+    def qkv(self, feat, emb, lo, hi):
+        c = self.c
+        x = torch.cat([self._norm(emb, self.in_norm), self._norm(feat, self.hid_norm)], -1)
+        q, k, v = self.qkv_.forward(x).split(self.split, -1)
+        n = hi - lo
+        q = self._rope(q.view(n, c.num_heads, c.head_dim), lo, hi)
+        k = self._rope(k.view(n, c.num_kv_heads, c.head_dim), lo, hi)
+        return q, k, v.view(n, c.num_kv_heads, c.head_dim)
+
+    def attend(self, q, k, v, lo):
+        """Causal grouped-query attention of queries q [n, nh, hd] at positions lo.. over keys
+        and values [L, nkv, hd]: the rep = nh / nkv query heads of a KV head are rows of one
+        attention (no repeated keys); one query sees every key, so it needs no mask."""
+        c = self.c
+        n, L, nkv = q.shape[0], k.shape[0], c.num_kv_heads
+        rep = c.num_heads // nkv
+        qq = q.view(n, nkv, rep, c.head_dim).permute(1, 2, 0, 3).reshape(nkv, rep * n, c.head_dim)
+        mask = None
+        if n > 1:
+            mask = (torch.arange(L)[None, :] <= torch.arange(lo, lo + n)[:, None]).repeat(rep, 1)
+        o = torch.nn.functional.scaled_dot_product_attention(  # 4-D: ATen's fused CPU kernel
+            qq[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], attn_mask=mask)
+        return o.view(nkv, rep, n, c.head_dim).permute(2, 0, 1, 3).reshape(n, c.num_heads * c.head_dim)
+
+    def finish(self, feat, attn):
+        h = feat + self.o_.forward(attn)
+        gate, up = self.gate_up_.forward(self._norm(h, self.post_norm)).chunk(2, -1)
+        return h + self.down_.forward(torch.nn.functional.silu(gate) * up)
+
+    def logits(self, g):
+        return self.lm_head_.forward(self._norm(g, self.out_norm))
 
 
 class NativeTap:
@@ -250,6 +366,9 @@ def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
         emb = getattr(head, "embedding", None)
         if emb is None:
             emb = target.get_input_embeddings().weight
-        return HeadRunner(head, emb.detach(), made["tap"], int(target.config.vocab_size), t.max_len)
+        # the head runs packed (within tolerance, like the native target's fast path) when the
+        # target does; the python runner is the reference and keeps the eager head
+        fast = use_native and fast_head_reason(head) is None
+        return HeadRunner(head, emb.detach(), made["tap"], int(target.config.vocab_size), t.max_len, fast=fast)
 
     return make
