@@ -89,17 +89,34 @@ def test_tensor_models_equal_the_transformers_models(lazy_pair, dtype):
 @pytest.mark.parametrize("method", ["sd", "sprinter"])
 def test_lazy_native_tokens_equal_transformers_runner(method):
     """Tokens from the stand-ins (before any transformers model exists) equal those of the
-    Python runner over the built transformers models, for two seeds."""
+    same native runner over the built transformers models (bitwise: same tensors, same path)
+    and, greedy, those of the Python runner (transformers' forward), for two seeds."""
     pair = fresh_lazy_pair()
     prompt = "def fib(n):\n    "
-    fast = [sprinter_ext.generate(pair, prompt, chat=False, method=method, max_new_tokens=10, seed=s, temperature=t).tokens
-            for s, t in ((1, 1.0), (7, 0.0))]  # fmt: skip
+    cases = ((1, 1.0), (7, 0.0))
+
+    def run(**kw):
+        return [sprinter_ext.generate(pair, prompt, chat=False, method=method, max_new_tokens=10, seed=s,
+                                      temperature=t, **kw).tokens for s, t in cases]
+
+    lazy = run()
     assert pair._source.built("target") is None and pair._source.built("draft") is None
-    slow = [sprinter_ext.generate(pair, prompt, chat=False, method=method, max_new_tokens=10, seed=s, temperature=t,
-                                  engine="reference", runner="python").tokens
-            for s, t in ((1, 1.0), (7, 0.0))]  # fmt: skip
+    slow = run(engine="reference", runner="python")
     assert pair._source.built("target") is not None
-    assert fast == slow
+    assert run() == lazy  # now over the built models
+    assert lazy[1] == slow[1]  # greedy: the fast path's tolerance does not flip an argmax here
+
+
+def test_every_native_builder_takes_the_fast_path_on_the_cpu(lazy_pair):
+    """The stand-ins' runners, like native.native_runner's, run the CPU fast path unless told
+    not to (the C++ default without the key is op for op: the default pair's benchmark ran
+    that, 1.2-2x slower per step, until the stand-ins passed it)."""
+    view = lazy_pair._source.target
+    assert view.native_runner(32).fast is True
+    assert view.native_runner(32, fast=False).fast is False
+    with pytest.raises(sprinter_ext.errors.ArgumentTypeError, match="fast must be a bool"):
+        view.native_runner(32, fast=1)
+    assert native.native_runner(lazy_pair._model("target"), 32).fast is True
 
 
 def test_fast_tokenizer_matches_transformers(lazy_pair, hf_tokenizer):

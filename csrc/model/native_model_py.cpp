@@ -341,7 +341,10 @@ void register_native_model(py::module_& m, py::handle runner_base) {
           "into .features; [] turns it off.")
       .def_property_readonly("features", &NativeModel::features,
                              "[max_len, len(feature_layers) * D]: rows [0, length) are valid (None when off).")
-      .def_property_readonly("feature_layers", &NativeModel::feature_layers);
+      .def_property_readonly("feature_layers", &NativeModel::feature_layers)
+      .def_property_readonly(
+          "fast", [](const NativeModel& self) { return self.config().fast; },
+          "True on the CPU fast path (PackedLinear, tolerance), False when op for op (transformers' bits).");
 
 #ifdef SPRINTER_WITH_CUDA
   py::class_<GraphModel, Runner, std::shared_ptr<GraphModel>> graph(

@@ -91,13 +91,19 @@ class TensorModel:
             out["lm_head.weight"] = self.tensors["embed_tokens.weight"]
         return out
 
-    def native_runner(self, max_len: int | None = None):
-        """A ``sprinter_ext._C.NativeModel`` over these tensors (as ``native.native_runner``)."""
+    def native_runner(self, max_len: int | None = None, *, fast: bool | None = None):
+        """A ``sprinter_ext._C.NativeModel`` over these tensors (as ``native.native_runner``,
+        whose `fast` rule it follows: the fast path on the CPU unless fast=False)."""
         from .._native import _C
+        from .native import resolve_fast
         from .runner import resolve_max_len
 
         max_len = resolve_max_len(self, max_len)
-        return _C.NativeModel(self.native_config(max_len), self.native_tensors())
+        cfg = self.native_config(max_len)
+        # NOTE: without the key the C++ model runs op for op (transformers' bits, ~1.2-2x slower
+        # per CPU decode step): the default pair's main benchmark ran that way until stop 23.
+        cfg["fast"] = resolve_fast(fast, self.device, self.dtype)
+        return _C.NativeModel(cfg, self.native_tensors())
 
 
 def is_tensor_model(model) -> bool:

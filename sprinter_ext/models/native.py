@@ -240,19 +240,27 @@ def native_runner(model, max_len: int | None = None, *, fast: bool | None = None
     from .._native import _C
 
     param = next(model.parameters())
-    fast_ok = param.device.type == "cpu" and param.dtype in (torch.float32, torch.bfloat16)
-    if fast is None:
-        fast = fast_ok
-    elif not isinstance(fast, bool):
-        raise ArgumentTypeError(f"fast must be a bool or None, got {type(fast).__name__}")
-    elif fast and not fast_ok:
-        raise InvalidArgumentError(
-            f"fast=True needs a float32 or bfloat16 model on the CPU, got {param.dtype} on {param.device}; "
-            "use fast=False"
-        )
+    fast = resolve_fast(fast, param.device, param.dtype)
     cfg, tensors = _config_and_tensors(model, max_len)
     cfg["fast"] = fast
     return _C.NativeModel(cfg, tensors)
+
+
+def resolve_fast(fast, device, dtype) -> bool:
+    """The NativeModel's ``fast`` flag: None -> the fast path wherever it runs (float32 or
+    bfloat16 on the CPU); a bool is checked. Every builder of a NativeModel goes through
+    here (the C++ default when the key is missing is op for op)."""
+    fast_ok = torch.device(device).type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+    if fast is None:
+        return fast_ok
+    if not isinstance(fast, bool):
+        raise ArgumentTypeError(f"fast must be a bool or None, got {type(fast).__name__}")
+    if fast and not fast_ok:
+        raise InvalidArgumentError(
+            f"fast=True needs a float32 or bfloat16 model on the CPU, got {dtype} on {device}; "
+            "use fast=False"
+        )
+    return fast
 
 
 def cuda_graph_runner(model, lengths=(1, 2, 3, 4, 5), max_len: int | None = None):
