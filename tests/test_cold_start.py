@@ -46,12 +46,13 @@ def hf_tokenizer(lazy_pair):
     return AutoTokenizer.from_pretrained(str(lazy_pair._source.directory), local_files_only=True)
 
 
-def test_cold_process_needs_no_transformers(lazy_pair):
-    """A new process loads the pair and generates with the native engine without importing
-    transformers; the repr does not build the models either."""
+@pytest.mark.parametrize("draft", ["standalone", "head"])
+def test_cold_process_needs_no_transformers(lazy_pair, draft):
+    """A new process loads the pair (standalone draft or the shipped head) and generates with
+    the native engine without importing transformers; the repr does not build the models either."""
     code = (
         "import sys, sprinter_ext\n"
-        "pair = sprinter_ext.load_pair()\n"
+        f"pair = sprinter_ext.load_pair(draft={draft!r})\n"
         "r = sprinter_ext.generate(pair, 'The tide', method='sd', max_new_tokens=4, seed=0)\n"
         "text = repr(pair)\n"
         "print(r.stats['engine'], r.stats['runner'], 'transformers' in sys.modules, pair._source.built('target') is None)\n"
@@ -60,6 +61,22 @@ def test_cold_process_needs_no_transformers(lazy_pair):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["native", "native", "False", "True"]
+
+
+def test_lazy_head_pair_equals_the_built_one():
+    """The shipped head over the lazy target's stand-in: the same tokens as over the built
+    transformers target (native runner, bitwise: same tensors and path), the identity check
+    passes on the stand-in, and only the python runner builds the model."""
+    pair = sprinter_ext.load_pair(draft="head")
+    assert pair._source is not None and pair.draft_kind == "head"
+    prompt = [{"role": "user", "content": "Name three rivers."}]
+    kw = dict(method="sd", k=2, max_new_tokens=12, seed=3)
+    lazy = [sprinter_ext.generate(pair, prompt, temperature=t, **kw).tokens for t in (0.0, 1.0)]
+    assert pair._source.built("target") is None
+    greedy_ref = sprinter_ext.generate(pair, prompt, temperature=0.0, engine="reference", runner="python", **kw).tokens
+    assert pair._source.built("target") is not None
+    assert [sprinter_ext.generate(pair, prompt, temperature=t, **kw).tokens for t in (0.0, 1.0)] == lazy
+    assert greedy_ref == lazy[0]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

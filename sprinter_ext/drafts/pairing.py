@@ -48,9 +48,13 @@ def load_head_pair(draft, target, *, tokenizer, device, dtype, sha256, verifier)
     dev = parse_device(device)
     check_device(dev)
     dt = parse_dtype(dtype)
+    source = None
     if target is None:
         base = load_pair(device=dev, dtype=dt, verifier=False)
-        t_model, tok = base.target, base.tokenizer
+        # NOTE: the lazy default target (its TensorModel stand-in) stays lazy: the head pair
+        # starts without importing transformers, like load_pair() (models/fast_pair.py)
+        source = base._source
+        t_model, tok = base._view("target"), base.tokenizer
         if isinstance(draft, str) and draft == "head":
             from ..models.default_pair import default_head_path, default_head_verifier_path
 
@@ -84,7 +88,7 @@ def load_head_pair(draft, target, *, tokenizer, device, dtype, sha256, verifier)
     head = head.to(device=t_model.device, dtype=t_model.dtype)
     if tokenizer is not None:
         tok = tokenizer
-    pair = ModelPair(draft=head, target=t_model, tokenizer=tok)
+    pair = ModelPair(draft=head, target=None if source is not None else t_model, tokenizer=tok, source=source)
     if verifier is not None and verifier is not False:
         from ..verifier import Verifier
 

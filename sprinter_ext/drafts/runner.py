@@ -337,22 +337,27 @@ def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
 
     runner "auto" takes the native target when the extension is built and supports it."""
     from ..models import native
+    from ..models.fast_pair import is_tensor_model
     from ..models.runner import ModelRunner
 
     head = pair._draft
     made: dict = {}
     if runner not in ("python", "native", "auto"):
         raise InvalidArgumentError(f"unknown runner {runner!r}")
-    reason = native.unsupported_reason(pair._model("target")) if built else "the extension is not built"
+    # NOTE: the lazy default target's stand-in (TensorModel) is native-ready by construction
+    # and is not built into a transformers model unless the python runner needs one
+    view = pair._view("target")
+    lazy = is_tensor_model(view)
+    reason = (None if lazy else native.unsupported_reason(view)) if built else "the extension is not built"
     if runner == "native" and reason:
         raise InvalidArgumentError(f"runner='native' cannot run this target: {reason}; use runner='python'")
     use_native = runner != "python" and not reason
 
     def make(role: str, max_len):
-        target = pair._model("target")
+        target = pair._view("target") if use_native else pair._model("target")
         if role == "target":
             if use_native:
-                r = native.native_runner(target, max_len)
+                r = target.native_runner(max_len) if is_tensor_model(target) else native.native_runner(target, max_len)
                 r.set_feature_layers(list(head.config.feature_layers))
                 made["tap"] = NativeTap(r)
             else:

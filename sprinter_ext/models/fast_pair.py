@@ -60,6 +60,11 @@ class TensorModel:
             if "lm_head.bias" in self.tensors:
                 yield "lm_head.bias", self.tensors["lm_head.bias"]
 
+    def get_input_embeddings(self):
+        """The token embedding as a frozen ``nn.Embedding`` over the same tensor (what a draft
+        head's identity check and runner read from a transformers model)."""
+        return torch.nn.Embedding.from_pretrained(self.tensors["embed_tokens.weight"], freeze=True)
+
     def native_config(self, max_len: int) -> dict:
         """The ``_C.NativeModel`` config, as models/native.py derives it from the module."""
         c = self.config
