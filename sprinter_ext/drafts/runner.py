@@ -58,7 +58,11 @@ def _check_int(name: str, v) -> int:
 
 
 class HeadRunner:
-    """Runner-protocol wrapper of a draft head that reads the target's :class:`FeatureTap`."""
+    """Runner-protocol wrapper of a draft head that reads the target's :class:`FeatureTap`.
+
+    ``fast``: False runs the head's own (eager) modules, the reference; True its packed CPU
+    path (:class:`_PackedHead`, float tolerance); None picks True where that path runs.
+    :func:`head_runner_factory` passes True exactly when the target runs native."""
 
     def __init__(self, head: DraftHead, embedding: torch.Tensor, tap: FeatureTap, vocab_size: int,
                  max_len: int, *, fast: bool | None = False):
@@ -253,7 +257,7 @@ class _PackedHead:
         c, m = head.config, head.midlayer
         a = m.self_attn
         w = lambda *ts: torch.cat([t.weight.detach() for t in ts]).contiguous()  # noqa: E731
-        self.c, self.head = c, head
+        self.c = c
         self.fc_ = _C.PackedLinear(w(head.fc), None)
         self.qkv_ = _C.PackedLinear(w(a.q_proj, a.k_proj, a.v_proj), None)
         self.o_ = _C.PackedLinear(w(a.o_proj), None)
