@@ -123,24 +123,29 @@ def step_cost(head_pair, reps=30):
     return th, tt
 
 
+def time_decoder(dec, prompts, n_new, warm_tokens=8) -> dict:
+    """One warm-up, then prompt i with seed i: ms/token, tokens per target call and the share
+    of drafted tokens accepted (None without drafts), summed over the prompts."""
+    dec.generate(prompts[0], max_new_tokens=warm_tokens, seed=0)
+    tot = {"new": 0, "calls": 0, "acc": 0, "drafted": 0, "wall": 0.0}
+    for i, pr in enumerate(prompts):
+        s = dec.generate(pr, max_new_tokens=n_new, seed=i).stats
+        tot["new"] += s["new_tokens"]
+        tot["calls"] += s["target_calls"]
+        tot["acc"] += s.get("accepted_tokens", 0)
+        tot["drafted"] += s.get("draft_tokens", 0)
+        tot["wall"] += s["wall_s"]
+    return {"ms_per_token": 1e3 * tot["wall"] / tot["new"], "tokens_per_call": tot["new"] / tot["calls"],
+            "acceptance": tot["acc"] / tot["drafted"] if tot["drafted"] else None}
+
+
 def end_to_end(pair, head_pair, prompts, n_new, k, temperature):
     rows = {}
     cases = [("ar", pair, "ar"), ("sd standalone", pair, "sd"), ("sd head", head_pair, "sd")]
     for name, p, method in cases:
         dec = sprinter_ext.Decoder(p, method, k=k, temperature=temperature, eos_token_id=None, engine="native",
                                    runner="native")
-        dec.generate(prompts[0], max_new_tokens=8, seed=0)  # warm
-        tot = {"new": 0, "calls": 0, "acc": 0, "drafted": 0, "wall": 0.0}
-        for i, pr in enumerate(prompts):
-            r = dec.generate(pr, max_new_tokens=n_new, seed=i)
-            s = r.stats
-            tot["new"] += s["new_tokens"]
-            tot["calls"] += s["target_calls"]
-            tot["acc"] += s.get("accepted_tokens", 0)
-            tot["drafted"] += s.get("draft_tokens", 0)
-            tot["wall"] += s["wall_s"]
-        rows[name] = {"ms_per_token": 1e3 * tot["wall"] / tot["new"], "tokens_per_call": tot["new"] / tot["calls"],
-                      "acceptance": tot["acc"] / tot["drafted"] if tot["drafted"] else None}
+        rows[name] = time_decoder(dec, prompts, n_new)
     base = rows["ar"]["ms_per_token"]
     for r in rows.values():
         r["x_ar"] = base / r["ms_per_token"]

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from draft_heads import time_decoder  # bench/ is the script's directory (python bench/draft_length.py)
 from tqdm.auto import tqdm
 
 import sprinter_ext
@@ -38,11 +39,9 @@ from sprinter_ext.models.runner import resolve_max_len
 def forward_cost(pair, lengths=(1, 2, 3, 4, 5, 6, 8), reps=15, rounds=3):
     """Median time of a target forward over n tokens after a 100-token prefix, / 1 token."""
     from sprinter_ext.models import native
-    from sprinter_ext.models.fast_pair import is_tensor_model
 
     view = pair._view("target")
-    max_len = min(512, resolve_max_len(view, None))
-    r = view.native_runner(max_len) if is_tensor_model(view) else native.native_runner(view, max_len)
+    r = native.native_runner(view, min(512, resolve_max_len(view, None)))
     r.prefill(list(range(300, 400)))
     times: dict[int, list[float]] = {n: [] for n in lengths}
     for _ in range(rounds):  # interleaved, so that a change of load hits every length alike
@@ -67,13 +66,7 @@ def end_to_end(pair, prompts, n_new, temperature, ks, thresholds, max_run):
     rows = {}
     for name, method, opts in tqdm(cases, desc=f"T={temperature:g}"):
         dec = sprinter_ext.Decoder(pair, method, temperature=temperature, eos_token_id=None, engine="native", **opts)
-        dec.generate(prompts[0], max_new_tokens=4, seed=0)  # warm
-        new = calls = 0
-        wall = 0.0
-        for i, p in enumerate(prompts):
-            s = dec.generate(p, max_new_tokens=n_new, seed=i).stats
-            new, calls, wall = new + s["new_tokens"], calls + s["target_calls"], wall + s["wall_s"]
-        rows[name] = {"ms_per_token": 1e3 * wall / new, "tokens_per_call": new / calls}
+        rows[name] = time_decoder(dec, prompts, n_new, warm_tokens=4)
     base = rows["ar"]["ms_per_token"]
     for r in rows.values():
         r["x_ar"] = base / r["ms_per_token"]

@@ -19,8 +19,6 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
     A method that snapshots KV entries (its record's needs_snapshot: ssd) is refused on the
     native runner with a named error, before any model is built.
     """
-    from ..models.fast_pair import is_tensor_model
-
     if method.needs_draft and pair.draft_kind == "head":
         if runner == "native" and method.needs_snapshot:
             raise InvalidArgumentError(
@@ -45,8 +43,7 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
     from ..models import native
 
     views = [pair._view("target")] + ([pair._view("draft")] if method.needs_draft else [])
-    # NOTE: the lazy default pair's stand-ins (TensorModel) are native-ready by construction.
-    reasons = [native.unsupported_reason(m) for m in views if not is_tensor_model(m)]
+    reasons = [native.unsupported_reason(m) for m in views]
     reasons = [r for r in reasons if r] if built else ["not built"]
     if runner == "native" and reasons:
         raise InvalidArgumentError(f"runner='native' cannot run this pair: {reasons[0]}; use runner='python'")
@@ -55,8 +52,7 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
     if pair.device.type != "cuda":
 
         def make(role, max_len):
-            view = pair._view(role)
-            return view.native_runner(max_len) if is_tensor_model(view) else native.native_runner(view, max_len)
+            return native.native_runner(pair._view(role), max_len)
 
         return make
     # CUDA: one captured graph per forward length the loop uses most (a draft step, the

@@ -143,15 +143,25 @@ class _MidLayer(nn.Module):
         self.mlp = _MLP(c)
 
 
-def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary embedding (Llama's rotate-half form). x [..., T, nh, hd], pos [..., T]."""
-    hd = x.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))
+def rope_tables(pos: torch.Tensor, head_dim: int, theta: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [..., T, 1, head_dim] of the rotary angles at positions pos [..., T]."""
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim))
     ang = pos.to(torch.float32)[..., None] * inv  # [..., T, hd/2]
-    cos = torch.cat([ang.cos(), ang.cos()], -1)[..., None, :].to(x.dtype)
-    sin = torch.cat([ang.sin(), ang.sin()], -1)[..., None, :].to(x.dtype)
+    cos = torch.cat([ang.cos(), ang.cos()], -1)[..., None, :].to(dtype)
+    sin = torch.cat([ang.sin(), ang.sin()], -1)[..., None, :].to(dtype)
+    return cos, sin
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Llama's rotate-half rotary embedding of x [..., T, nh, hd] with :func:`rope_tables`."""
+    hd = x.shape[-1]
     x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
     return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary embedding (Llama's rotate-half form). x [..., T, nh, hd], pos [..., T]."""
+    return apply_rope(x, *rope_tables(pos, x.shape[-1], theta, x.dtype))
 
 
 class DraftHead(nn.Module):

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import ArgumentTypeError, CacheOverflowError, InvalidArgumentError
-from .head import DraftHead
+from .head import DraftHead, apply_rope, rope_tables
 
 
 class FeatureTap:
@@ -230,8 +230,10 @@ class HeadRunner:
 
 def fast_head_reason(head: DraftHead) -> str | None:
     """Why the packed CPU path (:class:`_PackedHead`) cannot run `head`, or None when it can."""
+    from ..models.native import resolve_fast
+
     p = next(head.parameters())
-    if p.device.type != "cpu" or p.dtype not in (torch.float32, torch.bfloat16):
+    if not resolve_fast(None, p.device, p.dtype):  # the packed kernels' rule, as for the target
         return f"the packed path needs a float32 or bfloat16 head on the CPU, got {p.dtype} on {p.device}"
     try:
         from .. import _native  # noqa: F401  (the compiled extension, with a rebuild hint)
@@ -246,8 +248,7 @@ class _PackedHead:
     The same math as :class:`DraftHead` (``_qkv``, ``_finish``, ``logits``), within float
     tolerance, not bits: q/k/v are one packed projection (as are gate/up), each weight is
     streamed once per forward whatever its row count (ATen's eager linear re-reads or
-    repacks it at small n), the rotary angles come from a table made once, and RMSNorm is
-    torch's fused op. What the runner's fast mode runs (``HeadRunner(fast=True)``); the
+    repacks it at small n), and the rotary angles come from a table made once. What the runner's fast mode runs (``HeadRunner(fast=True)``); the
     eager path stays the reference.
     """
 
@@ -265,35 +266,23 @@ class _PackedHead:
         self.down_ = _C.PackedLinear(w(m.mlp.down_proj), None)
         self.lm_head_ = _C.PackedLinear(w(head.lm_head), None)
         self.split = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.num_kv_heads * c.head_dim)
-        norm = lambda mod: (mod.weight.detach(), mod.eps)  # noqa: E731
-        self.in_norm, self.hid_norm = norm(m.input_layernorm), norm(m.hidden_norm)
-        self.post_norm, self.out_norm = norm(m.post_attention_layernorm), norm(head.norm)
-        dtype = a.q_proj.weight.dtype
-        hd = c.head_dim
-        inv = 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
-        ang = torch.arange(max_len, dtype=torch.float32)[:, None] * inv
-        self.cos = torch.cat([ang.cos(), ang.cos()], -1)[:, None, :].to(dtype)  # [max_len, 1, hd]
-        self.sin = torch.cat([ang.sin(), ang.sin()], -1)[:, None, :].to(dtype)
-
-    @staticmethod
-    def _norm(x, ws):  # RMSNorm in float32 (five small ops: torch's rms_norm is slower here)
-        xf = x.float()
-        return ws[0] * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + ws[1])).to(x.dtype)
+        # the head's own RMSNorm modules (torch's fused rms_norm measured slower here)
+        self.in_norm, self.hid_norm, self.post_norm, self.out_norm = (
+            m.input_layernorm, m.hidden_norm, m.post_attention_layernorm, head.norm)
+        self.cos, self.sin = rope_tables(torch.arange(max_len), c.head_dim, c.rope_theta,
+                                         a.q_proj.weight.dtype)  # [max_len, 1, hd], made once
 
     def fc(self, features):
         return self.fc_.forward(features)
 
-    def _rope(self, x, lo, hi):
-        h = x.shape[-1] // 2
-        return x * self.cos[lo:hi] + torch.cat([-x[..., h:], x[..., :h]], -1) * self.sin[lo:hi]
-
     def qkv(self, feat, emb, lo, hi):
         c = self.c
-        x = torch.cat([self._norm(emb, self.in_norm), self._norm(feat, self.hid_norm)], -1)
+        x = torch.cat([self.in_norm(emb), self.hid_norm(feat)], -1)
         q, k, v = self.qkv_.forward(x).split(self.split, -1)
         n = hi - lo
-        q = self._rope(q.view(n, c.num_heads, c.head_dim), lo, hi)
-        k = self._rope(k.view(n, c.num_kv_heads, c.head_dim), lo, hi)
+        cos, sin = self.cos[lo:hi], self.sin[lo:hi]
+        q = apply_rope(q.view(n, c.num_heads, c.head_dim), cos, sin)
+        k = apply_rope(k.view(n, c.num_kv_heads, c.head_dim), cos, sin)
         return q, k, v.view(n, c.num_kv_heads, c.head_dim)
 
     def attend(self, q, k, v, lo):
@@ -313,11 +302,11 @@ class _PackedHead:
 
     def finish(self, feat, attn):
         h = feat + self.o_.forward(attn)
-        gate, up = self.gate_up_.forward(self._norm(h, self.post_norm)).chunk(2, -1)
+        gate, up = self.gate_up_.forward(self.post_norm(h)).chunk(2, -1)
         return h + self.down_.forward(torch.nn.functional.silu(gate) * up)
 
     def logits(self, g):
-        return self.lm_head_.forward(self._norm(g, self.out_norm))
+        return self.lm_head_.forward(self.out_norm(g))
 
 
 class NativeTap:
@@ -341,18 +330,15 @@ def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
 
     runner "auto" takes the native target when the extension is built and supports it."""
     from ..models import native
-    from ..models.fast_pair import is_tensor_model
     from ..models.runner import ModelRunner
 
     head = pair._draft
     made: dict = {}
     if runner not in ("python", "native", "auto"):
         raise InvalidArgumentError(f"unknown runner {runner!r}")
-    # NOTE: the lazy default target's stand-in (TensorModel) is native-ready by construction
-    # and is not built into a transformers model unless the python runner needs one
-    view = pair._view("target")
-    lazy = is_tensor_model(view)
-    reason = (None if lazy else native.unsupported_reason(view)) if built else "the extension is not built"
+    # NOTE: the lazy default target's stand-in is built into a transformers model only when
+    # the python runner needs one
+    reason = native.unsupported_reason(pair._view("target")) if built else "the extension is not built"
     if runner == "native" and reason:
         raise InvalidArgumentError(f"runner='native' cannot run this target: {reason}; use runner='python'")
     use_native = runner != "python" and not reason
@@ -361,7 +347,7 @@ def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
         target = pair._view("target") if use_native else pair._model("target")
         if role == "target":
             if use_native:
-                r = target.native_runner(max_len) if is_tensor_model(target) else native.native_runner(target, max_len)
+                r = native.native_runner(target, max_len)
                 r.set_feature_layers(list(head.config.feature_layers))
                 made["tap"] = NativeTap(r)
             else:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ArgumentTypeError, InvalidArgumentError, UnsupportedModelError
+from .fast_pair import is_tensor_model
 from .runner import resolve_max_len
 from .smol_draft import RestrictedVocabHead
 
@@ -116,6 +117,8 @@ def _gpt2_reason(model) -> str | None:
 
 def unsupported_reason(model) -> str | None:
     """Why :func:`native_runner` cannot run `model` (None: it can)."""
+    if is_tensor_model(model):  # the lazy default pair's stand-in: native-ready by construction
+        return None
     family = _family(model)
     if family is None:
         return f"{type(model).__name__} is not LlamaForCausalLM or GPT2LMHeadModel"
@@ -192,7 +195,8 @@ def native_runner(model, max_len: int | None = None, *, fast: bool | None = None
     ----------
     model : transformers.LlamaForCausalLM or transformers.GPT2LMHeadModel
         In eval mode, "sdpa" or "eager" attention, one float dtype and device
-        (:func:`supports` says whether it qualifies).
+        (:func:`supports` says whether it qualifies); or the lazy default pair's
+        stand-in (``models.fast_pair.TensorModel``), built from its tensors.
     max_len : int, optional
         Cache size in tokens, validated like ModelRunner's: default
         min(2048, max_position_embeddings), at least 2, at most the model's limit.
@@ -228,6 +232,8 @@ def native_runner(model, max_len: int | None = None, *, fast: bool | None = None
     >>> logits.shape, runner.length
     (torch.Size([97]), 3)
     """
+    if is_tensor_model(model):
+        return model.native_runner(max_len, fast=fast)
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"native_runner needs a transformers model, got {type(model).__name__}")
     reason = unsupported_reason(model)
