@@ -93,7 +93,7 @@ class HeadRunner:
             raise ArgumentTypeError(f"fast must be a bool or None, got {type(fast).__name__}")
         elif fast and (why := fast_head_reason(head)):
             raise InvalidArgumentError(f"fast=True cannot run this head: {why}; use fast=False")
-        self._fast = _PackedHead(head, self.max_len) if fast else None
+        self._proj = _PackedHead(head, self.max_len) if fast else _EagerHead(head)  # what _run calls
         self.fast = fast
 
     # -- protocol -----------------------------------------------------------------------
@@ -189,35 +189,14 @@ class HeadRunner:
         g = self._g[lo:need]
         if first_out < 0:  # a one-token prompt: nothing to predict from yet but the embedding
             g = torch.cat([torch.zeros_like(self._g[:1]), g])
-        logits = (self._fast.logits(g) if self._fast is not None else self.head.logits(g)).float()
+        logits = self._proj.logits(g).float()
         full = torch.full((g.shape[0], self.vocab_size), float("-inf"), device=self.device)
         full[:, self.head.d2t] = logits
         return full, self.head.verifier_state(g, logits)
 
     def _run(self, lo: int, hi: int, *, from_target: bool) -> None:
-        if self._fast is not None:
-            return self._run_fast(lo, hi, from_target=from_target)
-        c, h = self.config, self.head
-        if from_target:
-            feat = h.fuse(self.tap.buf[lo:hi].to(self.dtype))
-        else:
-            feat = self._g[lo - 1:lo] if lo > 0 else torch.zeros_like(self._g[:1])
-        emb = self.embedding[self._tokens[lo + 1:hi + 1].to(self.embedding.device)].to(self.dtype)
-        pos = torch.arange(lo, hi, device=self.device)
-        q, k, v = h._qkv(feat, emb, pos)
-        self._k[lo:hi], self._v[lo:hi] = k, v
-        rep = c.num_heads // c.num_kv_heads
-        kk = self._k[:hi].repeat_interleave(rep, 1).transpose(0, 1)
-        vv = self._v[:hi].repeat_interleave(rep, 1).transpose(0, 1)
-        mask = torch.arange(hi, device=self.device)[None, :] <= pos[:, None]
-        attn = torch.nn.functional.scaled_dot_product_attention(q.transpose(0, 1), kk, vv, attn_mask=mask)
-        self._g[lo:hi] = h._finish(feat, attn.transpose(0, 1).reshape(hi - lo, -1))
-
-
-    def _run_fast(self, lo: int, hi: int, *, from_target: bool) -> None:
-        """:meth:`_run` on the packed projections (one weight stream per forward, whatever
-        the row count), rotary tables, and grouped-query attention without a key copy."""
-        P, n = self._fast, hi - lo
+        """Run inputs lo..hi-1 (positions) causally after the entries before lo."""
+        P = self._proj
         if from_target:
             feat = P.fc(self.tap.buf[lo:hi].to(self.dtype))
         else:
@@ -226,6 +205,36 @@ class HeadRunner:
         q, k, v = P.qkv(feat, emb, lo, hi)
         self._k[lo:hi], self._v[lo:hi] = k, v
         self._g[lo:hi] = P.finish(feat, P.attend(q, self._k[:hi], self._v[:hi], lo))
+
+
+class _EagerHead:
+    """The head's decode-time forward through its own modules: the reference (the ops of
+    :meth:`DraftHead.step`). Same interface as :class:`_PackedHead`."""
+
+    def __init__(self, head: DraftHead):
+        self.head, self.c = head, head.config
+
+    def fc(self, features):
+        return self.head.fuse(features)
+
+    def qkv(self, feat, emb, lo, hi):
+        return self.head._qkv(feat, emb, torch.arange(lo, hi, device=feat.device))
+
+    def attend(self, q, k, v, lo):
+        """Causal attention of queries q [n, nh, hd] at positions lo.. over keys and values
+        [L, nkv, hd], the keys repeated per query head."""
+        n, L, rep = q.shape[0], k.shape[0], self.c.num_heads // self.c.num_kv_heads
+        kk = k.repeat_interleave(rep, 1).transpose(0, 1)  # [nh, L, hd]
+        vv = v.repeat_interleave(rep, 1).transpose(0, 1)
+        mask = torch.arange(L, device=q.device)[None, :] <= torch.arange(lo, lo + n, device=q.device)[:, None]
+        attn = torch.nn.functional.scaled_dot_product_attention(q.transpose(0, 1), kk, vv, attn_mask=mask)
+        return attn.transpose(0, 1).reshape(n, -1)
+
+    def finish(self, feat, attn):
+        return self.head._finish(feat, attn)
+
+    def logits(self, g):
+        return self.head.logits(g)
 
 
 def fast_head_reason(head: DraftHead) -> str | None:
