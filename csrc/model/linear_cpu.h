@@ -12,8 +12,9 @@
 //     AVX-512 float32 FMA; AVX-512-BF16 vdpbf16ps for bf16 weights (x rounded to bf16,
 //     as ATen's bf16 linear sees it); AVX2 (bf16 weights widened to float32 in
 //     registers); a scalar fallback. All accumulate in float32.
-// * Register blocking: 4 weight rows x up to 4 input rows per micro-kernel; the 4 weight
-//   rows (4 * Kp elements) stay in L1 while every chunk of input rows passes over them.
+// * Register blocking: 4 weight rows x up to 6 (AVX-512) or 3 (AVX2) input rows per
+//   micro-kernel; the 4 weight rows (4 * Kp elements) stay in L1 while every chunk of input
+//   rows passes over them. The AVX2 kernels prefetch the stream ahead into L2 (n >= 2).
 // * Parallel over groups of output rows with ATen's thread pool (at::parallel_for).
 // * n > kMaxSmallRows (prefill) goes to at::linear with the original weight.
 //
