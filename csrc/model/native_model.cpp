@@ -182,15 +182,22 @@ Tensor NativeModel::attend(int64_t i, const Tensor& q, const Tensor& mask, int64
   Tensor out;
   if (config_.attention == AttentionImpl::kSdpa) {
     Tensor query = q;
+    std::optional<Tensor> attn_mask = mask.defined() ? std::optional<Tensor>(mask) : std::nullopt;
     if (n_rep > 1) {  // GPT-2 has no num_key_value_groups: n_rep is 1
       if (n == 1) {
         query = q.reshape({q.size(0), config_.num_kv_heads, n_rep, q.size(3)});  // pack_gqa; the mask stays
+      } else if (kv_len > 0) {
+        // The fast path packs GQA for n > 1 too: the n_rep query heads of one KV head become
+        // n_rep * n rows (rep-major) of one attention over the shared keys, the mask's rows
+        // repeated to match, instead of copying every cached key and value n_rep times
+        // (repeat_kv: 2 * n_rep * kv_len * head_dim values per layer per forward).
+        query = q.reshape({q.size(0), config_.num_kv_heads, n_rep * n, q.size(3)});
+        if (attn_mask) attn_mask = attn_mask->repeat({1, 1, n_rep, 1});
       } else {
         key = repeat_kv(key, n_rep);
         value = repeat_kv(value, n_rep);
       }
     }
-    const std::optional<Tensor> attn_mask = mask.defined() ? std::optional<Tensor>(mask) : std::nullopt;
     out = at::scaled_dot_product_attention(query, key, value, attn_mask, /*dropout_p=*/0.0, /*is_causal=*/false,
                                            scale);
     out = out.reshape({out.size(0), -1, n, value.size(-1)}).transpose(1, 2).contiguous();
