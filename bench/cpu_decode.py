@@ -171,8 +171,9 @@ def main(argv=None) -> int:
         ns = [1] + ns  # T(1) is the reference of every ratio
     threads_list = [int(t) for t in args.threads.split(",")]
 
-    pair32 = sprinter_ext.load_pair(verifier=False)
-    pair16 = sprinter_ext.load_pair(dtype=torch.bfloat16, verifier=False)
+    # the standalone draft LM: a NativeModel like the target (a head steps through HeadRunner)
+    pair32 = sprinter_ext.load_pair(draft="standalone", verifier=False)
+    pair16 = sprinter_ext.load_pair(draft="standalone", dtype=torch.bfloat16, verifier=False)
     pairs = {"float32": pair32, "bfloat16": pair16}
     result = dict(command="python bench/cpu_decode.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                   environment=environment(), cpu_isa=_native._C.cpu_isa(), ctx=CTX, reps=args.reps,

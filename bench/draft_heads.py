@@ -161,7 +161,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    pair = sprinter_ext.load_pair()
+    pair = sprinter_ext.load_pair(draft="standalone")  # the head's baseline: the standalone draft
     head_pair = sprinter_ext.load_pair(args.head, pair.target)
     target, draft, head = pair.target, pair.draft, head_pair.draft
     tok = pair.tokenizer

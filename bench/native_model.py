@@ -92,7 +92,7 @@ def main() -> None:
 
     cases = [("tiny-llama-l1-h64-v1000", tiny_model("llama", vocab=1000, layers=1, hidden=64, heads=4))]
     if not args.skip_default:
-        pair = sprinter_ext.load_pair()
+        pair = sprinter_ext.load_pair(draft="standalone")  # a draft LM: NativeModel runs it (a head has HeadRunner)
         cases += [("SmolLM2-135M target", pair.target), ("default draft", pair.draft)]
     rows = [bench_model(label, m, ctx=args.ctx, max_len=args.max_len, steps=args.steps) for label, m in cases]
 

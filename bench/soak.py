@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.pair == "default":
-        pair = sprinter_ext.load_pair()
+        pair = sprinter_ext.load_pair(draft="standalone")  # nan_model poisons both models' embedding rows
     else:
         from sprinter_ext.models.tiny import tiny_pair
         from sprinter_ext.verifier import Verifier

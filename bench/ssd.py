@@ -236,7 +236,7 @@ def main(argv=None) -> int:
 
         pair = sprinter_ext.load_pair(*tiny_pair("llama", vocab=512, draft_scale=0.5))
     else:
-        pair = sprinter_ext.load_pair()
+        pair = sprinter_ext.load_pair(draft="standalone")  # threaded ssd needs a draft LM (a head runs inline)
     load0 = os.getloadavg()
     probe = [overlap_probe(pair, k) for k in args.k]
     for p in probe:

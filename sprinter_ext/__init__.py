@@ -1,7 +1,7 @@
 """sprinter_ext: fast batch-1 speculative decoding for PyTorch causal language models.
 
 >>> import sprinter_ext
->>> pair = sprinter_ext.load_pair()                     # embedded default pair, offline
+>>> pair = sprinter_ext.load_pair()                     # embedded default pair (draft head), offline
 >>> msgs = [{"role": "user", "content": "What is the capital of France?"}]
 >>> res = sprinter_ext.generate(pair, msgs, method="sd", max_new_tokens=32, seed=0)
 >>> res.text, res.stats

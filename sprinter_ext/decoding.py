@@ -147,7 +147,7 @@ class Decoder:
         ``stop_early=True``, ``threaded=None``, ``pin=False`` (see
         :func:`sprinter_ext.methods.ssd.options`): ``threaded`` runs the draft on its own thread
         (True) or inline (False); its default None keeps the engines' old meaning, threaded
-        under engine="fused" and inline under "reference". ``pin=True`` splits the cores
+        under engine="fused" and inline under "reference", and is inline for a draft head. ``pin=True`` splits the cores
         between the two threads for each round; otherwise the caller's thread count and CPU
         affinity are left alone.
 
@@ -187,13 +187,14 @@ class Decoder:
         self.engine = pick_engine(engine, m, pair.device, built=built, cuda_ops=_has_cuda_ops)
         self._module = m  # the method's registry record (sprinter_ext.methods.Method)
         self._eos = _eos_set(pair, eos_token_id)
-        self._options = m.resolve(m.validate(pair, method_options), self.engine)
-        self._lookahead = m.lookahead_of(self._options, self.k)
-        if self._options.get("threaded") and pair.draft_kind == "head":
+        head = pair.draft_kind == "head"
+        self._options = m.resolve(m.validate(pair, method_options), self.engine, head=head)
+        if self._options.get("threaded") and head:
             raise InvalidArgumentError(
-                f"{method} with a draft head cannot run its draft on its own thread (threaded=True, the "
-                "default on engine='fused'): the head reads the features the target's verification writes; "
-                "pass threaded=False or engine='reference'")
+                f"{method} with a draft head cannot run its draft on its own thread (threaded=True): the head "
+                "reads the features the target's verification writes; pass threaded=False or leave it unset "
+                "(a head's draft then runs inline)")
+        self._lookahead = m.lookahead_of(self._options, self.k)
         make = runner_factory(pair, m, runner, self.engine, self.k, built=built)
         self._target = Lane(make("target", max_length))
         self._draft = Lane(make("draft", self._target.runner.max_len)) if m.needs_draft else None

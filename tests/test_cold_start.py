@@ -35,8 +35,9 @@ def fresh_lazy_pair(**kw):
 
 @pytest.fixture(scope="module")
 def lazy_pair():
-    """A fresh default pair (its models are built by the tests below, not shared with others)."""
-    return fresh_lazy_pair()
+    """A fresh default target + standalone draft pair, whose stand-ins for both models the tests
+    below check (its models are built by them, not shared with others)."""
+    return fresh_lazy_pair(draft="standalone")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_lazy_head_pair_equals_the_built_one():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_tensor_models_equal_the_transformers_models(lazy_pair, dtype):
     if dtype != torch.float32:
-        lazy_pair = fresh_lazy_pair(dtype=dtype, verifier=False)
+        lazy_pair = fresh_lazy_pair(draft="standalone", dtype=dtype, verifier=False)
     src = lazy_pair._source
     for role in ("target", "draft"):
         view = getattr(src, role)
@@ -179,12 +180,18 @@ def test_fast_chat_template_matches_transformers(lazy_pair, hf_tokenizer):
 
 
 def test_repr_is_short_and_lazy():
-    pair = fresh_lazy_pair()
+    pair = fresh_lazy_pair(draft="standalone")
     text = repr(pair)
     assert "\n" not in text and len(text) < 400, text
     for part in ("SmolLM2-135M-Instruct", "smollm2-draft", "cpu", "float32", "49152", "verifier 576", "30 layers"):
         assert part in text, (part, text)
     assert pair._source.built("target") is None and pair._source.built("draft") is None
+    pair = fresh_lazy_pair()  # the default: the draft head
+    text = repr(pair)
+    assert "\n" not in text and len(text) < 400, text
+    for part in ("SmolLM2-135M-Instruct", "DraftHead", "draft head", "float32", "49152", "verifier 578"):
+        assert part in text, (part, text)
+    assert pair.draft_kind == "head" and pair._source.built("target") is None
 
 
 def test_repr_of_tiny_pair(tiny):

@@ -12,13 +12,31 @@ PROMPT = "The quick brown fox jumps over the lazy dog. The dog"
 N = 12
 
 
-def test_default_pair_loads(default_pair):
+def test_default_pair_loads_with_its_draft_head(default_pair):
+    """load_pair() is the target with its draft head and the head's verifier (the head beat the
+    standalone draft for sd and ersd on the main benchmark, README "The default pair")."""
+    from sprinter_ext.models.default_pair import default_head_path
+    from sprinter_ext.verifier import check_draft
+
     p = default_pair
-    assert p.tokenizer is not None and p.vocab_size == 49152
+    assert p.draft_kind == "head" and p.tokenizer is not None and p.vocab_size == 49152
+    assert p.draft.header["target"]["vocab_size"] == 49152
+    assert p.draft.header == sprinter_ext.load_pair(draft="head").draft.header
+    assert str(default_head_path()).endswith("smollm2_head.safetensors")
+    assert p.verifier is not None and p.verifier.input_size == p.draft.verifier_input_size
+    check_draft(p.verifier, p.draft, p.vocab_size)
+
+
+def test_standalone_pair_loads(standalone_pair):
+    p = standalone_pair
+    assert p.draft_kind == "standalone" and p.tokenizer is not None and p.vocab_size == 49152
     assert p.draft.config.vocab_size == p.target.config.vocab_size
     assert p.draft.dtype == p.target.dtype == torch.float32
     assert matmul_params(p.draft) < matmul_params(p.target) / 4  # genuinely cheaper per token
     assert p.verifier is not None and p.verifier.meta["draft_id"] == p.draft.config.name_or_path
+    g_ar = sprinter_ext.generate(p, PROMPT, chat=False, method="ar", max_new_tokens=N, temperature=0.0)
+    g_sd = sprinter_ext.generate(p, PROMPT, chat=False, method="sd", max_new_tokens=N, temperature=0.0, k=4)
+    assert g_sd.tokens == g_ar.tokens
 
 
 def test_ersd_equals_ar_and_greedy_sd_equals_ar(default_pair):
@@ -55,6 +73,7 @@ def test_shipped_draft_head_loads_and_is_lossless(default_pair):
     g_sd = sprinter_ext.generate(hp, msgs, method="sd", max_new_tokens=N, temperature=0.0, k=5)
     assert g_sd.tokens == g_ar.tokens and g_sd.stats["accepted_tokens"] > 0
     assert sprinter_ext.load_pair(draft="standalone").draft_kind == "standalone"
+    assert sprinter_ext.load_pair().draft_kind == "head"
 
 
 def test_shipped_head_verifier_belongs_to_the_shipped_head(default_pair):
@@ -72,7 +91,7 @@ def test_shipped_head_verifier_belongs_to_the_shipped_head(default_pair):
     assert sorted(v.meta["temperatures"]) == [0.0, 1.0] and v.meta["command"].startswith("python -m sprinter_ext")
     assert v.meta["metrics"]["auc"] > 0.7  # held-out texts of its training records
     # the standalone draft keeps its own verifier: neither fits the other draft
-    assert sprinter_ext.load_pair().verifier.input_size != v.input_size
+    assert sprinter_ext.load_pair(draft="standalone").verifier.input_size != v.input_size
     msgs = [{"role": "user", "content": "What is a Python list?"}]
     for t in (0.0, 1.0):
         out = sprinter_ext.generate(hp, msgs, method="sprinter", max_new_tokens=N, temperature=t, seed=4)

@@ -145,11 +145,14 @@ def test_ssd_with_a_head_same_seed_same_tokens(head_pair):
     assert a.tokens == b.tokens
     assert g.tokens == ar.tokens
     with pytest.raises(sprinter_ext.errors.InvalidArgumentError, match="threaded=False"):
-        sprinter_ext.Decoder(head_pair, "ssd", engine="fused")
+        sprinter_ext.Decoder(head_pair, "ssd", engine="fused", threaded=True)
     with pytest.raises(sprinter_ext.errors.InvalidArgumentError, match="threaded=False"):
         sprinter_ext.Decoder(head_pair, "ssd", engine="reference", threaded=True)
+    # engine="fused" threads a standalone draft by default; a head's draft runs inline there
+    assert sprinter_ext.Decoder(head_pair, "ssd", engine="fused")._options["threaded"] is False
     f = sprinter_ext.generate(head_pair, PROMPT_LONG, method="ssd", **dict(kw, engine="fused"), threaded=False)
-    assert f.tokens == a.tokens
+    d = sprinter_ext.generate(head_pair, PROMPT_LONG, method="ssd", **dict(kw, engine="fused"))
+    assert f.tokens == a.tokens == d.tokens
 
 
 def test_flops_count_a_head_as_one_decoder_layer(head_pair):

@@ -20,7 +20,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 GIVEN = {
     "r = ops.draft_sample(": """
 import torch
-V, D = pair.vocab_size, pair.draft.config.hidden_size
+V, D = pair.vocab_size, pair.verifier.input_size  # the verifier's state: a head's adds 2 confidences
 g = torch.Generator().manual_seed(0)
 logits, hidden = torch.randn(1, V, generator=g), torch.randn(1, D, generator=g)
 position, v = torch.tensor([5]), pair.verifier

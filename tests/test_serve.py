@@ -301,6 +301,7 @@ def test_create_app_and_cli_arguments(pair, capsys):
     assert top_main(["serve", "--help"]) == 0 and "--threads" in capsys.readouterr().out
     assert serve_main(["--threads", "-2"]) == 2
     assert serve_main(["--draft", "only-one"]) == 2
+    assert serve_main(["--draft", "head", "--target", "some-target"]) == 2  # "head" is the embedded pair's
     assert serve_main(["--pool-size", "0"]) == 2
     assert serve_main(["--bogus"]) == 2
 

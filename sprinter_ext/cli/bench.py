@@ -84,9 +84,7 @@ def run_bench(
     lookahead = max(k, max_run if "sprinter" in methods else 0)
     longest = max(len(p) for p in ps)  # chat prompts have their own lengths
     max_length = -(-(longest + max_new_tokens + lookahead) // 64) * 64  # static cache sized to the job
-    opts = {"sprinter": {"max_run": max_run}}
-    if pair.draft_kind == "head":  # a head reads the features verification writes: ssd runs unthreaded
-        opts["ssd"] = {"threaded": False}
+    opts = {"sprinter": {"max_run": max_run}}  # NOTE: ssd with a head runs inline (the Decoder's default)
     cells = [(m, e) for m in methods for e in _engines_of(m, engines)]
     decoders = {(m, e): Decoder(pair, m, k=k, temperature=temperature, eos_token_id=None, max_length=max_length,
                                 engine=e, **opts.get(m, {})) for m, e in cells}  # fmt: skip
@@ -94,7 +92,8 @@ def run_bench(
         dec.generate(ps[0][:8], max_new_tokens=4, seed=seed)
     # NOTE: prompt-major order, so slow drift of a shared machine hits every row alike
     runs = [(cell, i) for i in range(len(ps)) for cell in cells]
-    baselines = [("hf_ar", False), ("hf_assisted", True)] if hf else []
+    # NOTE: HF assisted generation takes a standalone assistant LM: a head pair gets HF generate only
+    baselines = ([("hf_ar", False)] + ([("hf_assisted", True)] if pair.draft_kind == "standalone" else [])) if hf else []
     runs += [((b, "hf"), i) for i in range(len(ps)) for b, _ in baselines]
     per: dict[tuple[str, str], list[dict]] = {}
     for name, i in tqdm(runs, desc="bench", disable=not progress, file=sys.stderr):
@@ -200,9 +199,10 @@ def build_parser():
                     help="0 = greedy (results of a temperature other than 1: methods_<pair>..._t<T>.json)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed+i)")
     ap.add_argument("--verifier", default=None, help="verifier file (None: the pair's own)")
-    ap.add_argument("--draft", choices=["standalone", "head", "both"], default="standalone",
-                    help="the default pair's draft: the standalone draft LM, the draft head, or both in one run "
-                         "(rows tagged by draft; speed-ups against the first run's ar)")  # fmt: skip
+    ap.add_argument("--draft", choices=["standalone", "head", "both"], default=None,
+                    help="the default pair's draft: its draft head (the default), the standalone draft LM, or "
+                         "both in one run (rows tagged by draft; speed-ups against the first run's ar; HF "
+                         "assisted generation needs the standalone draft)")  # fmt: skip
     add_threads(ap)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="model dtype of the default pair (results: methods_default[_bfloat16].json)")
@@ -233,8 +233,9 @@ def main(argv=None) -> int:
 
 
 def results_name(pair: str, draft: str, dtype: str, prompt_set: str, temperature: float) -> str:
-    """methods_<pair>[_<draft>][_<dtype>][_chat][_t<T>].json: runs with other settings never overwrite each other."""
-    draft = "" if draft == "standalone" else "_" + draft
+    """methods_<pair>[_<draft>][_<dtype>][_chat][_t<T>].json: runs with other settings never overwrite each
+    other; the pair's default draft (the head of the default pair, the tiny pair's only draft) has no tag."""
+    draft = "" if (draft == "head" and pair == "default") or pair != "default" else "_" + draft
     dtype = "" if dtype == "float32" else "_" + dtype
     chat = "" if prompt_set == "raw" else "_" + prompt_set
     temp = "" if temperature == 1.0 else f"_t{temperature:g}"
@@ -248,6 +249,8 @@ def _main(args, out: Path, argv) -> int:
 
     from .. import load_pair
 
+    if args.draft is None:
+        args.draft = "head" if args.pair == "default" else "standalone"
     if args.pair == "default":
         dt = getattr(torch, args.dtype)
         kinds = ["standalone", "head"] if args.draft == "both" else [args.draft]

@@ -39,7 +39,9 @@ def build_parser():
                       help="send the prompt as a user message with the chat template (default: when the tokenizer has one)")  # fmt: skip
     mode.add_argument("--raw", dest="chat", action="store_false", help="continue the prompt as raw text (default: only when the tokenizer has no chat template)")
     ap.add_argument("--system", default=None, help="a system message before the prompt, chat mode only (None: the template's own default)")
-    ap.add_argument("--draft", default=None, help="draft model: path, .gguf or cached HF id (None: the embedded one)")
+    ap.add_argument("--draft", default=None,
+                    help="draft: path, .gguf, cached HF id, a draft head file/directory, or, for the embedded pair, "
+                         "'head' (the default) or 'standalone' (its draft LM)")
     ap.add_argument("--target", default=None, help="target model: path, .gguf or cached HF id (None: the embedded one)")
     ap.add_argument("--verifier", default=None, help="SPRINTER verifier file (None: the pair's own)")
     ap.add_argument("--threshold", type=float, default=None, help="SPRINTER's threshold (None: the verifier's)")

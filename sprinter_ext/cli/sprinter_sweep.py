@@ -8,7 +8,8 @@ sampled outputs vs SD's outputs (SD is lossless: its NLL is the target's own), a
 ROUGE-L of greedy SPRINTER outputs against greedy target outputs. Writes JSON and a
 PNG of the frontier under bench/results/.
 
-``--draft head`` sweeps the default pair's draft head (with its verifier); ``--prompt-set
+``--draft head`` (the default) sweeps the default pair's draft head with its verifier, ``--draft
+standalone`` its standalone draft LM; ``--prompt-set
 chat`` uses held-out chat prompts rendered through the target's chat template (the default
 target is an Instruct model) instead of raw held-out text. The NLL comparison carries a 95%
 confidence interval over prompts (paired by prompt: the mean per-prompt difference to SD,
@@ -185,8 +186,8 @@ def build_parser():
     ap.add_argument("--max-run", type=int, default=20, help="SPRINTER's longest run of unchecked draft tokens")
     ap.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed+i)")
     ap.add_argument("--verifier", default=None, help="verifier file (None: the pair's own)")
-    ap.add_argument("--draft", choices=("standalone", "head"), default="standalone",
-                    help="the default pair's draft: the standalone draft LM or the draft head")
+    ap.add_argument("--draft", choices=("standalone", "head"), default="head",
+                    help="the default pair's draft: its draft head (the default) or the standalone draft LM")
     ap.add_argument("--prompt-set", choices=("raw", "chat"), default="raw",
                     help="held-out raw text prompts, or held-out chat prompts through the chat template")
     add_threads(ap)
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
 def _main(args, argv) -> int:
     from .. import load_pair
 
-    pair = load_pair(draft="head", verifier=args.verifier) if args.draft == "head" else load_pair(verifier=args.verifier)
+    pair = load_pair(draft=args.draft, verifier=args.verifier)
     thresholds = tuple(float(t) for t in args.thresholds.split(","))
     result = sweep(pair, thresholds=thresholds, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
                    max_new_tokens=args.max_new_tokens, k=args.k, max_run=args.max_run, seed=args.seed,

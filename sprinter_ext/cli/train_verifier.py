@@ -6,7 +6,8 @@ prompts are never used), or, with ``--records FILE``, from the target's own cont
 that ``train-head`` generates (JSON lines of prompt/completion token ids; examples are the
 continuation's tokens), further split by text into train/validation.
 
-``--draft head`` trains the verifier of the default pair's draft head (examples at every
+``--draft head`` (the default; ``--draft standalone`` for the standalone draft LM) trains the
+verifier of the default pair's draft head (examples at every
 draft position of a round, drafts/verifier_data.py); ``--temperatures 0,1`` makes the
 examples at each temperature so one verifier serves all of them (its q features are the
 processed ones at each).
@@ -65,8 +66,9 @@ def build_parser():
     ap.add_argument("--far", type=float, default=None,
                     help="calibrate the threshold to this false-accept rate (None: no calibration)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0, help="seed of sampling and of the train/validation split")
-    ap.add_argument("--draft", choices=("standalone", "head"), default="standalone",
-                    help="the default pair's draft to train for: the standalone draft LM or the draft head")
+    ap.add_argument("--draft", choices=("standalone", "head"), default="head",
+                    help="the default pair's draft to train for: its draft head (the default) or the standalone "
+                         "draft LM")
     ap.add_argument("--temperatures", type=_parse_temperatures, default="1",
                     help="comma list: examples are made at each (e.g. 0,1: one verifier for greedy and sampling)")
     ap.add_argument("--records", default=None,
@@ -92,7 +94,7 @@ def _main(args, argv) -> int:
     from ..sampling import SamplingSettings
 
     # the committed verifier is what this may replace
-    pair = load_pair(draft="head", verifier=False) if args.draft == "head" else load_pair(verifier=False)
+    pair = load_pair(draft=args.draft, verifier=False)
     starts = None
     if args.records:
         from ..drafts.head_data import generate_training_records

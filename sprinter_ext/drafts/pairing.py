@@ -50,7 +50,7 @@ def load_head_pair(draft, target, *, tokenizer, device, dtype, sha256, verifier)
     dt = parse_dtype(dtype)
     source = None
     if target is None:
-        base = load_pair(device=dev, dtype=dt, verifier=False)
+        base = load_pair("standalone", device=dev, dtype=dt, verifier=False)
         # NOTE: the lazy default target (its TensorModel stand-in) stays lazy: the head pair
         # starts without importing transformers, like load_pair() (models/fast_pair.py)
         source = base._source
@@ -64,7 +64,7 @@ def load_head_pair(draft, target, *, tokenizer, device, dtype, sha256, verifier)
             if not draft.is_file():
                 raise ModelNotFoundError(
                     f"the default pair ships no draft head ({draft} is missing); train one with "
-                    "python -m sprinter_ext train-head, or use the standalone draft (load_pair())")
+                    "python -m sprinter_ext train-head, or use the standalone draft (load_pair(draft=\"standalone\"))")
     else:
         if isinstance(draft, str) and draft == "head":
             raise InvalidArgumentError('draft="head" names the default pair\'s head: give a head file or '

@@ -59,10 +59,11 @@ class Method:
         """KV positions one round may use past the committed tokens (k unless the method says)."""
         return self.lookahead(opts, k) if self.lookahead is not None else k
 
-    def resolve(self, opts: dict, engine: str) -> dict:
-        """`opts` with the engine-dependent defaults filled in (ssd: threaded = engine == "fused")."""
+    def resolve(self, opts: dict, engine: str, *, head: bool = False) -> dict:
+        """`opts` with the engine- and draft-dependent defaults filled in (ssd: threaded =
+        engine == "fused", never for a draft head: it reads the features verification writes)."""
         if self.threaded and opts.get("threaded") is None:
-            return {**opts, "threaded": engine == "fused"}
+            return {**opts, "threaded": engine == "fused" and not head}
         return opts
 
 

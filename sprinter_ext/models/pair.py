@@ -237,8 +237,11 @@ def load_pair(
     ----------
     draft, target : str, os.PathLike, PreTrainedModel or None
         A Hugging Face id already in the local cache, a local directory, a ``.gguf``
-        file, or a built model. Both None gives the embedded default pair
-        (SmolLM2-135M-Instruct and its draft, offline).
+        file, or a built model. Both None gives the embedded default pair, offline:
+        SmolLM2-135M-Instruct with its EAGLE-style draft head (the same as
+        ``draft="head"``); ``draft="standalone"`` gives it with its standalone draft LM
+        instead. A draft head (a head file, an EAGLE-3 checkpoint directory, a built
+        DraftHead) goes with the default target or a given one.
     tokenizer : str, path, tokenizer or None
         Overrides the tokenizer found with the target (None when models were given
         as objects without one: then prompts must be token ids).
@@ -261,11 +264,14 @@ def load_pair(
 
     Examples
     --------
-    >>> pair = sprinter_ext.load_pair()                      # embedded default pair
+    >>> pair = sprinter_ext.load_pair()                      # embedded default pair (draft head)
+    >>> pair = sprinter_ext.load_pair(draft="standalone")    # the same target, standalone draft LM
     >>> pair = sprinter_ext.load_pair(draft_model, target_model)
     """
     from ..drafts.pairing import is_head_spec, load_head_pair
 
+    if draft is None and target is None:
+        draft = "head"  # NOTE: the default pair's draft is its head (README, "The default pair")
     if is_head_spec(draft):
         return load_head_pair(draft, target, tokenizer=tokenizer, device=device, dtype=dtype,
                               sha256=sha256, verifier=verifier)
@@ -277,7 +283,7 @@ def load_pair(
     if unknown:
         raise InvalidArgumentError(f"sha256 keys must be 'draft'/'target', got {sorted(unknown)}")
     if isinstance(draft, str) and draft == "standalone" and target is None:
-        draft = None  # the default pair's standalone draft LM (draft="head": its draft head)
+        draft = None  # the default pair's standalone draft LM (None or "head": its draft head)
     if (draft is None) != (target is None):
         raise InvalidArgumentError("give both draft and target, or neither for the embedded default pair")
 

@@ -24,7 +24,9 @@ def build_parser():
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free one, printed at start)")
-    p.add_argument("--draft", default=None, help="draft model: local dir, .gguf or cached HF id (default: the embedded pair)")
+    p.add_argument("--draft", default=None,
+                   help="draft model: local dir, .gguf, cached HF id or draft head; 'head' (the default) or "
+                        "'standalone' without --target: the embedded pair's")
     p.add_argument("--target", default=None, help="target model (give both --draft and --target, or neither)")
     p.add_argument("--tokenizer", default=None, help="tokenizer path (default: the target's)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (default: float32)")
@@ -52,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
-    if (args.draft is None) != (args.target is None):
-        print("error: give both --draft and --target, or neither (the embedded default pair)", file=sys.stderr)
+    if (args.draft not in (None, "head", "standalone")) != (args.target is not None):
+        print("error: give both --draft and --target, or no --target (the embedded default pair; --draft head or "
+              "standalone picks its draft)", file=sys.stderr)
         return 2
     for name in ("pool_size", "default_max_tokens", "decoders_per_worker"):
         if getattr(args, name) < 1:
