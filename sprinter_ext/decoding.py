@@ -147,9 +147,9 @@ class Decoder:
         ``stop_early=True``, ``threaded=None``, ``pin=False`` (see
         :func:`sprinter_ext.methods.ssd.options`): ``threaded`` runs the draft on its own thread
         (True) or inline (False); its default None keeps the engines' old meaning, threaded
-        under engine="fused" and inline under "reference", and is inline for a draft head. ``pin=True`` splits the cores
-        between the two threads for each round; otherwise the caller's thread count and CPU
-        affinity are left alone.
+        under engine="fused" and inline under "reference", and is inline for a draft head.
+        ``pin=True`` splits the cores between the two threads for each round; otherwise the
+        caller's thread count and CPU affinity are left alone.
 
     Which method runs on which engine and runner comes from its record in
     :data:`sprinter_ext.methods.METHODS`; a combination it cannot run (ssd on engine="native"

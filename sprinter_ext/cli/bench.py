@@ -93,7 +93,9 @@ def run_bench(
     # NOTE: prompt-major order, so slow drift of a shared machine hits every row alike
     runs = [(cell, i) for i in range(len(ps)) for cell in cells]
     # NOTE: HF assisted generation takes a standalone assistant LM: a head pair gets HF generate only
-    baselines = ([("hf_ar", False)] + ([("hf_assisted", True)] if pair.draft_kind == "standalone" else [])) if hf else []
+    baselines = [("hf_ar", False)] if hf else []
+    if hf and pair.draft_kind == "standalone":
+        baselines.append(("hf_assisted", True))
     runs += [((b, "hf"), i) for i in range(len(ps)) for b, _ in baselines]
     per: dict[tuple[str, str], list[dict]] = {}
     for name, i in tqdm(runs, desc="bench", disable=not progress, file=sys.stderr):
@@ -235,7 +237,7 @@ def main(argv=None) -> int:
 def results_name(pair: str, draft: str, dtype: str, prompt_set: str, temperature: float) -> str:
     """methods_<pair>[_<draft>][_<dtype>][_chat][_t<T>].json: runs with other settings never overwrite each
     other; the pair's default draft (the head of the default pair, the tiny pair's only draft) has no tag."""
-    draft = "" if (draft == "head" and pair == "default") or pair != "default" else "_" + draft
+    draft = "" if pair != "default" or draft == "head" else "_" + draft
     dtype = "" if dtype == "float32" else "_" + dtype
     chat = "" if prompt_set == "raw" else "_" + prompt_set
     temp = "" if temperature == 1.0 else f"_t{temperature:g}"
