@@ -149,6 +149,10 @@ Tensor NativeModel::causal_mask(const Tensor& cache_position, int64_t kv_len) co
   return mask;
 }
 
+bool NativeModel::packs_gqa_rows(int64_t n, int64_t kv_len) const {
+  return kv_len > 0 && n > 1 && config_.attention == AttentionImpl::kSdpa && config_.num_heads > config_.num_kv_heads;
+}
+
 Tensor NativeModel::linear(const Tensor& x, const cpu::PackedLinear& p, const Tensor& w, const Tensor& b) const {
   if (config_.fast && x.numel() <= cpu::kMaxSmallRows * x.size(-1)) return p.forward(x);
   return at::linear(x, w, b);
@@ -182,17 +186,16 @@ Tensor NativeModel::attend(int64_t i, const Tensor& q, const Tensor& mask, int64
   Tensor out;
   if (config_.attention == AttentionImpl::kSdpa) {
     Tensor query = q;
-    std::optional<Tensor> attn_mask = mask.defined() ? std::optional<Tensor>(mask) : std::nullopt;
+    const std::optional<Tensor> attn_mask = mask.defined() ? std::optional<Tensor>(mask) : std::nullopt;
     if (n_rep > 1) {  // GPT-2 has no num_key_value_groups: n_rep is 1
       if (n == 1) {
         query = q.reshape({q.size(0), config_.num_kv_heads, n_rep, q.size(3)});  // pack_gqa; the mask stays
-      } else if (kv_len > 0) {
+      } else if (packs_gqa_rows(n, kv_len)) {
         // The fast path packs GQA for n > 1 too: the n_rep query heads of one KV head become
-        // n_rep * n rows (rep-major) of one attention over the shared keys, the mask's rows
-        // repeated to match, instead of copying every cached key and value n_rep times
-        // (repeat_kv: 2 * n_rep * kv_len * head_dim values per layer per forward).
+        // n_rep * n rows (rep-major) of one attention over the shared keys (forward_at repeated
+        // the mask's rows once for every layer), instead of copying every cached key and value
+        // n_rep times (repeat_kv: 2 * n_rep * kv_len * head_dim values per layer per forward).
         query = q.reshape({q.size(0), config_.num_kv_heads, n_rep * n, q.size(3)});
-        if (attn_mask) attn_mask = attn_mask->repeat({1, 1, n_rep, 1});
       } else {
         key = repeat_kv(key, n_rep);
         value = repeat_kv(value, n_rep);
@@ -324,6 +327,9 @@ std::pair<Tensor, Tensor> NativeModel::forward_at(const Tensor& ids, const Tenso
   // [1, 1, n, max_len], or [1, 1, n, kv_len] on the fast path (none for one query: every
   // slot of the valid prefix is visible to it)
   Tensor mask = (kv_len > 0 && n == 1) ? Tensor() : causal_mask(cache_position, kv_len);
+  if (packs_gqa_rows(n, kv_len)) {  // [1, 1, n_rep * n, kv_len]: attend's packed query rows
+    mask = mask.repeat({1, 1, config_.num_heads / config_.num_kv_heads, 1});
+  }
   Tensor x = at::embedding(weights_.embed, input_ids);   // [1, n, D]
   if (config_.family == ModelFamily::kLlama) {
     // LlamaRotaryEmbedding.forward (default rope: attention_scaling is 1.0, and the

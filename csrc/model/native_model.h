@@ -172,6 +172,9 @@ class NativeModel : public Runner {
                         int64_t kv_len);
   // q [1, H, n, hd] against the cache of layer i (already written); returns [1, n, H * hd].
   at::Tensor attend(int64_t i, const at::Tensor& q, const at::Tensor& mask, int64_t kv_len);
+  // Whether attend() runs the n_rep query heads of a KV head as rows of one attention for a
+  // forward of n > 1 tokens (the fast path's SDPA with GQA); forward_at then repeats the mask.
+  bool packs_gqa_rows(int64_t n, int64_t kv_len) const;
   at::Tensor activation(const at::Tensor& x) const;
   at::Tensor head(const at::Tensor& hidden) const;
 
