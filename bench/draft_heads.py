@@ -20,15 +20,13 @@ Prints a table and writes JSON under $SPRINTER_EXT_CACHE/results (or --out).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import sprinter_ext
-from sprinter_ext.cli.bench import default_out, environment
+from sprinter_ext.cli.bench import environment, write_result
 from sprinter_ext.data import heldout_prompts, split_documents
 from sprinter_ext.drafts.head_data import build_prompts, generate_batch
 from sprinter_ext.drafts.runner import head_runner_factory
@@ -194,10 +192,7 @@ def main(argv=None):
         for name, r in rows.items():
             acc = f"{r['acceptance']:.3f}" if r["acceptance"] is not None else "-"
             print(f"{key:<12} {name:<14} {r['ms_per_token']:9.1f} {r['x_ar']:6.2f} {r['tokens_per_call']:9.2f} {acc:>7}")
-    out = Path(args.out) if args.out else default_out() / "draft_heads.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    write_result(result, args.out, "draft_heads.json", indent=1)
 
 
 if __name__ == "__main__":

@@ -21,28 +21,26 @@ Prints tables and writes JSON under $SPRINTER_EXT_CACHE/results (or --out).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from draft_heads import time_decoder  # bench/ is the script's directory (python bench/draft_length.py)
 from tqdm.auto import tqdm
 
 import sprinter_ext
-from sprinter_ext.cli.bench import default_out, environment
+from sprinter_ext.cli.bench import environment, write_result
 from sprinter_ext.data import prompt_set
 from sprinter_ext.models.runner import resolve_max_len
 
 
-def forward_cost(pair, lengths=(1, 2, 3, 4, 5, 6, 8), reps=15, rounds=3):
-    """Median time of a target forward over n tokens after a 100-token prefix, / 1 token."""
+def forward_cost(pair, lengths=(1, 2, 3, 4, 5, 6, 8), reps=15, rounds=3, ctx=100):
+    """Median time of a target forward over n tokens after a `ctx`-token prefix, / 1 token."""
     from sprinter_ext.models import native
 
     view = pair._view("target")
-    r = native.native_runner(view, min(512, resolve_max_len(view, None)))
-    r.prefill(list(range(300, 400)))
+    r = native.native_runner(view, min(max(512, ctx + 64), resolve_max_len(view, None)))
+    r.prefill(list(range(300, 300 + ctx)))
     times: dict[int, list[float]] = {n: [] for n in lengths}
     for _ in range(rounds):  # interleaved, so that a change of load hits every length alike
         for n in lengths:
@@ -100,10 +98,7 @@ def main(argv=None):
     for key, rows in result["end_to_end"].items():
         for name, r in rows.items():
             print(f"{key:<6} {name:<20} {r['ms_per_token']:9.1f} {r['x_ar']:6.2f} {r['tokens_per_call']:9.2f}")
-    out = Path(args.out) if args.out else default_out() / f"draft_length_{args.draft}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    write_result(result, args.out, f"draft_length_{args.draft}.json", indent=1)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 import sprinter_ext
-from sprinter_ext.cli.bench import default_out, environment
+from sprinter_ext.cli.bench import environment, write_result
 from sprinter_ext.data import prompt_set
 from sprinter_ext.methods import _session
 
@@ -143,10 +141,7 @@ def main(argv=None):
         print(f"{'policy':28s} {'tokens/cost':>11s} {'tokens/round':>12s}")
         for name, row in rows.items():
             print(f"{name:28s} {row['tokens_per_cost']:11.3f} {row['tokens_per_round']:12.2f}")
-    out = Path(args.out) if args.out else default_out() / "draft_policy.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(result, args.out, "draft_policy.json")
 
 
 if __name__ == "__main__":

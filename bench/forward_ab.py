@@ -9,7 +9,7 @@ A/B of two builds of the C++ forward in alternating processes.
     python bench/forward_ab.py --summary ab.jsonl
 
 Each run prints one JSON line: median ms of ``extend(n tokens)`` after ``--ctx`` cached tokens,
-for n = 1..8, float32, 1 thread. Two builds of ``sprinter_ext._C`` cannot share a process, and
+for n = 1..8, float32, 1 thread (bench/draft_length.py's ``forward_cost``). Two builds of ``sprinter_ext._C`` cannot share a process, and
 this machine's speed drifts by 10-20% over minutes, so quote the medians over alternating runs
 (``--summary``), not one run.
 """
@@ -20,31 +20,20 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 NS = (1, 2, 3, 4, 5, 6, 8)
 
 
 def run(root: str, tag: str, ctx: int, reps: int) -> dict:
-    sys.path.insert(0, root)
+    sys.path.insert(0, root)  # before anything imports sprinter_ext
     import torch
 
     import sprinter_ext
-    from sprinter_ext.models.native import native_runner
+    from draft_length import forward_cost  # bench/ is the script's directory; the timing loop it uses
 
     torch.set_num_threads(1)
-    pair = sprinter_ext.load_pair(verifier=False)
-    r = native_runner(pair._view("target"), max_len=ctx + 64, fast=True)
-    r.prefill(list(range(100, 100 + ctx)))
-    times: dict[int, list[float]] = {n: [] for n in NS}
-    for rep in range(reps + 1):  # the first pass warms up
-        for n in NS:
-            r.truncate(ctx)
-            t0 = time.perf_counter()
-            r.extend(list(range(300, 300 + n)))
-            if rep:
-                times[n].append(time.perf_counter() - t0)
-    return dict(tag=tag, root=sprinter_ext.__file__, ctx=ctx, ms={n: 1e3 * statistics.median(v) for n, v in times.items()})
+    cost = forward_cost(sprinter_ext.load_pair(verifier=False), NS, reps=reps, rounds=1, ctx=ctx)
+    return dict(tag=tag, root=sprinter_ext.__file__, ctx=ctx, ms={n: c["ms"] for n, c in cost.items()})
 
 
 def summary(path: str) -> None:

@@ -26,7 +26,7 @@ from ..data import PROMPT_SETS, prompt_set as heldout_prompt_set
 from ..errors import InvalidArgumentError
 from ..flops import generation_flops
 
-__all__ = ["main", "run_bench", "environment", "cpu_name", "format_table"]
+__all__ = ["main", "run_bench", "environment", "cpu_name", "format_table", "default_out", "write_result"]
 
 
 def _hf_generate(pair, ids, max_new_tokens, temperature, assisted, k):
@@ -180,6 +180,16 @@ def default_out() -> Path:
     from ..models.default_pair import cache_dir
 
     return cache_dir() / "results"
+
+
+def write_result(result: dict, out: str | os.PathLike | None, name: str, indent: int = 2) -> Path:
+    """Write a bench script's JSON to `out` (a file) or, when None, to :func:`default_out` / `name`;
+    print and return the path."""
+    path = Path(out) if out else default_out() / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=indent))
+    print(f"wrote {path}")
+    return path
 
 
 def build_parser():

@@ -257,8 +257,8 @@ class _PackedHead:
     The same math as :class:`DraftHead` (``_qkv``, ``_finish``, ``logits``), within float
     tolerance, not bits: q/k/v are one packed projection (as are gate/up), each weight is
     streamed once per forward whatever its row count (ATen's eager linear re-reads or
-    repacks it at small n), and the rotary angles come from a table made once. What the runner's fast mode runs (``HeadRunner(fast=True)``); the
-    eager path stays the reference.
+    repacks it at small n), and the rotary angles come from a table made once. What the
+    runner's fast mode runs (``HeadRunner(fast=True)``); the eager path stays the reference.
     """
 
     def __init__(self, head: DraftHead, max_len: int):
