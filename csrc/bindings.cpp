@@ -3,7 +3,7 @@
 //   common/common_py.cpp   Stream, seed_key, SamplingSettings, NONFINITE_MESSAGE
 //   ops/ops_py.cpp         the Philox functions and the fused ops' CPU (and CUDA) twins
 //   engine/engine_py.cpp   Runner, PyRunner, GenerationConfig, Generation, native_methods()
-//   model/                 NativeModel, GraphModel (CUDA builds), the small-n CPU linear
+//   model/                 NativeModel, GraphModel (CUDA builds), HeadModel, the small-n CPU linear
 // plus build_info(), the facts of this build.
 #include <torch/csrc/utils/pybind.h>
 #include <torch/headeronly/version.h>
@@ -12,6 +12,7 @@
 
 #include "common/common_py.h"
 #include "engine/engine_py.h"
+#include "model/head_model.h"
 #include "model/linear_cpu.h"
 #include "model/native_model.h"
 #include "ops/ops_py.h"
@@ -69,5 +70,6 @@ PYBIND11_MODULE(_C, m) {
   // implementation (model/native_model_py.cpp).
   py::handle runner_base = sprinter::engine::register_engine(m);
   sprinter::engine::register_native_model(m, runner_base);
+  sprinter::engine::register_head_model(m, runner_base);  // a draft head over its tap
   sprinter::cpu::register_linear_cpu(m);  // the small-n CPU linear of the native forward
 }

@@ -8,7 +8,8 @@
 // Python protocols against them. Implementations:
 //   PyRunner     (engine_py.cpp)              calls a Python runner, taking the GIL per call;
 //   NativeModel  (model/native_model.cpp)     the forward of Llama / GPT-2 in ATen, no Python;
-//   GraphModel   (model/cuda/graph_model.cpp) a NativeModel replaying CUDA graphs.
+//   GraphModel   (model/cuda/graph_model.cpp) a NativeModel replaying CUDA graphs;
+//   HeadModel    (model/head_model.cpp)       a draft head over a NativeModel's feature tap.
 //
 // Snapshot/restore is an optional capability (sprinter_ext.runners.SnapshotRunner):
 // ssd keeps several speculated continuations of one prefix by copying KV entries out

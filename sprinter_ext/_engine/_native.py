@@ -1,7 +1,7 @@
 """The native engine: the whole round loop in C++ (``_C.Generation``, csrc/engine/engine.cpp).
 
-The loop calls the runners (a C++ NativeModel directly, a Python ModelRunner through
-``_C.PyRunner``) and the fused ops, with the GIL released inside each round.
+The loop calls the runners (a C++ NativeModel or draft-head HeadModel directly, a Python
+ModelRunner or HeadRunner through ``_C.PyRunner``) and the fused ops, with the GIL released inside each round.
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
                 "which only the python runner implements; use runner='python' or 'auto'")
         from ..drafts.runner import head_runner_factory
 
-        # the head itself runs in Python; "auto" puts the target on the native runner under
-        # engine='native' (as for a standalone pair), python elsewhere
+        # a native target gets the C++ head (HeadModel), a python one the eager HeadRunner;
+        # "auto" puts the target on the native runner under engine='native' (as for a
+        # standalone pair), python elsewhere
         pick = runner if runner != "auto" or engine == "native" else "python"
         if method.needs_snapshot:
             pick = "python"

@@ -87,12 +87,7 @@ class HeadRunner:
         self.length = 0  # tokens fed
         self._entries = 0  # inputs processed (<= length - 1)
         self._from_target = 0  # leading inputs made from the target's features
-        if fast is None:
-            fast = fast_head_reason(head) is None
-        elif not isinstance(fast, bool):
-            raise ArgumentTypeError(f"fast must be a bool or None, got {type(fast).__name__}")
-        elif fast and (why := fast_head_reason(head)):
-            raise InvalidArgumentError(f"fast=True cannot run this head: {why}; use fast=False")
+        fast = resolve_fast_head(head, fast)
         self._proj = _PackedHead(head, self.max_len) if fast else _EagerHead(head)  # what _run calls
         self.fast = fast
 
@@ -251,6 +246,18 @@ def fast_head_reason(head: DraftHead) -> str | None:
     return None
 
 
+def resolve_fast_head(head: DraftHead, fast) -> bool:
+    """``fast`` checked: None -> whether the packed path can run `head`; True where it cannot is
+    a named error."""
+    if fast is None:
+        return fast_head_reason(head) is None
+    if not isinstance(fast, bool):
+        raise ArgumentTypeError(f"fast must be a bool or None, got {type(fast).__name__}")
+    if fast and (why := fast_head_reason(head)):
+        raise InvalidArgumentError(f"fast=True cannot run this head: {why}; use fast=False")
+    return fast
+
+
 class _PackedHead:
     """The head's decode-time forward on the CPU with csrc/model/linear_cpu.h's PackedLinear.
 
@@ -332,10 +339,37 @@ class NativeTap:
         return self.runner.length
 
 
+def native_head_runner(head: DraftHead, embedding: torch.Tensor, target, vocab_size: int, max_len: int,
+                       *, fast: bool | None = None):
+    """The C++ twin of ``HeadRunner(head, embedding, NativeTap(target), ...)``: ``_C.HeadModel``
+    (csrc/model/head_model.h), reading `target`'s (a ``_C.NativeModel``) feature tap. Same
+    protocol; the native loop runs it without the GIL. ``fast`` (None: where it can) is the
+    packed CPU path, bitwise equal to HeadRunner(fast=True); False runs at::linear."""
+    from .._native import _C
+
+    c = head.config
+    if not isinstance(target, _C.NativeModel):
+        raise ArgumentTypeError(f"target must be a _C.NativeModel, got {type(target).__name__}")
+    if tuple(target.feature_layers) != c.feature_layers:
+        raise InvalidArgumentError(
+            f"the target records layers {tuple(target.feature_layers)} but the head reads {c.feature_layers}")
+    fast = resolve_fast_head(head, fast)
+    p = next(head.parameters())
+    cos, sin = rope_tables(torch.arange(int(max_len)), c.head_dim, c.rope_theta, p.dtype)  # as _PackedHead's
+    tensors = {name: t.detach() for name, t in head.state_dict().items()}
+    tensors.update({"embed": embedding.detach(), "rope.cos": cos.to(p.device), "rope.sin": sin.to(p.device)})
+    config = dict(hidden_size=c.hidden_size, num_heads=c.num_heads, num_kv_heads=c.num_kv_heads,
+                  head_dim=c.head_dim, intermediate_size=c.intermediate_size, vocab_size=int(vocab_size),
+                  max_len=int(max_len), norm_eps=float(c.rms_norm_eps), feature_layers=list(c.feature_layers),
+                  fast=fast)
+    return _C.HeadModel(target, config, tensors)
+
+
 def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
     """make(role, max_len) for a pair whose draft is a head: the target's runner records the
     head's feature layers (python: ModelRunner; native: the C++ NativeModel's feature tap,
-    CPU and CUDA eager), the head reads them. Roles must be made target first.
+    CPU and CUDA eager), the head reads them: python: the eager HeadRunner; native: the C++
+    HeadModel (:func:`native_head_runner`). Roles must be made target first.
 
     runner "auto" takes the native target when the extension is built and supports it."""
     from ..models import native
@@ -370,9 +404,12 @@ def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
         emb = getattr(head, "embedding", None)
         if emb is None:
             emb = target.get_input_embeddings().weight
-        # the head runs packed (within tolerance, like the native target's fast path) when the
-        # target does; the python runner is the reference and keeps the eager head
-        fast = use_native and fast_head_reason(head) is None
-        return HeadRunner(head, emb.detach(), made["tap"], int(target.config.vocab_size), t.max_len, fast=fast)
+        # a native target gets the C++ head (csrc/model/head_model.h: packed on the CPU, bitwise
+        # HeadRunner(fast=True), within tolerance of the eager head like the native target's fast
+        # path); the python runner is the reference and keeps the eager head
+        V = int(target.config.vocab_size)
+        if use_native:
+            return native_head_runner(head, emb.detach(), t, V, t.max_len)
+        return HeadRunner(head, emb.detach(), made["tap"], V, t.max_len, fast=False)
 
     return make
