@@ -10,7 +10,8 @@ chat prompts rendered through the target's chat template and raw held-out text.
    matches the target's greedy token given that drafts 1..j-1 did; at temperature 1 the
    mean 1 - TV(p, q) of the j-th draft (SD's acceptance probability). The standalone draft
    is fed the true tokens, so its per-position numbers do not depend on depth.
-2. Cost: one head step / one target step (NativeModel, the same thread count), medians.
+2. Cost: one head step / one target step (NativeModel, the same thread count), medians: the
+   C++ head the native engine runs, and its Python spec HeadRunner(fast=True) beside it.
 3. End to end (the engines, side by side in one run): ar, sd with the standalone draft and
    sd with the head, temperature 0 and 1: tokens per target call, acceptance, ms/token.
 
@@ -100,25 +101,38 @@ def per_position(head, target, draft, recs, k, temperature):
     return [hp[j] / max(hn[j], 1) for j in range(k)], [sp[j] / max(snew, 1) for j in range(k)], None, None
 
 
-def step_cost(head_pair, reps=30):
+def step_cost(head_pair, reps=30, rounds=5):
+    """Median seconds of one step of the C++ head (what the native engine runs), of its Python
+    spec HeadRunner(fast=True) (same math, bitwise) and of one target step, over `rounds`
+    alternating rounds of `reps` steps each."""
+    from sprinter_ext.drafts.runner import HeadRunner, NativeTap
+
     make = head_runner_factory(head_pair, "native", built=True)
     t = make("target", 512)
     h = make("draft", 512)
+    emb = getattr(head_pair._draft, "embedding", None)
+    if emb is None:
+        emb = head_pair._view("target").get_input_embeddings().weight
+    py = HeadRunner(head_pair._draft, emb.detach(), NativeTap(t), t.vocab_size, 512, fast=True)
     ids = list(range(200, 300))
     t.prefill(ids)
-    h.prefill(ids)
 
-    def med(f):
+    def med(f, n):
         ts = []
-        for i in range(reps):
+        for i in range(n):
             s = time.perf_counter()
             f(i)
             ts.append(time.perf_counter() - s)
         return statistics.median(ts)
 
-    th = med(lambda i: h.step(7 + i))
-    tt = med(lambda i: t.step(7 + i))
-    return th, tt
+    got = {"cpp": [], "python": [], "target": []}
+    for _ in range(rounds):
+        for name, r in (("python", py), ("cpp", h)):
+            r.prefill(ids)
+            got[name].append(med(lambda i: r.step(7 + i), reps))
+        got["target"].append(med(lambda i: t.step(7 + i), reps // 3))
+        t.truncate(len(ids))
+    return tuple(statistics.median(got[k]) for k in ("cpp", "python", "target"))
 
 
 def time_decoder(dec, prompts, n_new, warm_tokens=8) -> dict:
@@ -175,8 +189,9 @@ def main(argv=None):
             result["acceptance"][f"{set_name} T={temp:g}"] = {"head_per_position": hp, "standalone_per_position": sp,
                                                              "head_tokens_per_call": htpc,
                                                              "standalone_tokens_per_call": stpc}
-    th, tt = step_cost(head_pair)
-    result["cost"] = {"head_step_ms": th * 1e3, "target_step_ms": tt * 1e3, "ratio": th / tt}
+    th, tp, tt = step_cost(head_pair)
+    result["cost"] = {"head_step_ms": th * 1e3, "python_head_step_ms": tp * 1e3, "target_step_ms": tt * 1e3,
+                      "ratio": th / tt, "python_ratio": tp / tt}
     for temp in (0.0, 1.0):
         result["end_to_end"][f"chat T={temp:g}"] = end_to_end(pair, head_pair, chat, args.max_new_tokens, args.k, temp)
     print(f"{'set':<12} {'kind':<11} " + " ".join(f"pos{j + 1:<5}" for j in range(args.k)) + " tokens/call")
@@ -186,7 +201,8 @@ def main(argv=None):
             print(f"{key:<12} {kind:<11} " + " ".join(f"{x:<8.3f}" for x in v[f"{kind}_per_position"])
                   + (f" {tpc:.2f}" if tpc else ""))
     c = result["cost"]
-    print(f"cost: head step {c['head_step_ms']:.2f} ms / target step {c['target_step_ms']:.2f} ms = {c['ratio']:.3f}")
+    print(f"cost: head step {c['head_step_ms']:.2f} ms (C++; Python packed {c['python_head_step_ms']:.2f}) / "
+          f"target step {c['target_step_ms']:.2f} ms = {c['ratio']:.3f} ({c['python_ratio']:.3f})")
     print(f"{'case':<12} {'method':<14} {'ms/token':>9} {'x ar':>6} {'tok/call':>9} {'accept':>7}")
     for key, rows in result["end_to_end"].items():
         for name, r in rows.items():
