@@ -105,15 +105,13 @@ def step_cost(head_pair, reps=30, rounds=5):
     """Median seconds of one step of the C++ head (what the native engine runs), of its Python
     spec HeadRunner(fast=True) (same math, bitwise) and of one target step, over `rounds`
     alternating rounds of `reps` steps each."""
-    from sprinter_ext.drafts.runner import HeadRunner, NativeTap
+    from sprinter_ext.drafts.runner import HeadRunner, NativeTap, head_embedding
 
     make = head_runner_factory(head_pair, "native", built=True)
     t = make("target", 512)
     h = make("draft", 512)
-    emb = getattr(head_pair._draft, "embedding", None)
-    if emb is None:
-        emb = head_pair._view("target").get_input_embeddings().weight
-    py = HeadRunner(head_pair._draft, emb.detach(), NativeTap(t), t.vocab_size, 512, fast=True)
+    head = head_pair._draft
+    py = HeadRunner(head, head_embedding(head, head_pair._view("target")), NativeTap(t), t.vocab_size, 512, fast=True)
     ids = list(range(200, 300))
     t.prefill(ids)
 

@@ -35,8 +35,8 @@ GOALS = {"tokens_per_call": 3.0, "accept_pos1": 0.6, "accept_mean": 0.6}  # acce
 
 
 def parse_head(spec: str) -> tuple[Path, int | None]:
-    path, _, steps = spec.rpartition(":") if ":" in spec and spec.rsplit(":", 1)[1].isdigit() else (spec, "", "")
-    return Path(path), int(steps) if steps else None
+    path, sep, steps = spec.rpartition(":")
+    return (Path(path), int(steps)) if sep and steps.isdigit() else (Path(spec), None)
 
 
 def heldout_records(path: Path | None, target, tok, n_prompts: int, max_new_tokens: int, seed: int) -> list[dict]:

@@ -97,8 +97,8 @@ class HeadRunner:
         ids = list(torch.as_tensor(ids, dtype=torch.long).reshape(-1).tolist())
         if not ids:
             return None
-        logits, hidden = self._feed(ids)
-        return logits[-1], hidden[-1]
+        logits, hidden = self._feed(ids, last_only=True)
+        return logits[0], hidden[0]
 
     def step(self, token: int):
         logits, hidden = self._feed([int(token)])
@@ -161,7 +161,8 @@ class HeadRunner:
 
     # -- internals ------------------------------------------------------------------------
     @torch.inference_mode()
-    def _feed(self, tokens: list[int]):
+    def _feed(self, tokens: list[int], last_only: bool = False):
+        """(logits, hidden) for each fed token, or for the last one only (`last_only`: prefill)."""
         n = len(tokens)
         if self.length + n > self.max_len:
             raise CacheOverflowError(f"{self.length + n} tokens do not fit the head's cache of {self.max_len}")
@@ -184,6 +185,8 @@ class HeadRunner:
         g = self._g[lo:need]
         if first_out < 0:  # a one-token prompt: nothing to predict from yet but the embedding
             g = torch.cat([torch.zeros_like(self._g[:1]), g])
+        if last_only:
+            g = g[-1:]
         logits = self._proj.logits(g).float()
         full = torch.full((g.shape[0], self.vocab_size), float("-inf"), device=self.device)
         full[:, self.head.d2t] = logits
@@ -365,6 +368,13 @@ def native_head_runner(head: DraftHead, embedding: torch.Tensor, target, vocab_s
     return _C.HeadModel(target, config, tensors)
 
 
+def head_embedding(head: DraftHead, target) -> torch.Tensor:
+    """The token embedding a head reads: its own (an EAGLE-3 checkpoint may carry one) or the
+    target's input embedding (shared, frozen)."""
+    emb = getattr(head, "embedding", None)
+    return (emb if emb is not None else target.get_input_embeddings().weight).detach()
+
+
 def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
     """make(role, max_len) for a pair whose draft is a head: the target's runner records the
     head's feature layers (python: ModelRunner; native: the C++ NativeModel's feature tap,
@@ -389,10 +399,9 @@ def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
     def make(role: str, max_len):
         target = pair._view("target") if use_native else pair._model("target")
         if role == "target":
-            if use_native:
+            if use_native:  # the C++ head reads the NativeModel's tap itself
                 r = native.native_runner(target, max_len)
                 r.set_feature_layers(list(head.config.feature_layers))
-                made["tap"] = NativeTap(r)
             else:
                 r = ModelRunner(target, max_len, feature_layers=head.config.feature_layers)
                 made["tap"] = r.tap
@@ -401,15 +410,13 @@ def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
         t = made.get("target")
         if t is None:
             raise RuntimeError("the target runner must be made before the head's")
-        emb = getattr(head, "embedding", None)
-        if emb is None:
-            emb = target.get_input_embeddings().weight
+        emb = head_embedding(head, target)
         # a native target gets the C++ head (csrc/model/head_model.h: packed on the CPU, bitwise
         # HeadRunner(fast=True), within tolerance of the eager head like the native target's fast
         # path); the python runner is the reference and keeps the eager head
         V = int(target.config.vocab_size)
         if use_native:
-            return native_head_runner(head, emb.detach(), t, V, t.max_len)
-        return HeadRunner(head, emb.detach(), made["tap"], V, t.max_len, fast=False)
+            return native_head_runner(head, emb, t, V, t.max_len)
+        return HeadRunner(head, emb, made["tap"], V, t.max_len, fast=False)
 
     return make
