@@ -140,6 +140,8 @@ HeadModel::HeadModel(HeadModelConfig config, HeadModelWeights weights, std::shar
   gate_up_w_ = at::cat({w.gate, w.up}).contiguous();
   down_w_ = w.down.contiguous();
   lm_w_ = w.lm_head.contiguous();
+  // the stacked copies replace the separate projections: keep one of each
+  w.q = w.k = w.v = w.o = w.gate = w.up = w.down = w.lm_head = Tensor();
   if (c.fast) {
     const Tensor none;
     fc_ = cpu::PackedLinear(fc_w_, none);
@@ -213,19 +215,17 @@ std::pair<Tensor, Tensor> HeadModel::prefill_last(const std::vector<int64_t>& id
   length_.store(0, std::memory_order_release);
   entries_ = from_target_ = 0;
   if (ids.empty()) return {Tensor(), Tensor()};
-  auto out = feed_locked(ids);
-  const int64_t last = out.first.size(0) - 1;
-  return {out.first.slice(0, last), out.second.slice(0, last)};
+  return feed_locked(ids, /*last_only=*/true);
 }
 
 std::pair<Tensor, Tensor> HeadModel::feed(const std::vector<int64_t>& tokens) {
   if (tokens.empty()) throw std::invalid_argument("feed() needs at least one token");
   std::lock_guard<std::mutex> lock(mutex_);
-  return feed_locked(tokens);
+  return feed_locked(tokens, /*last_only=*/false);
 }
 
 // HeadRunner._feed.
-std::pair<Tensor, Tensor> HeadModel::feed_locked(const std::vector<int64_t>& tokens) {
+std::pair<Tensor, Tensor> HeadModel::feed_locked(const std::vector<int64_t>& tokens, bool last_only) {
   const auto& c = config_;
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t start_len = length_.load(std::memory_order_acquire);
@@ -260,6 +260,7 @@ std::pair<Tensor, Tensor> HeadModel::feed_locked(const std::vector<int64_t>& tok
   const int64_t lo = std::max<int64_t>(first_out, 0);
   Tensor g = g_.slice(0, lo, need);
   if (first_out < 0) g = at::cat({at::zeros_like(g_.slice(0, 0, 1)), g});  // a one-token prompt
+  if (last_only) g = g.slice(0, g.size(0) - 1);  // prefill: only the last position's outputs
   // P.logits(g).float(), spread over the target's vocabulary
   Tensor normed = rms_norm(g, weights_.norm, c.norm_eps);
   Tensor logits = linear(normed, lm_, lm_w_).to(at::kFloat);
@@ -267,7 +268,7 @@ std::pair<Tensor, Tensor> HeadModel::feed_locked(const std::vector<int64_t>& tok
                          at::TensorOptions().dtype(at::kFloat).device(device()));
   full.index_copy_(1, weights_.d2t, logits);
   // DraftHead.verifier_state(g, logits): [norm(g), max p, entropy] with p = softmax(raw logits)
-  Tensor lp = at::log_softmax(logits.to(at::kFloat), -1);
+  Tensor lp = at::log_softmax(logits, -1);  // logits are float32 already
   Tensor p = lp.exp();
   Tensor conf = at::stack({p.amax(-1), -(p * lp).sum(-1)}, -1);
   Tensor hidden = at::cat({normed.to(at::kFloat), conf}, -1).to(dtype());

@@ -66,7 +66,9 @@ struct HeadModelConfig {
 struct HeadModelWeights {
   at::Tensor embed;   // the target's input embedding [V_embed, H] (shared, not copied)
   at::Tensor fc;      // [H, m * H]
-  at::Tensor q, k, v, o;  // [nh * hd, 2H], [nkv * hd, 2H] x 2, [H, nh * hd]
+  // q [nh * hd, 2H], k and v [nkv * hd, 2H], o [H, nh * hd]; the projections (q..down,
+  // lm_head) are released once the model holds its stacked copies
+  at::Tensor q, k, v, o;
   at::Tensor gate, up, down;
   at::Tensor input_norm, hidden_norm, post_norm, norm;  // [H]
   at::Tensor lm_head;  // [Vd, H]
@@ -102,7 +104,8 @@ class HeadModel : public Runner {
   const std::shared_ptr<NativeModel>& target() const { return target_; }
 
  private:
-  std::pair<at::Tensor, at::Tensor> feed_locked(const std::vector<int64_t>& tokens);
+  // last_only: outputs for the last fed token only (prefill), else one row per token.
+  std::pair<at::Tensor, at::Tensor> feed_locked(const std::vector<int64_t>& tokens, bool last_only);
   // Inputs lo..hi-1 causally after the entries before lo (HeadRunner._run).
   void run(int64_t lo, int64_t hi, bool from_target);
   at::Tensor linear(const at::Tensor& x, const cpu::PackedLinear& p, const at::Tensor& w) const;

@@ -15,9 +15,8 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include <algorithm>
-#include <iterator>
-#include <map>
+#include <set>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -34,25 +33,26 @@ using runner_py::config_item;
 
 std::shared_ptr<HeadModel> make_head_model(std::shared_ptr<NativeModel> target, const py::dict& config,
                                            const py::dict& tensors) {
-  static const char* known[] = {"hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
-                                "vocab_size", "max_len", "norm_eps", "feature_layers", "fast"};
+  std::set<std::string> read;
+  auto get = [&](const char* key, auto* out) {
+    read.insert(key);
+    *out = config_item<std::remove_pointer_t<decltype(out)>>(config, key, "HeadModel");
+  };
+  HeadModelConfig c;
+  get("hidden_size", &c.hidden_size);
+  get("num_heads", &c.num_heads);
+  get("num_kv_heads", &c.num_kv_heads);
+  get("head_dim", &c.head_dim);
+  get("intermediate_size", &c.intermediate_size);
+  get("vocab_size", &c.vocab_size);
+  get("max_len", &c.max_len);
+  get("norm_eps", &c.norm_eps);
+  get("feature_layers", &c.feature_layers);
+  get("fast", &c.fast);
   for (auto kv : config) {
     const auto name = py::str(kv.first).cast<std::string>();
-    if (std::find(std::begin(known), std::end(known), name) == std::end(known)) {
-      throw py::value_error("HeadModel config has an unknown key '" + name + "'");
-    }
+    if (!read.count(name)) throw py::value_error("HeadModel config has an unknown key '" + name + "'");
   }
-  HeadModelConfig c;
-  c.hidden_size = config_item<int64_t>(config, "hidden_size", "HeadModel");
-  c.num_heads = config_item<int64_t>(config, "num_heads", "HeadModel");
-  c.num_kv_heads = config_item<int64_t>(config, "num_kv_heads", "HeadModel");
-  c.head_dim = config_item<int64_t>(config, "head_dim", "HeadModel");
-  c.intermediate_size = config_item<int64_t>(config, "intermediate_size", "HeadModel");
-  c.vocab_size = config_item<int64_t>(config, "vocab_size", "HeadModel");
-  c.max_len = config_item<int64_t>(config, "max_len", "HeadModel");
-  c.norm_eps = config_item<double>(config, "norm_eps", "HeadModel");
-  c.feature_layers = config_item<std::vector<int64_t>>(config, "feature_layers", "HeadModel");
-  c.fast = config_item<bool>(config, "fast", "HeadModel");
   runner_py::TensorTable t(tensors, "HeadModel");
   auto take = [&](const char* name) { return t.take(name); };
   HeadModelWeights w;
