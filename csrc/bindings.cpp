@@ -28,9 +28,31 @@
 #define SPRINTER_BUILD_TYPE "unknown"
 #endif
 
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
+
 namespace py = pybind11;
 
 namespace {
+
+// Distinct threads that ran an at::parallel_for of `tasks` one-item chunks; each chunk spins
+// ~50 us so that an idle worker cannot finish its share before the others have woken up.
+int64_t parallel_workers(int64_t tasks) {
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50 * (e - b));
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    ids.insert(std::this_thread::get_id());
+  });
+  return static_cast<int64_t>(ids.size());
+}
 
 py::dict build_info() {
   py::dict info;
@@ -49,6 +71,11 @@ py::dict build_info() {
   info["compiler"] = std::string(SPRINTER_COMPILER);
   info["cxx_standard"] = static_cast<int>(SPRINTER_CXX_STANDARD);
   info["build_type"] = std::string(SPRINTER_BUILD_TYPE);
+#ifdef SPRINTER_OPENMP
+  info["openmp"] = true;  // at::parallel_for inside _C runs on torch's OpenMP pool
+#else
+  info["openmp"] = false;  // ... runs serially (see CMakeLists.txt, "OpenMP")
+#endif
   info["pybind11_version"] = std::to_string(PYBIND11_VERSION_MAJOR) + "." +
                              std::to_string(PYBIND11_VERSION_MINOR) + "." +
                              std::to_string(PYBIND11_VERSION_PATCH);
@@ -62,7 +89,17 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("build_info", &build_info,
         "Facts about this build: torch_version (compiled against), with_cuda, cuda_version, "
-        "compiler, cxx_standard, build_type, pybind11_version.");
+        "compiler, cxx_standard, build_type, openmp, pybind11_version.");
+  m.def(
+      "parallel_workers",
+      [](int64_t tasks) {
+        if (tasks < 1) throw py::value_error("tasks must be >= 1");
+        py::gil_scoped_release no_gil;
+        return parallel_workers(tasks);
+      },
+      py::arg("tasks") = 64,
+      "How many distinct threads ran the chunks of an at::parallel_for of `tasks` items (grain 1) "
+      "compiled into _C: torch.get_num_threads() when the build's OpenMP works, 1 when it does not.");
 
   sprinter::register_common(m);
   sprinter::register_ops(m);

@@ -101,3 +101,20 @@ def test_ssd_leaves_threads_and_affinity_as_found(tiny, engine, pin):
         with pytest.raises(RuntimeError, match="planted failure"):
             dec.generate([1, 2, 3], max_new_tokens=6)
         assert _process_state() == before
+
+
+def test_native_parallel_loops_use_the_threads_torch_is_given():
+    """at::parallel_for compiled into _C (PackedLinear, the native model, the C++ head) runs
+    on torch's OpenMP pool: a build without -fopenmp ran it on one thread whatever
+    torch.set_num_threads said. Counts the distinct worker threads, so it cannot pass
+    by timing luck."""
+    _C = pytest.importorskip("sprinter_ext._C")
+    if "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("torch's parallel backend is not OpenMP")
+    assert _C.build_info()["openmp"] is True
+    with use_threads(1):
+        assert _C.parallel_workers(64) == 1
+    with use_threads(2):
+        assert _C.parallel_workers(64) == 2
+    with pytest.raises(ValueError):
+        _C.parallel_workers(0)
