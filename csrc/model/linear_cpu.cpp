@@ -11,6 +11,8 @@
 // L1 (4 * Kp * 4 bytes = 24 KiB at K = 1536), so the weight is streamed once per forward.
 #include "linear_cpu.h"
 
+#include "linear_quant_cpu.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
@@ -295,7 +297,23 @@ PackedLinear::PackedLinear(const Tensor& weight, const Tensor& bias) {
   packed_ = padded.view({groups, kGroup, Kp_ / B, B}).permute({0, 2, 1, 3}).contiguous();
 }
 
+PackedLinear PackedLinear::with_blocks(const Tensor& blocks, QuantFormat format) const {
+  if (!defined()) invalid("with_blocks() on an empty PackedLinear");
+  if (weight_.scalar_type() != at::kFloat) invalid("GGUF blocks replace float32 weights only");
+  auto q = std::make_shared<const QuantLinear>(blocks, format, bias_);
+  if (q->out_features() != N_ || q->in_features() != K_) {
+    invalid("the " + quant_format_name(format) + " blocks stand for a [" + std::to_string(q->out_features()) + ", " +
+            std::to_string(q->in_features()) + "] weight, this linear is [" + std::to_string(N_) + ", " +
+            std::to_string(K_) + "]");
+  }
+  PackedLinear out = *this;
+  out.quant_ = std::move(q);
+  out.packed_ = Tensor();  // the blocks serve every small-n forward now
+  return out;
+}
+
 int64_t PackedLinear::weight_bytes() const {
+  if (quant_) return quant_->weight_bytes();
   return packed_.numel() * static_cast<int64_t>(packed_.element_size()) + (bias_.defined() ? N_ * 4 : 0);
 }
 
@@ -313,6 +331,7 @@ Tensor PackedLinear::forward(const Tensor& x, Isa isa) const {
   if (n > kMaxSmallRows) {
     return at::linear(x, weight_, bias_orig_);
   }
+  if (quant_) return quant_->forward(x, isa);
   Tensor out = at::empty(out_shape, x.options());
   if (n == 0) return out;
   isa = std::min(isa, cpu_isa());

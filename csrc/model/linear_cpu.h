@@ -25,6 +25,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace pybind11 {
@@ -40,6 +41,9 @@ enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 // The best instruction set this CPU (and this build) supports, detected once at run time.
 Isa cpu_isa();
 std::string isa_name(Isa isa);
+
+class QuantLinear;                     // linear_quant_cpu.h
+enum class QuantFormat : int;          // linear_quant_cpu.h
 
 constexpr int64_t kMaxSmallRows = 16;  // n above this: at::linear
 constexpr int64_t kPad = 32;           // K padding of the packed weight (one bf16 zmm)
@@ -58,7 +62,15 @@ class PackedLinear {
   at::Tensor forward(const at::Tensor& x, Isa isa) const;
   at::Tensor forward(const at::Tensor& x) const { return forward(x, cpu_isa()); }
 
-  bool defined() const { return packed_.defined(); }
+  // This linear with its small-n forward over GGUF weight blocks (QuantLinear, float32
+  // only) instead of its packed copy, which is released; n > kMaxSmallRows keeps
+  // at::linear over the original weight, so the blocks must stand for that weight (the
+  // caller's contract: models/weight_formats.py checks it). std::invalid_argument when
+  // the blocks' shape is not [N, K] of this linear or the weight is not float32.
+  PackedLinear with_blocks(const at::Tensor& blocks, QuantFormat format) const;
+  bool quantized() const { return quant_ != nullptr; }
+
+  bool defined() const { return packed_.defined() || quant_ != nullptr; }
   int64_t in_features() const { return K_; }
   int64_t out_features() const { return N_; }
   // The bytes a small-n forward reads from the weight (packed rows + bias).
@@ -69,6 +81,7 @@ class PackedLinear {
   at::Tensor bias_;    // optional [N] float32 (the kernels add it in float32)
   at::Tensor bias_orig_;  // optional [N], the weight's dtype (for n > kMaxSmallRows)
   at::Tensor packed_;  // [G, Kp / B, 4, B] contiguous (G = ceil(N / 4), B = one zmm of the dtype)
+  std::shared_ptr<const QuantLinear> quant_;  // with_blocks(): the small-n forward
   int64_t N_ = 0, K_ = 0, Kp_ = 0;
 };
 

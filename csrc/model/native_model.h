@@ -140,6 +140,15 @@ class NativeModel : public Runner {
   const at::Tensor& features() const { return features_; }  // [max_len, len(layers) * D]
   const std::vector<int64_t>& feature_layers() const { return feature_layers_; }
 
+  // The fast path's small-n linear `name` ("layers.<i>.qkv", ".o", ".gate_up", ".up", ".down"
+  // or "head") runs over GGUF weight blocks from now on (cpu::PackedLinear::with_blocks:
+  // Q4_1 / Q8_0, float32 activations; prefill keeps the float32 weight). Call before the
+  // first forward. std::invalid_argument off the fast path, for an unknown name or
+  // blocks of another shape.
+  void quantize_linear(const std::string& name, const at::Tensor& blocks, cpu::QuantFormat format);
+  // Bytes a forward of n <= 16 tokens reads from the linears' weights (fast path; 0 off it).
+  int64_t linear_weight_bytes() const;
+
   const NativeModelConfig& config() const { return config_; }
   int64_t max_len() const { return config_.max_len; }
   int64_t vocab_size() const { return config_.vocab_size; }

@@ -4,6 +4,7 @@
 #include "native_model.h"
 
 #include "layers.h"
+#include "linear_quant_cpu.h"
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/addmm.h>
@@ -206,6 +207,50 @@ NativeModel::NativeModel(NativeModelConfig config, NativeModelWeights weights)
     v_cache_.push_back(at::zeros({1, Hkv, c.max_len, hd}, opts));
   }
   positions_ = at::arange(c.max_len, at::TensorOptions().dtype(at::kLong).device(device));
+}
+
+}  // namespace engine
+}  // namespace sprinter
+
+namespace sprinter {
+namespace engine {
+
+void NativeModel::quantize_linear(const std::string& name, const at::Tensor& blocks, cpu::QuantFormat format) {
+  if (!config_.fast) invalid("quantize_linear needs the fast path (fast=True): the op-for-op path runs at::linear");
+  cpu::PackedLinear* target = nullptr;
+  if (name == "head") {
+    target = &head_pack_;
+  } else if (name.rfind("layers.", 0) == 0) {
+    const auto dot = name.find('.', 7);
+    const std::string idx = name.substr(7, dot == std::string::npos ? std::string::npos : dot - 7);
+    const std::string part = dot == std::string::npos ? "" : name.substr(dot + 1);
+    int64_t i = -1;
+    if (!idx.empty() && idx.find_first_not_of("0123456789") == std::string::npos && idx.size() < 9) i = std::stoll(idx);
+    if (i >= 0 && i < num_layers()) {
+      LayerPacks& P = packs_[i];
+      if (part == "qkv") target = &P.qkv;
+      if (part == "o") target = &P.o;
+      if (part == "gate_up") target = &P.gate_up;
+      if (part == "up") target = &P.up;
+      if (part == "down") target = &P.down;
+    }
+  }
+  if (target == nullptr || !target->defined()) {
+    invalid("no linear '" + name + "': use 'head' or 'layers.<i>.<part>' with i < " + std::to_string(num_layers()) +
+            " and part qkv, o, gate_up, down (Llama) or qkv, o, up, down (GPT-2)");
+  }
+  *target = target->with_blocks(blocks, format);
+}
+
+int64_t NativeModel::linear_weight_bytes() const {
+  if (!config_.fast) return 0;
+  int64_t total = head_pack_.weight_bytes();
+  for (const auto& P : packs_) {
+    for (const cpu::PackedLinear* p : {&P.qkv, &P.o, &P.gate_up, &P.up, &P.down}) {
+      if (p->defined()) total += p->weight_bytes();
+    }
+  }
+  return total;
 }
 
 }  // namespace engine

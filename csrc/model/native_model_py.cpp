@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "common/py_checks.h"
+#include "linear_quant_cpu.h"
 #include "native_model.h"
 #include "runner_py.h"
 
@@ -189,6 +191,21 @@ void register_native_model(py::module_& m, py::handle runner_base) {
   native.def(py::init(&make_native_model), py::arg("config"), py::arg("tensors"));
   def_runner_protocol<NativeModel>(native, "NativeModel");
   native
+      .def(
+          "quantize_linear",
+          [](NativeModel& self, const std::string& name, const at::Tensor& blocks, const std::string& format) {
+            try {
+              self.quantize_linear(name, blocks, cpu::quant_format(format));
+            } catch (const std::invalid_argument& e) {
+              bind::raise_named("InvalidArgumentError", e.what());
+            }
+          },
+          py::arg("name"), py::arg("blocks"), py::arg("format"),
+          "Run the fast path's small-n linear `name` ('head', 'layers.<i>.qkv' / o / gate_up / up / down) over "
+          "GGUF Q4_1 / Q8_0 blocks [N, K / 32 * block_bytes] (uint8) from now on; prefill keeps the float32 "
+          "weight, so the blocks must stand for it (models/weight_formats.py checks that).")
+      .def_property_readonly("linear_weight_bytes", &NativeModel::linear_weight_bytes,
+                             "Bytes a forward of <= 16 tokens reads from the linears' weights (0 off the fast path).")
       .def(
           "set_feature_layers",
           [](NativeModel& self, std::vector<int64_t> layers) {

@@ -53,7 +53,7 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
     if pair.device.type != "cuda":
 
         def make(role, max_len):
-            return native.native_runner(pair._view(role), max_len)
+            return pair.native_runner(role, max_len)
 
         return make
     # CUDA: one captured graph per forward length the loop uses most (a draft step, the

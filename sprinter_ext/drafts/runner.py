@@ -400,7 +400,7 @@ def head_runner_factory(pair, runner: str = "python", *, built: bool = False):
         target = pair._view("target") if use_native else pair._model("target")
         if role == "target":
             if use_native:  # the C++ head reads the NativeModel's tap itself
-                r = native.native_runner(target, max_len)
+                r = pair.native_runner("target", max_len)
                 r.set_feature_layers(list(head.config.feature_layers))
             else:
                 r = ModelRunner(target, max_len, feature_layers=head.config.feature_layers)

@@ -44,6 +44,10 @@ class ModelPair:
         self._draft, self._target, self._source = draft, target, source
         self.tokenizer = tokenizer
         self.verifier = verifier  # a SPRINTER Verifier for this draft (the default pair ships one)
+        # how the native fast path stores the linear weights (models/weight_formats.py), and the
+        # file each role was loaded from where a format reads one (weights="gguf")
+        self.weights = "fp32"
+        self._weight_sources: dict[str, Path] = {}
 
     @property
     def draft(self):
@@ -77,6 +81,17 @@ class ModelPair:
             if given is None:
                 given = getattr(self._source, role)
         return given
+
+    def native_runner(self, role: str, max_len=None):
+        """The native (C++) runner of `role`, its linears in this pair's weight format."""
+        from . import native, weight_formats
+
+        model = self._view(role)
+        runner = native.native_runner(model, max_len)
+        source = self._weight_sources.get(role)
+        if source is not None:
+            weight_formats.apply(runner, self.weights, source, model.config)
+        return runner
 
     @property
     def draft_kind(self) -> str:
@@ -113,7 +128,8 @@ class ModelPair:
         return (
             f"ModelPair(draft={_model_name(draft)!r} ({kind}, {_layers(draft)} layers), "
             f"target={_model_name(target)!r} ({_layers(target)} layers), {self.device}, "
-            f"{str(self.dtype).removeprefix('torch.')}, vocab {self.vocab_size}, tokenizer {tok}, verifier {ver})"
+            f"{str(self.dtype).removeprefix('torch.')}, weights {self.weights}, vocab {self.vocab_size}, "
+            f"tokenizer {tok}, verifier {ver})"
         )
 
 
@@ -230,6 +246,7 @@ def load_pair(
     dtype=None,
     sha256: dict[str, str] | None = None,
     verifier=None,
+    weights=None,
 ) -> ModelPair:
     """Load a draft/target pair.
 
@@ -257,6 +274,13 @@ def load_pair(
         The SPRINTER verifier to attach as ``pair.verifier`` (checked against the
         draft). None: the default pair's committed one, nothing for other pairs.
         False: attach none.
+    weights : str or None
+        How the native CPU fast path stores the linear weights
+        (:mod:`sprinter_ext.models.weight_formats`): ``"fp32"`` the model's own, packed;
+        ``"gguf"`` the Q4_1 / Q8_0 blocks of the ``.gguf`` file a model was loaded from
+        (the default pair's target is one), float32 activations: the same model, up to
+        summation order, at a sixth of the bytes. None: ``weights_formats.DEFAULT``.
+        Activations, norms, attention and the KV cache keep the model's dtype.
 
     Returns
     -------
@@ -269,12 +293,47 @@ def load_pair(
     >>> pair = sprinter_ext.load_pair(draft_model, target_model)
     """
     from ..drafts.pairing import is_head_spec, load_head_pair
+    from .weight_formats import parse_weights
 
+    fmt = parse_weights(weights)
     if draft is None and target is None:
         draft = "head"  # NOTE: the default pair's draft is its head (README, "The default pair")
     if is_head_spec(draft):
-        return load_head_pair(draft, target, tokenizer=tokenizer, device=device, dtype=dtype,
+        pair = load_head_pair(draft, target, tokenizer=tokenizer, device=device, dtype=dtype,
                               sha256=sha256, verifier=verifier)
+        return _with_weights(pair, fmt, {"target": target})
+    return _with_weights(_load_models(draft, target, tokenizer=tokenizer, device=device, dtype=dtype,
+                                      sha256=sha256, verifier=verifier), fmt, {"draft": draft, "target": target})
+
+
+def _with_weights(pair: ModelPair, fmt: str, specs: dict) -> ModelPair:
+    """`pair` with weight format `fmt`: the file each role's format reads (a .gguf model's own
+    file; the default target's, None in `specs`), refused by name where there is none."""
+    if fmt == "fp32":
+        return pair
+    from .default_pair import find_gguf
+
+    for role, spec in specs.items():
+        if spec is None and role == "target":
+            pair._weight_sources[role] = find_gguf()
+        elif isinstance(spec, (str, os.PathLike)) and Path(spec).suffix == ".gguf":
+            pair._weight_sources[role] = Path(spec)
+    if "target" not in pair._weight_sources:
+        raise InvalidArgumentError(
+            f"weights={fmt!r} needs a target loaded from a .gguf file (the default pair's is one); "
+            "use weights='fp32' for this target"
+        )
+    if pair.device.type != "cpu" or pair.dtype != torch.float32:
+        raise InvalidArgumentError(
+            f"weights={fmt!r} runs on the CPU fast path with float32 activations; got {pair.dtype} on {pair.device}: "
+            "use device='cpu' and dtype=None (float32), or weights='fp32'"
+        )
+    pair.weights = fmt
+    return pair
+
+
+def _load_models(draft, target, *, tokenizer, device, dtype, sha256, verifier) -> ModelPair:
+    """load_pair for a standalone draft LM (the default pair's or a given one)."""
     dev = parse_device(device)
     check_device(dev)
     dt = parse_dtype(dtype)
