@@ -27,7 +27,7 @@ CHAT = [[{"role": "user", "content": "Name three uses of a paperclip."}],
 
 @pytest.fixture(scope="module")
 def gguf_pairs(default_pair):
-    return default_pair, sprinter_ext.load_pair(weights="gguf")
+    return sprinter_ext.load_pair(weights="fp32"), default_pair
 
 
 def test_gguf_blocks_are_the_float32_models_weights(default_pair):
@@ -112,14 +112,17 @@ def test_sd_is_exact_on_quantised_linears(fmt):
 
 
 def test_bad_weights_values_are_named_errors(default_pair):
-    with pytest.raises(InvalidArgumentError, match="unknown weights format 'q5': one of fp32, gguf"):
+    assert default_pair.weights == "gguf"  # "auto": the default pair runs its GGUF blocks
+    with pytest.raises(InvalidArgumentError, match="unknown weights format 'q5': one of fp32, gguf, auto"):
         sprinter_ext.load_pair(weights="q5")
     with pytest.raises(ArgumentTypeError, match="weights must be a str"):
         sprinter_ext.load_pair(weights=4)
     draft, target = tiny_model("llama", vocab=V, hidden=32), tiny_model("llama", vocab=V, hidden=32, seed=1)
     with pytest.raises(InvalidArgumentError, match="needs a target loaded from a .gguf file"):
         sprinter_ext.load_pair(draft, target, weights="gguf")
+    assert sprinter_ext.load_pair(draft, target).weights == "fp32"  # auto: nothing to read
     with pytest.raises(InvalidArgumentError, match="float32 activations"):
         sprinter_ext.load_pair(weights="gguf", dtype="bfloat16")
-    assert weight_formats.parse_weights(None) == weight_formats.DEFAULT
+    assert sprinter_ext.load_pair(dtype="bfloat16").weights == "fp32"
+    assert weight_formats.parse_weights(None) == weight_formats.DEFAULT == "auto"
     assert weight_formats.parse_weights("GGUF") == "gguf"

@@ -89,8 +89,9 @@ class ModelPair:
         model = self._view(role)
         runner = native.native_runner(model, max_len)
         source = self._weight_sources.get(role)
-        if source is not None:
-            weight_formats.apply(runner, self.weights, source, model.config)
+        if source is not None and self.weights != "fp32":
+            # NOTE: the file is read once per pair; every later runner reuses its blocks
+            self._weight_sources[role] = weight_formats.apply(runner, self.weights, source, model.config)
         return runner
 
     @property
@@ -279,7 +280,8 @@ def load_pair(
         (:mod:`sprinter_ext.models.weight_formats`): ``"fp32"`` the model's own, packed;
         ``"gguf"`` the Q4_1 / Q8_0 blocks of the ``.gguf`` file a model was loaded from
         (the default pair's target is one), float32 activations: the same model, up to
-        summation order, at a sixth of the bytes. None: ``weights_formats.DEFAULT``.
+        summation order, at a fifth of the bytes; ``"auto"`` (None, the default):
+        ``"gguf"`` where it applies (the default pair on the CPU), ``"fp32"`` elsewhere.
         Activations, norms, attention and the KV cache keep the model's dtype.
 
     Returns
@@ -308,27 +310,34 @@ def load_pair(
 
 def _with_weights(pair: ModelPair, fmt: str, specs: dict) -> ModelPair:
     """`pair` with weight format `fmt`: the file each role's format reads (a .gguf model's own
-    file; the default target's, None in `specs`), refused by name where there is none."""
+    file; the default target's, None in `specs`), refused by name where there is none; "auto":
+    gguf where that works, fp32 elsewhere."""
     if fmt == "fp32":
         return pair
     from .default_pair import find_gguf
 
+    sources = {}
     for role, spec in specs.items():
         if spec is None and role == "target":
-            pair._weight_sources[role] = find_gguf()
+            sources[role] = find_gguf()
         elif isinstance(spec, (str, os.PathLike)) and Path(spec).suffix == ".gguf":
-            pair._weight_sources[role] = Path(spec)
-    if "target" not in pair._weight_sources:
+            sources[role] = Path(spec)
+    runs = pair.device.type == "cpu" and pair.dtype == torch.float32
+    if fmt == "auto":
+        if "target" not in sources or not runs:
+            return pair
+        fmt = "gguf"
+    if "target" not in sources:
         raise InvalidArgumentError(
             f"weights={fmt!r} needs a target loaded from a .gguf file (the default pair's is one); "
             "use weights='fp32' for this target"
         )
-    if pair.device.type != "cpu" or pair.dtype != torch.float32:
+    if not runs:
         raise InvalidArgumentError(
             f"weights={fmt!r} runs on the CPU fast path with float32 activations; got {pair.dtype} on {pair.device}: "
             "use device='cpu' and dtype=None (float32), or weights='fp32'"
         )
-    pair.weights = fmt
+    pair.weights, pair._weight_sources = fmt, sources
     return pair
 
 

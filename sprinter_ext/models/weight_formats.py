@@ -8,6 +8,7 @@ tokens) keeps ATen's GEMM over the model's own weights.
 
 =========  ==============================================================================
 ``fp32``   the model's own weights, packed once (PackedLinear); today's behaviour
+``auto``   (the default) ``gguf`` where it applies, ``fp32`` elsewhere
 ``gguf``   the GGUF file's Q4_1 / Q8_0 blocks as loaded (QuantLinear, float32
            activations): the model a GGUF target is anyway (transformers dequantises the
            same blocks to float32 bit for bit), at 0.625-1.06 bytes per weight instead of
@@ -120,23 +121,32 @@ FORMATS: dict[str, WeightFormat] = {
     "fp32": WeightFormat("fp32", "the model's own weights, packed (today's fast path)", None),
     "gguf": WeightFormat("gguf", "the GGUF file's Q4_1 / Q8_0 blocks as loaded, float32 activations", _apply_gguf),
 }
-DEFAULT = "fp32"
+# NOTE: "auto" = gguf where it applies (a target loaded from a .gguf file, on the CPU, float32:
+# the default pair), fp32 elsewhere. gguf's logits equal fp32's fast path (the kernels add each
+# product into the same vector lane in the same order), so the default costs no fidelity.
+DEFAULT = "auto"
 
 
 def parse_weights(weights) -> str:
-    """The format name for ``load_pair(weights=)`` (None: :data:`DEFAULT`); named errors otherwise."""
+    """The format name for ``load_pair(weights=)``: one of :data:`FORMATS` or "auto" (None:
+    :data:`DEFAULT`); named errors otherwise."""
     if weights is None:
         return DEFAULT
+    names = ", ".join([*FORMATS, "auto"])
     if not isinstance(weights, str):
-        raise ArgumentTypeError(f"weights must be a str (one of {', '.join(FORMATS)}) or None, got {type(weights).__name__}")
+        raise ArgumentTypeError(f"weights must be a str (one of {names}) or None, got {type(weights).__name__}")
     key = weights.lower()
-    if key not in FORMATS:
-        raise InvalidArgumentError(f"unknown weights format {weights!r}: one of {', '.join(FORMATS)}")
+    if key not in FORMATS and key != "auto":
+        raise InvalidArgumentError(f"unknown weights format {weights!r}: one of {names}")
     return key
 
 
-def apply(runner, weights: str, source, config) -> None:
-    """Apply format `weights` to a freshly built native runner (before its first forward)."""
+def apply(runner, weights: str, source, config):
+    """Apply format `weights` to a freshly built native runner (before its first forward).
+    Returns what to keep as `source` for the next runner (a file's blocks, read once)."""
+    if weights == "gguf" and source is not None and not isinstance(source, dict):
+        source = gguf_blocks(source, config)
     fmt = FORMATS[weights]
     if fmt.apply is not None:
         fmt.apply(runner, source, config)
+    return source
