@@ -27,8 +27,8 @@ from ._engine._runners import RUNNERS, runner_factory
 from .errors import (
     ArgumentTypeError,
     CacheOverflowError,
+    DecoderBusyError,
     InvalidArgumentError,
-    SprinterError,
     TokenizerRequiredError,
 )
 from .methods import METHODS, NATIVE_METHODS, SNAPSHOT_METHODS  # noqa: F401 - NATIVE/SNAPSHOT re-exported
@@ -57,10 +57,6 @@ def _has_cuda_ops() -> bool:
 
 
 _DEFAULT = object()  # "use the model's own eos_token_id"
-
-
-class DecoderBusyError(SprinterError, RuntimeError):
-    """The Decoder is already generating (one generation at a time per Decoder)."""
 
 
 @dataclass

@@ -27,13 +27,9 @@ from typing import Any
 
 import torch
 
-from .errors import ArgumentTypeError, InvalidArgumentError, TokenizerRequiredError
+from .errors import ArgumentTypeError, ChatTemplateWarning, InvalidArgumentError, TokenizerRequiredError
 
 __all__ = ["encode_prompt", "render_chat", "has_chat_template", "IncrementalDetokenizer", "ChatTemplateWarning"]
-
-
-class ChatTemplateWarning(UserWarning):
-    """A raw str prompt was given to a pair whose tokenizer has a chat template."""
 
 
 def _split(pair_or_tokenizer) -> tuple[Any, int | None]:

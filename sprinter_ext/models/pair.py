@@ -18,6 +18,7 @@ from ..errors import (
     SprinterError,
     VocabularyMismatchError,
 )
+from .._quiet import quiet_loading
 from ._refusals import not_found_message, refuse_non_causal, refuse_pickle
 from .default_pair import load_gguf_model, verify_gguf
 
@@ -179,7 +180,7 @@ def _check_causal(model, role: str) -> None:
         )
 
 
-def _load_one(spec, role: str, dtype, sha256: str | None):
+def _load_one(spec, role: str, dtype, sha256: str | None, verbose: bool = False):
     """A model from an id, a local dir, a GGUF file, or a PreTrainedModel. Returns (model, tokenizer|None)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -207,7 +208,8 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
         refuse_non_causal(spec, role)
         try:
             # NOTE: local_files_only: nothing is ever downloaded behind the user's back.
-            model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
+            with quiet_loading(verbose):
+                model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
         except pickle.UnpicklingError as e:  # a pickle checkpoint the directory check did not see
             raise ModelFileError(f"{role} model {str(spec)!r} is a pickle checkpoint; convert it to safetensors") from e
         except (OSError, ValueError) as e:
@@ -221,6 +223,31 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
     return model, tok
 
 
+DRAFT_KINDS = ("head", "standalone")  # the names load_pair(draft=...) takes besides paths and models
+
+
+def _refuse_half_pair(draft, target) -> None:
+    """The real mistake behind a draft without a target or a target without a draft (named errors)."""
+    for role, spec in (("draft", draft), ("target", target)):
+        if not isinstance(spec, (str, os.PathLike)):
+            continue
+        path = Path(spec).expanduser()
+        if path.exists():
+            continue
+        if role == "draft" and isinstance(spec, str) and not any(c in spec for c in "/\\.~"):
+            raise InvalidArgumentError(
+                f"unknown draft {spec!r}: one of {list(DRAFT_KINDS)}, a draft head file or EAGLE-3 directory, "
+                "or a draft model (path, cached hub id, .gguf or PreTrainedModel) given with target="
+            )
+        kinds = f" (nor a draft kind: one of {list(DRAFT_KINDS)})" if role == "draft" else ""
+        raise ModelNotFoundError(f"{role} path {str(spec)!r} does not exist{kinds}; check the path")
+    given, missing = ("draft", "target") if target is None else ("target", "draft")
+    raise InvalidArgumentError(
+        f"a {given} model was given without a {missing}: pass {missing}= too, or neither for the embedded default pair"
+        + (" (or a draft head as draft= to pair with the default target)" if given == "draft" else "")
+    )
+
+
 def load_pair(
     draft=None,
     target=None,
@@ -230,6 +257,7 @@ def load_pair(
     dtype=None,
     sha256: dict[str, str] | None = None,
     verifier=None,
+    verbose: bool = False,
 ) -> ModelPair:
     """Load a draft/target pair.
 
@@ -257,6 +285,8 @@ def load_pair(
         The SPRINTER verifier to attach as ``pair.verifier`` (checked against the
         draft). None: the default pair's committed one, nothing for other pairs.
         False: attach none.
+    verbose : bool
+        Show transformers' loading progress bars (default False: no third-party output).
 
     Returns
     -------
@@ -285,7 +315,7 @@ def load_pair(
     if isinstance(draft, str) and draft == "standalone" and target is None:
         draft = None  # the default pair's standalone draft LM (None or "head": its draft head)
     if (draft is None) != (target is None):
-        raise InvalidArgumentError("give both draft and target, or neither for the embedded default pair")
+        _refuse_half_pair(draft, target)
 
     source = None
     if draft is None and dev.type == "cpu":
@@ -304,8 +334,8 @@ def load_pair(
         t_model.to(dev)
         d_model = build_default_draft(t_model)
     else:
-        t_model, tok = _load_one(target, "target", dt, sha256.get("target"))
-        d_model, d_tok = _load_one(draft, "draft", dt, sha256.get("draft"))
+        t_model, tok = _load_one(target, "target", dt, sha256.get("target"), verbose)
+        d_model, d_tok = _load_one(draft, "draft", dt, sha256.get("draft"), verbose)
         tok = tok or d_tok
         for role, m, given in (("target", t_model, target), ("draft", d_model, draft)):
             if isinstance(given, (str, os.PathLike)):
