@@ -28,13 +28,20 @@ from __future__ import annotations
 from .errors import (
     ArgumentTypeError,
     CacheOverflowError,
+    ChatTemplateWarning,
     ChecksumError,
+    DecoderBusyError,
+    HeadTargetError,
     InvalidArgumentError,
     ModelFileError,
     ModelNotFoundError,
     NonFiniteLogitsError,
     SprinterError,
     TokenizerRequiredError,
+    UnknownOptionError,
+    VerifierFileError,
+    VerifierMismatchError,
+    VerifierNotFoundError,
     VocabularyMismatchError,
 )
 
@@ -44,11 +51,11 @@ __version__ = "0.1.0"
 # and `python -m sprinter_ext --version` / `--help` do not pay for importing torch
 # (1.3-1.6 s of CPU here); everything that generates needs torch anyway.
 _LAZY = {
-    "ENGINES": ".decoding", "Decoder": ".decoding", "DecoderBusyError": ".decoding",
+    "ENGINES": ".decoding", "Decoder": ".decoding",
     "GenerationResult": ".decoding", "generate": ".decoding",
     "ModelPair": ".models.pair", "load_pair": ".models.pair",
-    "ChatTemplateWarning": ".prompts", "IncrementalDetokenizer": ".prompts",
-    "Verifier": ".verifier", "VerifierMismatchError": ".verifier", "train_verifier": ".verifier",
+    "IncrementalDetokenizer": ".prompts",
+    "Verifier": ".verifier", "train_verifier": ".verifier",
 }  # fmt: skip
 # Submodules reachable as attributes without an explicit import (README: sprinter_ext.verifier.collect).
 _SUBMODULES = ("ops", "verifier")
@@ -109,4 +116,8 @@ __all__ = [
     "SprinterError",
     "TokenizerRequiredError",
     "VocabularyMismatchError",
+    "UnknownOptionError",
+    "VerifierFileError",
+    "VerifierNotFoundError",
+    "HeadTargetError",
 ]

@@ -4,7 +4,9 @@ The library itself never changes process-wide state inside ``generate()``: only 
 entry points (``python -m sprinter_ext ...``) set torch's thread count, and only for
 the duration of the command (:func:`use_threads` restores it).
 
-Default: ``SPRINTER_EXT_THREADS`` when set, else :data:`DEFAULT_THREADS` (1).
+Default: ``SPRINTER_EXT_THREADS`` when set, else torch's own count (:data:`DEFAULT_THREADS`
+is None, ``sprinter_ext._defaults.THREADS``) for ``generate``, ``chat`` and ``serve``; the
+measuring commands (``bench``, ``sprinter-sweep``, training) pin ``BENCH_THREADS`` (1).
 NOTE: measured on this project's shared 2-core CPU, batch-1 decoding with torch's
 default (one thread per core) collapses as soon as another process runs: each step
 waits for the slowest thread at every op barrier. One thread per decoder was 1.3-4x
@@ -20,11 +22,12 @@ from collections.abc import Iterator
 
 import torch
 
+from . import _defaults as D
 from .errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["DEFAULT_THREADS", "ENV", "available_cpus", "default_threads", "resolve_threads", "use_threads"]
 
-DEFAULT_THREADS = 1
+DEFAULT_THREADS = D.THREADS  # None: torch's own count (one per physical core), as a user's machine picks
 ENV = "SPRINTER_EXT_THREADS"
 
 
@@ -37,10 +40,11 @@ def available_cpus() -> int:
 
 
 def default_threads() -> int:
-    """The thread count entry points use when none is given: $SPRINTER_EXT_THREADS or 1."""
+    """The thread count entry points use when none is given: $SPRINTER_EXT_THREADS, else
+    DEFAULT_THREADS, else (None) torch's own current count."""
     raw = os.environ.get(ENV, "").strip()
     if not raw:
-        return DEFAULT_THREADS
+        return torch.get_num_threads() if DEFAULT_THREADS is None else DEFAULT_THREADS
     return resolve_threads(raw, source=f"${ENV}")
 
 

@@ -13,7 +13,6 @@ from its record in :mod:`sprinter_ext.methods`.
 
 from __future__ import annotations
 
-import operator
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,14 +20,16 @@ from typing import Any
 
 import torch
 
+from . import _defaults as D
 from . import _rng
 from ._engine import ENGINES, make_engine, one_shot_max_length, pick_engine
 from ._engine._runners import RUNNERS, runner_factory
+from ._stopping import Stopping, check_int, eos_set
 from .errors import (
     ArgumentTypeError,
     CacheOverflowError,
+    DecoderBusyError,
     InvalidArgumentError,
-    SprinterError,
     TokenizerRequiredError,
 )
 from .methods import METHODS, NATIVE_METHODS, SNAPSHOT_METHODS  # noqa: F401 - NATIVE/SNAPSHOT re-exported
@@ -36,7 +37,7 @@ from .methods import get as _method
 from .methods._session import Lane
 from .models.pair import ModelPair
 from .models.runner import ModelRunner
-from .prompts import IncrementalDetokenizer, encode_prompt
+from .prompts import encode_prompt
 from .sampling import SamplingSettings
 
 __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyError"]
@@ -59,54 +60,23 @@ def _has_cuda_ops() -> bool:
 _DEFAULT = object()  # "use the model's own eos_token_id"
 
 
-class DecoderBusyError(SprinterError, RuntimeError):
-    """The Decoder is already generating (one generation at a time per Decoder)."""
-
-
 @dataclass
 class GenerationResult:
-    tokens: list[int]  # the new tokens only
-    text: str | None  # decoded new text; None without a tokenizer
+    """tokens: the new ids, the one that ended the run included (an EOS or stop id; see
+    :mod:`sprinter_ext._stopping`); text: decoded, special tokens skipped, cut before a stop
+    string (None without a tokenizer); finish_reason: "eos", "stop", "length" or "time"."""
+
+    tokens: list[int]
+    text: str | None
     stats: dict[str, Any] = field(default_factory=dict)
+    finish_reason: str | None = None
 
 
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise InvalidArgumentError(f"{name} must be >= {low}, got {value}")
-    return value
+_check_int = check_int
 
 
 def _eos_set(pair: ModelPair, eos_token_id) -> frozenset[int]:
-    if eos_token_id is _DEFAULT:
-        target = pair._view("target")  # no transformers build for a lazy default pair
-        eos_token_id = getattr(target.generation_config, "eos_token_id", None)
-        if eos_token_id is None:
-            eos_token_id = getattr(target.config, "eos_token_id", None)
-    if eos_token_id is None:
-        return frozenset()
-    if isinstance(eos_token_id, (list, tuple, set, frozenset)):
-        ids = list(eos_token_id)
-    elif isinstance(eos_token_id, torch.Tensor) and eos_token_id.dim() == 1:
-        ids = eos_token_id.tolist()
-    else:
-        ids = [eos_token_id]
-    out = []
-    for i in ids:
-        # NOTE: numpy and 0-d torch integers count as ints (operator.index), floats and bools do not
-        try:
-            if isinstance(i, bool):
-                raise TypeError
-            i = operator.index(i)
-        except TypeError:
-            raise ArgumentTypeError(
-                f"eos_token_id must be an int, a list of ints or None, got {type(i).__name__} {i!r}"
-            ) from None
-        if not 0 <= i < pair.vocab_size:
-            raise InvalidArgumentError(f"eos_token_id entries must be ints in [0, {pair.vocab_size}), got {i!r}")
-        out.append(i)
-    return frozenset(out)
+    return eos_set(pair, eos_token_id, _DEFAULT)
 
 
 class Decoder:
@@ -121,7 +91,7 @@ class Decoder:
     k : int
         Draft tokens per round (sd, ersd, ssd).
     temperature, top_k, top_p : sampling settings, applied to target and draft alike;
-        temperature 0 is greedy.
+        temperature 0 (the default, :mod:`sprinter_ext._defaults`) is greedy.
     engine : "auto", "reference", "fused" or "native"
         reference: the plain-PyTorch methods (the specification); fused: the same state
         machine with sampling/verification in the fused ops (C++ on CPU, Triton on CUDA);
@@ -160,12 +130,12 @@ class Decoder:
     def __init__(
         self,
         pair: ModelPair,
-        method: str = "sd",
+        method: str = D.METHOD,
         *,
-        k: int = 4,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
+        k: int = D.K,
+        temperature: float = D.TEMPERATURE,
+        top_k: int = D.TOP_K,
+        top_p: float = D.TOP_P,
         engine: str = "auto",
         runner: str = "auto",
         eos_token_id=_DEFAULT,
@@ -270,20 +240,29 @@ class Decoder:
                 self._draft.runner.scrub()
             raise
 
+    def _stopping(self, max_new_tokens, stop, stop_token_ids, max_time, text=False) -> Stopping:
+        return Stopping(self.pair.tokenizer, self._eos, self.pair.vocab_size, max_new_tokens=max_new_tokens,
+                        stop=stop, stop_token_ids=stop_token_ids, max_time=max_time, text=text)  # fmt: skip
+
     def generate(
-        self, prompt, *, max_new_tokens: int = 64, seed: int = 0, chat: bool | None = None, streamer=None
+        self, prompt, *, max_new_tokens: int = D.MAX_NEW_TOKENS, seed: int = D.SEED, chat: bool | None = D.CHAT,
+        streamer=None, stop=None, stop_token_ids=None, max_time: float | None = None,
     ) -> GenerationResult:
-        """Generate up to `max_new_tokens` new tokens (fewer only if EOS comes first).
+        """Generate up to `max_new_tokens` new tokens (fewer if EOS, a stop or `max_time` comes first).
 
         `prompt` is a str, token ids or chat messages (``[{"role": "user", "content": ...}]``,
         rendered with the tokenizer's chat template); `chat` says what a str means (see
-        :func:`sprinter_ext.prompts.encode_prompt`: None = raw text, with a warning when the
-        tokenizer has a chat template). `streamer` follows transformers' streamer convention
-        (``put(ids_tensor)``, ``end()``; e.g. ``TextStreamer(tok, skip_prompt=True)``): it gets
-        the prompt ids first, then each round's committed tokens, then ``end()``.
+        :func:`sprinter_ext.prompts.encode_prompt`: None = one user message with the chat
+        template when the tokenizer has one, else raw text; False = raw text). `stop`: a str
+        or list of strs that end the run where the decoded text shows one (the text is cut
+        before it); `stop_token_ids`: ids that end it like EOS; `max_time`: seconds, checked
+        after each round. ``finish_reason`` says which ended it (:mod:`sprinter_ext._stopping`).
+        `streamer` follows transformers' streamer convention (``put(ids_tensor)``, ``end()``):
+        it gets the prompt ids first, then each round's committed tokens, then ``end()``.
         """
         ids = self.encode(prompt, chat=chat)
         self._check_run(ids, max_new_tokens, seed)
+        stopping = self._stopping(max_new_tokens, stop, stop_token_ids, max_time)
         if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
             raise ArgumentTypeError(f"streamer must have put() and end() methods, got {type(streamer).__name__}")
         if not self._lock.acquire(blocking=False):
@@ -291,35 +270,34 @@ class Decoder:
         try:
             stats: dict = {}
             tokens: list[int] = []
+            pieces: list[str] = []
             if streamer is not None:
                 streamer.put(torch.tensor([ids]))
-            for toks in self._rounds(ids, max_new_tokens, seed, stats):
+            for toks, piece in stopping.run(self._rounds(ids, max_new_tokens, seed, stats)):
                 tokens.extend(toks)
-                if streamer is not None:
+                pieces.append(piece)
+                if streamer is not None and toks:
                     streamer.put(torch.tensor(toks))
             if streamer is not None:
                 streamer.end()
         finally:
             self._lock.release()
-        return GenerationResult(tokens=tokens, text=self._decode(tokens), stats=stats)
+        text = "".join(pieces) if stopping.text else self._decode(tokens)
+        stats["finish_reason"] = stopping.finish_reason
+        return GenerationResult(tokens=tokens, text=text, stats=stats, finish_reason=stopping.finish_reason)
 
-    def stream(
-        self,
-        prompt,
-        *,
-        max_new_tokens: int = 64,
-        seed: int = 0,
-        chat: bool | None = None,
-        text: bool = False,
-        stats: dict | None = None,
-    ) -> Iterator:
+    def stream(self, prompt, *, max_new_tokens: int = D.MAX_NEW_TOKENS, seed: int = D.SEED,
+               chat: bool | None = D.CHAT, text: bool = False, stats: dict | None = None, stop=None,
+               stop_token_ids=None, max_time: float | None = None) -> Iterator:  # fmt: skip
         """Yield what is committed, as it is committed (the same tokens as :meth:`generate`).
 
         text=False: token ids (ints). text=True: decoded text pieces (non-empty strs) from
         an :class:`~sprinter_ext.prompts.IncrementalDetokenizer`; their concatenation equals
-        ``generate(...).text``, and a character split over several tokens comes out whole.
-        `stats`, when given a dict, is filled with the run's stats when the stream ends.
-        Arguments are checked here, before the first ``next()``.
+        ``generate(...).text``, a character split over several tokens comes out whole, and a
+        partial stop string is held back until it is known not to be one. `stats`, when given
+        a dict, is filled with the run's stats and ``"finish_reason"`` when the stream ends.
+        `stop`, `stop_token_ids`, `max_time`: as :meth:`generate`. Arguments are checked here,
+        before the first ``next()``.
         """
         ids = self.encode(prompt, chat=chat)
         self._check_run(ids, max_new_tokens, seed)
@@ -329,33 +307,20 @@ class Decoder:
             raise ArgumentTypeError(f"stats must be a dict to fill (or None), got {type(stats).__name__}")
         if text and self.pair.tokenizer is None:
             raise TokenizerRequiredError("stream(text=True) needs a tokenizer, but this pair has none; stream token ids")
-        out = {} if stats is None else stats
-        if text:
-            return self._stream_text(ids, max_new_tokens, seed, out)
-        return self._stream(ids, max_new_tokens, seed, out)
+        stopping = self._stopping(max_new_tokens, stop, stop_token_ids, max_time, text=text)
+        return self._stream(ids, max_new_tokens, seed, {} if stats is None else stats, stopping, text)
 
-    def _stream(self, ids, max_new_tokens, seed, stats) -> Iterator[int]:
+    def _stream(self, ids, max_new_tokens, seed, stats, stopping: Stopping, text: bool) -> Iterator:
         if not self._lock.acquire(blocking=False):
             raise DecoderBusyError("this Decoder is already generating; use one Decoder per thread")
         try:
-            for toks in self._rounds(ids, max_new_tokens, seed, stats):
-                yield from toks
-        finally:
-            self._lock.release()
-
-    def _stream_text(self, ids, max_new_tokens, seed, stats) -> Iterator[str]:
-        if not self._lock.acquire(blocking=False):
-            raise DecoderBusyError("this Decoder is already generating; use one Decoder per thread")
-        detok = IncrementalDetokenizer(self.pair.tokenizer)
-        try:
-            for toks in self._rounds(ids, max_new_tokens, seed, stats):
-                piece = detok.push(toks)
-                if piece:
+            for toks, piece in stopping.run(self._rounds(ids, max_new_tokens, seed, stats)):
+                if not text:
+                    yield from toks
+                elif piece:
                     yield piece
-            piece = detok.flush()
-            if piece:
-                yield piece
         finally:
+            stats["finish_reason"] = stopping.finish_reason
             self._lock.release()
 
     def _decode(self, tokens: list[int]) -> str | None:
@@ -367,28 +332,30 @@ def generate(
     pair: ModelPair,
     prompt,
     *,
-    method: str = "sd",
-    max_new_tokens: int = 64,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
-    k: int = 4,
+    method: str = D.METHOD,
+    max_new_tokens: int = D.MAX_NEW_TOKENS,
+    temperature: float = D.TEMPERATURE,
+    top_k: int = D.TOP_K,
+    top_p: float = D.TOP_P,
+    seed: int = D.SEED,
+    k: int = D.K,
     engine: str = "auto",
     runner: str = "auto",
     eos_token_id=_DEFAULT,
-    chat: bool | None = None,
+    chat: bool | None = D.CHAT,
     streamer=None,
+    stop=None,
+    stop_token_ids=None,
+    max_time: float | None = None,
     **method_options,
 ) -> GenerationResult:
     """Generate with `method` (see :class:`Decoder` for the arguments).
 
     >>> pair = sprinter_ext.load_pair()
-    >>> res = sprinter_ext.generate(pair, "def fib(n):", method="sd", max_new_tokens=32, seed=1, chat=False)
-    >>> res.tokens, res.text, res.stats["target_calls"]
-    >>> msgs = [{"role": "user", "content": "What is the capital of France?"}]
-    >>> sprinter_ext.generate(pair, msgs, temperature=0).text   # chat template applied
+    >>> sprinter_ext.generate(pair, "What is the capital of France?").text   # greedy, chat template
     'The capital of France is Paris.'
+    >>> res = sprinter_ext.generate(pair, "def fib(n):", temperature=1, seed=1, chat=False)  # raw, sampled
+    >>> res.tokens, res.text, res.finish_reason, res.stats["target_calls"]
     """
     # NOTE: a one-shot call sizes the static cache to the request (see one_shot_max_length).
     if not isinstance(pair, ModelPair):
@@ -400,4 +367,5 @@ def generate(
         pair, method, k=k, temperature=temperature, top_k=top_k, top_p=top_p, engine=engine, runner=runner,
         eos_token_id=eos_token_id, max_length=max_length, **method_options,
     )  # fmt: skip
-    return dec.generate(ids, max_new_tokens=max_new_tokens, seed=seed, streamer=streamer)
+    return dec.generate(ids, max_new_tokens=max_new_tokens, seed=seed, streamer=streamer, stop=stop,
+                        stop_token_ids=stop_token_ids, max_time=max_time)

@@ -1,4 +1,10 @@
-"""Named errors. Each subclasses the builtin a caller would expect to catch."""
+"""Named errors. Each subclasses the builtin a caller would expect to catch.
+
+Every error sprinter_ext raises on purpose is defined here (the modules that raise them
+re-export theirs, so ``sprinter_ext.verifier.io.VerifierFileError`` and
+``sprinter_ext.DecoderBusyError`` still work), and all of them derive from
+:class:`SprinterError`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,13 @@ __all__ = [
     "UnsupportedModelError",
     "InvalidArgumentError",
     "ArgumentTypeError",
+    "UnknownOptionError",
+    "DecoderBusyError",
+    "VerifierMismatchError",
+    "VerifierFileError",
+    "VerifierNotFoundError",
+    "HeadTargetError",
+    "ChatTemplateWarning",
 ]
 
 
@@ -59,3 +72,33 @@ class InvalidArgumentError(SprinterError, ValueError):
 
 class ArgumentTypeError(SprinterError, TypeError):
     """An argument has a type the call cannot take (the message says which types can)."""
+
+
+class UnknownOptionError(InvalidArgumentError, TypeError):
+    """A keyword no method takes (a typo, or an option of another library such as
+    ``do_sample``); the message lists the valid ones. A TypeError like Python's own
+    "unexpected keyword argument", and an InvalidArgumentError (ValueError)."""
+
+
+class DecoderBusyError(SprinterError, RuntimeError):
+    """The Decoder is already generating (one generation at a time per Decoder)."""
+
+
+class VerifierMismatchError(SprinterError, ValueError):
+    """The verifier was trained for another draft model."""
+
+
+class VerifierFileError(InvalidArgumentError):
+    """A verifier file whose header or tensors do not follow the format (a ValueError)."""
+
+
+class VerifierNotFoundError(SprinterError, FileNotFoundError):
+    """A verifier file that does not exist."""
+
+
+class HeadTargetError(SprinterError, ValueError):
+    """A draft head was loaded against a target it was not trained for."""
+
+
+class ChatTemplateWarning(UserWarning):
+    """A str prompt was tokenized raw though the tokenizer has a chat template."""

@@ -2,17 +2,17 @@
 
 A prompt is one of
 
-- a ``str``: raw text, tokenized as is (no special tokens added), or, with ``chat=True``,
-  the content of one user message rendered with the tokenizer's chat template;
+- a ``str``: the content of one user message rendered with the tokenizer's chat template
+  (when it has one, or ``chat=True``), or, with ``chat=False``, raw text tokenized as is;
 - token ids: a list/tuple of ints or a 1-D integer tensor, used as given;
 - chat messages: ``[{"role": "user", "content": "..."}, ...]``, rendered with the
   tokenizer's chat template plus the generation prompt (the assistant's turn opener).
 
-``chat=None`` (the default) keeps a str raw, but warns (:class:`ChatTemplateWarning`)
-when the tokenizer has a chat template: an Instruct model fed raw text often ends its
-answer at once (SmolLM2-135M-Instruct emits ``<|im_end|>`` as its first token), which
-would otherwise look like a silent empty answer. Pass ``chat=True`` to wrap the str as a
-user message, or ``chat=False`` to say "raw text, on purpose" and silence the warning.
+``chat=None`` (the default, :mod:`sprinter_ext._defaults`) renders a str as one user
+message when the tokenizer has a chat template (Ollama's ``generate`` and llama.cpp's
+``llama-cli`` do the same): an Instruct model fed raw text often ends its answer at once
+(SmolLM2-135M-Instruct emits ``<|im_end|>`` as its first token). ``chat=False`` keeps it
+raw text. :class:`ChatTemplateWarning` stays importable for code that filtered it.
 
 :class:`IncrementalDetokenizer` turns a stream of token ids into text pieces whose
 concatenation is the decoded text of all tokens, holding back bytes of a character
@@ -21,19 +21,15 @@ that is not complete yet (byte-level BPE splits emoji and CJK over several token
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from .errors import ChatTemplateWarning  # noqa: F401 - re-exported (no longer raised)
 from .errors import ArgumentTypeError, InvalidArgumentError, TokenizerRequiredError
 
 __all__ = ["encode_prompt", "render_chat", "has_chat_template", "IncrementalDetokenizer", "ChatTemplateWarning"]
-
-
-class ChatTemplateWarning(UserWarning):
-    """A raw str prompt was given to a pair whose tokenizer has a chat template."""
 
 
 def _split(pair_or_tokenizer) -> tuple[Any, int | None]:
@@ -114,8 +110,8 @@ def encode_prompt(pair_or_tokenizer, prompt, *, chat: bool | None = None) -> lis
     prompt : str, list/tuple of ints, 1-D integer tensor, or list of message dicts
     chat : bool or None
         For a str: True renders it as one user message with the chat template; False
-        tokenizes it raw; None (default) tokenizes it raw and warns with
-        :class:`ChatTemplateWarning` when the tokenizer has a chat template. Messages
+        tokenizes it raw; None (default) is True when the tokenizer has a chat template and
+        False otherwise (Ollama's ``generate`` and ``llama-cli`` convention). Messages
         always use the template (``chat=False`` with messages is an error); token ids
         are used as given (``chat=True`` with ids is an error).
 
@@ -138,17 +134,13 @@ def encode_prompt(pair_or_tokenizer, prompt, *, chat: bool | None = None) -> lis
                 "a str prompt needs a tokenizer, but this pair has none: pass token ids "
                 "(list of ints or a 1-D LongTensor) or load_pair(..., tokenizer=...)"
             )
+        if chat is None:
+            # NOTE: the default (sprinter_ext._defaults.CHAT): a chat turn when the tokenizer has a
+            # template, as Ollama's generate and llama-cli do; chat=False is raw text on purpose.
+            chat = has_chat_template(tok)
         if chat:
             ids = _tokenize(tok, render_chat(tok, [{"role": "user", "content": prompt}]))
         else:
-            if chat is None and has_chat_template(tok):
-                warnings.warn(
-                    "this str prompt is tokenized as raw text, but the tokenizer has a chat template "
-                    "(an Instruct model may answer nothing): pass chat=True or a list of messages for a "
-                    "chat turn, or chat=False for raw text on purpose",
-                    ChatTemplateWarning,
-                    stacklevel=_caller_level(),
-                )
             ids = _tokenize(tok, prompt)
     else:
         if chat:
@@ -161,16 +153,6 @@ def encode_prompt(pair_or_tokenizer, prompt, *, chat: bool | None = None) -> lis
         if bad:
             raise InvalidArgumentError(f"prompt token ids must be in [0, {vocab}), got {bad[:5]}")
     return ids
-
-
-def _caller_level() -> int:
-    """The warnings stacklevel of the first frame outside sprinter_ext (the user's call)."""
-    import sys
-
-    level, frame = 1, sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("sprinter_ext"):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _tokenize(tok, text: str) -> list[int]:

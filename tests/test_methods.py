@@ -213,7 +213,7 @@ def test_ssd_threaded_must_be_a_bool(tiny):
 def test_configure_changes_settings_of_a_warm_decoder(tiny):
     from sprinter_ext.errors import InvalidArgumentError
 
-    dec = sprinter_ext.Decoder(tiny, "sd", k=3, eos_token_id=None)
+    dec = sprinter_ext.Decoder(tiny, "sd", k=3, temperature=1.0, eos_token_id=None)
     assert dec.lookahead == 3
     first = dec.generate(PROMPT, max_new_tokens=N, seed=1).tokens
     assert dec.configure(temperature=0.8, top_k=20) == sprinter_ext.sampling.SamplingSettings(0.8, 20, 1.0)

@@ -13,7 +13,7 @@ import torch
 
 import sprinter_ext
 from sprinter_ext.errors import ArgumentTypeError, InvalidArgumentError, SprinterError, TokenizerRequiredError
-from sprinter_ext.prompts import ChatTemplateWarning, IncrementalDetokenizer, encode_prompt
+from sprinter_ext.prompts import IncrementalDetokenizer, encode_prompt
 
 MSGS = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -38,17 +38,16 @@ def test_messages_use_the_chat_template(tok, chat_pair):
     assert encode_prompt(chat_pair, "What is the capital of France?", chat=True) == ids
 
 
-def test_plain_str_is_raw_text_and_warns_when_a_template_exists(tok, chat_pair):
+def test_plain_str_is_a_chat_turn_when_a_template_exists(tok, chat_pair):
     raw = tok("Hello there", add_special_tokens=False).input_ids
-    with pytest.warns(ChatTemplateWarning, match="chat=True") as rec:
-        assert encode_prompt(chat_pair, "Hello there") == raw
-    with pytest.warns(ChatTemplateWarning) as rec2:
-        sprinter_ext.Decoder(chat_pair, "ar").generate("Hello there", max_new_tokens=1)
-    assert rec[0].filename == rec2[0].filename == __file__  # points at the user's line, not the library's
+    turn = encode_prompt(chat_pair, "Hello there", chat=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert encode_prompt(chat_pair, "Hello there", chat=False) == raw  # on purpose: silent
-        assert encode_prompt(chat_pair, raw) == raw  # ids: as given, silent
+        assert encode_prompt(chat_pair, "Hello there") == turn != raw  # the default: a user message
+        assert encode_prompt(chat_pair, "Hello there", chat=False) == raw  # raw text on purpose
+        assert encode_prompt(chat_pair, raw) == raw  # ids: as given
+    dec = sprinter_ext.Decoder(chat_pair, "ar")
+    assert dec.generate("Hello there", max_new_tokens=3).tokens == dec.generate(turn, max_new_tokens=3).tokens
 
 
 def test_no_warning_without_a_template(tiny):

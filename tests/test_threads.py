@@ -13,7 +13,9 @@ from sprinter_ext.errors import ArgumentTypeError, InvalidArgumentError
 
 def test_default_and_environment(monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
-    assert default_threads() == DEFAULT_THREADS == 1
+    assert DEFAULT_THREADS is None and default_threads() == torch.get_num_threads()  # torch's own count
+    with use_threads(3):
+        assert default_threads() == 3  # whatever torch has now: the entry points leave it alone
     monkeypatch.setenv(ENV, "3")
     assert default_threads() == 3 and resolve_threads(None) == 3
     monkeypatch.setenv(ENV, "all")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from .._threads import DEFAULT_THREADS, ENV, resolve_threads
+from .._defaults import BENCH_THREADS
+from .._threads import ENV, resolve_threads
 
 __all__ = ["make_parser", "plain", "add_threads", "run_threaded"]
 
@@ -55,15 +56,19 @@ def _threads_arg(value: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_threads(ap: argparse.ArgumentParser) -> None:
-    """--threads N|all: torch's intra-op threads for this command (default: $SPRINTER_EXT_THREADS or 1)."""
+def add_threads(ap: argparse.ArgumentParser, *, pinned: bool = False) -> None:
+    """--threads N|all: torch's intra-op threads for this command (default: $SPRINTER_EXT_THREADS,
+    else torch's own count; a measuring command (`pinned`) defaults to BENCH_THREADS)."""
+    if pinned:
+        default, said = BENCH_THREADS, f"{BENCH_THREADS}, pinned so measurements do not collapse on a shared machine"
+    else:
+        default, said = None, f"${ENV} if set, else torch's own count (one per physical core)"
     ap.add_argument(
         "--threads",
         type=_threads_arg,
-        default=None,
+        default=default,
         metavar="N|all",
-        help=f"torch intra-op threads for this command; 'all' = every CPU (None: ${ENV} if set, "
-        f"else {DEFAULT_THREADS}, which does not collapse on a shared machine)",
+        help=f"torch intra-op threads for this command; 'all' = every CPU (None: {said})",
     )
 
 

@@ -215,7 +215,7 @@ def build_parser():
                     help="the default pair's draft: its draft head (the default), the standalone draft LM, or "
                          "both in one run (rows tagged by draft; speed-ups against the first run's ar; HF "
                          "assisted generation needs the standalone draft)")  # fmt: skip
-    add_threads(ap)
+    add_threads(ap, pinned=True)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="model dtype of the default pair (results: methods_default[_bfloat16].json)")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")

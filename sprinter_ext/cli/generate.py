@@ -13,6 +13,7 @@ import json
 import sys
 import time
 
+from .. import _defaults as D
 from ._common import add_threads, make_parser
 
 __all__ = ["build_parser", "main", "format_stats"]
@@ -23,13 +24,13 @@ def build_parser():
 
     ap = make_parser("generate", __doc__)
     ap.add_argument("prompt", help="the question (or text to continue with --raw); '-' reads it from stdin")
-    ap.add_argument("--method", choices=sorted(METHODS), default="sd", help="decoding method")
-    ap.add_argument("--max-new-tokens", type=int, default=128, help="most new tokens (fewer when the model ends)")
-    ap.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
-    ap.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = all")
-    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1 = all")
-    ap.add_argument("--seed", type=int, default=0, help="seed of every random draw (same seed, same text)")
-    ap.add_argument("-k", type=int, default=4, help="draft tokens per round (sd, ersd, ssd)")
+    ap.add_argument("--method", choices=sorted(METHODS), default=D.METHOD, help="decoding method")
+    ap.add_argument("--max-new-tokens", type=int, default=D.MAX_NEW_TOKENS, help="most new tokens (fewer when the model ends)")
+    ap.add_argument("--temperature", type=float, default=D.TEMPERATURE, help="sampling temperature; 0 = greedy")
+    ap.add_argument("--top-k", type=int, default=D.TOP_K, help="keep the k most likely tokens; 0 = all")
+    ap.add_argument("--top-p", type=float, default=D.TOP_P, help="nucleus sampling mass; 1 = all")
+    ap.add_argument("--seed", type=int, default=D.SEED, help="seed of every random draw (same seed, same text)")
+    ap.add_argument("-k", type=int, default=D.K, help="draft tokens per round (sd, ersd, ssd)")
     ap.add_argument("--engine", choices=["auto", "reference", "fused", "native"], default="auto",
                     help="what runs the decode loop (see the README's engine table)")  # fmt: skip
     ap.add_argument("--runner", choices=["auto", "python", "native"], default="auto",

@@ -190,7 +190,7 @@ def build_parser():
                     help="the default pair's draft: its draft head (the default) or the standalone draft LM")
     ap.add_argument("--prompt-set", choices=("raw", "chat"), default="raw",
                     help="held-out raw text prompts, or held-out chat prompts through the chat template")
-    add_threads(ap)
+    add_threads(ap, pinned=True)
     ap.add_argument("--out", default="bench/results", help="directory for sprinter_sweep.json and .png")
     return ap
 

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "may still be adding records in another process); both: one then the other")
     ap.add_argument("--init", default=None, help="a head file to start from when DIR has no checkpoint yet")
     ap.add_argument("--export", default=None, help="write the checkpoint's head to this file and exit")
-    add_threads(ap)
+    add_threads(ap, pinned=True)
     return ap
 
 

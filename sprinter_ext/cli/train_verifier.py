@@ -76,7 +76,7 @@ def build_parser():
                          "paragraphs; a FILE that does not exist is made first: the target's continuations of "
                          "--texts training-split prompts (resumable)")
     ap.add_argument("--steps", type=int, default=5, help="draft heads: draft positions per round in the examples")
-    add_threads(ap)
+    add_threads(ap, pinned=True)
     ap.add_argument("--compare", action="store_true", help="also train the variants in VARIANTS; print a table")
     return ap
 

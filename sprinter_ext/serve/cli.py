@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from .. import _defaults as D
+
 __all__ = ["main", "build_parser"]
 
 _EXTRA_HINT = 'the server needs the [serve] extra: pip install --no-build-isolation -e ".[serve]"'
@@ -38,7 +40,7 @@ def build_parser():
                    help="generations at once (one Decoder each); more requests wait in a queue. "
                    "On a CPU, 1 gives the lowest latency per request")  # fmt: skip
     p.add_argument("--max-length", type=int, default=None, help="static KV cache per Decoder, tokens (default: min(2048, model limit))")
-    p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens of requests that give none")
+    p.add_argument("--default-max-tokens", type=int, default=D.MAX_NEW_TOKENS, help="max_tokens of requests that give none")
     p.add_argument("--decoders-per-worker", type=int, default=4, help="Decoders (method/settings) each worker keeps warm")
     p.add_argument("--model-name", default=None, help="the id clients send as `model` (default: the target's name)")
     add_threads(p)

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _defaults as D
 from ..decoding import _DEFAULT, Decoder, _eos_set
 from ..errors import NonFiniteLogitsError, SprinterError
 from ..models.pair import ModelPair
@@ -78,7 +79,7 @@ class DecoderPool:
 
     def __init__(self, pair: ModelPair, *, size: int = 1, method: str = "sd", engine: str = "auto",
                  runner: str = "auto", max_length: int | None = None, decoders_per_worker: int = 4,
-                 default_max_tokens: int = 256, metrics: Metrics | None = None):  # fmt: skip
+                 default_max_tokens: int = D.MAX_NEW_TOKENS, metrics: Metrics | None = None):  # fmt: skip
         from ..errors import InvalidArgumentError
 
         for name, v in (("size", size), ("decoders_per_worker", decoders_per_worker),

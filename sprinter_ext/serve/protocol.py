@@ -17,6 +17,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _defaults as D
+
 __all__ = ["RequestError", "GenerationRequest", "parse_chat", "parse_completion", "error_body"]
 
 # Server-level settings a request may not override (they pick code paths, caches or files).
@@ -139,9 +141,9 @@ def _common(body, kind: str, model_name: str) -> GenerationRequest:
     if method is not None and not isinstance(method, str):
         raise RequestError(f"method must be a string, got {method!r}", param="method")
     sampling = {
-        "temperature": _number(body, "temperature", 1.0),
-        "top_p": _number(body, "top_p", 1.0),
-        "top_k": _number(body, "top_k", 0, integer=True),
+        "temperature": _number(body, "temperature", D.TEMPERATURE),
+        "top_p": _number(body, "top_p", D.TOP_P),
+        "top_k": _number(body, "top_k", D.TOP_K, integer=True),
     }
     kwargs = {}
     if "k" in body:

@@ -15,16 +15,18 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InvalidArgumentError, SprinterError
+from ..errors import (  # noqa: F401 - the two Verifier errors are re-exported here (their old home)
+    InvalidArgumentError,
+    SprinterError,
+    VerifierFileError,
+    VerifierMismatchError,
+    VerifierNotFoundError,
+)
 
 __all__ = ["FORMAT", "VerifierFileError", "VerifierMismatchError", "parse_header", "draft_identity", "save", "read", "check_draft"]
 
 FORMAT = "sprinter_ext.verifier.v1"
 _KEY = "sprinter_ext.verifier"
-
-
-class VerifierMismatchError(SprinterError, ValueError):
-    """The verifier was trained for another draft model."""
 
 
 # Values per parameter kept in a verifier's header (draft_sample) and the relative
@@ -127,10 +129,6 @@ def save(verifier, path: str | os.PathLike) -> None:
     save_file(tensors, str(path), metadata={_KEY: json.dumps(header)})
 
 
-class VerifierFileError(InvalidArgumentError):
-    """A verifier file whose header or tensors do not follow the format (a ValueError)."""
-
-
 _MAX_DEPTH = 16  # NOTE: the header is JSON we did not write; deeper nesting is refused, not recursed
 
 
@@ -225,7 +223,9 @@ def read(path: str | os.PathLike, features: tuple[str, ...]) -> tuple[dict, dict
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"verifier file {path} does not exist")
+        raise VerifierNotFoundError(
+            f"verifier file {str(path)!r} does not exist; check the path, or train one with sprinter_ext.train_verifier"
+        )
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
