@@ -270,6 +270,14 @@ std::string isa_name(Isa isa) {
   return "unknown";
 }
 
+Isa isa_from_name(const std::string& name) {
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16}) {
+    if (name == isa_name(isa)) return isa;
+  }
+  throw std::invalid_argument("isa must be one of scalar, avx2, avx512, avx512_bf16 (or None: the CPU's best), got '" +
+                              name + "'");
+}
+
 PackedLinear::PackedLinear(const Tensor& weight, const Tensor& bias) {
   if (!weight.defined() || weight.dim() != 2) invalid("weight must be a 2-D tensor [N, K]");
   if (!weight.device().is_cpu()) invalid("weight must be on the CPU, got " + weight.device().str());

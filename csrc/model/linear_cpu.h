@@ -41,6 +41,8 @@ enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 // The best instruction set this CPU (and this build) supports, detected once at run time.
 Isa cpu_isa();
 std::string isa_name(Isa isa);
+// "scalar" / "avx2" / "avx512" / "avx512_bf16" -> Isa; std::invalid_argument naming them otherwise.
+Isa isa_from_name(const std::string& name);
 
 class QuantLinear;                     // linear_quant_cpu.h
 enum class QuantFormat : int;          // linear_quant_cpu.h

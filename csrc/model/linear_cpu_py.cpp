@@ -27,11 +27,11 @@ namespace {
 
 Isa parse_isa(const std::optional<std::string>& name) {
   if (!name) return cpu_isa();
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16}) {
-    if (*name == isa_name(isa)) return isa;
+  try {
+    return isa_from_name(*name);
+  } catch (const std::invalid_argument& e) {
+    raise_invalid(e.what());
   }
-  raise_invalid("isa must be one of scalar, avx2, avx512, avx512_bf16 (or None: the CPU's best), got '" + *name +
-                "'");
 }
 
 }  // namespace

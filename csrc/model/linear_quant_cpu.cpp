@@ -47,7 +47,23 @@ inline float half_to_float(const uint8_t* p) {
 }
 
 // ---------------------------------------------------------------- scalar ----
-// The reference arithmetic (and the fallback): dequantise, then one float32 sum per row.
+// Row r of one packed group block `blk`, dequantised: the reference arithmetic (the scalar
+// kernel and dequantize() both use it).
+inline void dequant_row(QuantFormat f, const uint8_t* blk, int r, float* out) {
+  if (f == QuantFormat::kQ4_1) {
+    const float* dm = reinterpret_cast<const float*>(blk + kRows * 16);
+    for (int i = 0; i < 16; ++i) {
+      const uint8_t b = blk[r * 16 + i];
+      out[i] = std::fma(dm[r], static_cast<float>(b & 0x0F), dm[kRows + r]);
+      out[i + 16] = std::fma(dm[r], static_cast<float>(b >> 4), dm[kRows + r]);
+    }
+  } else {
+    const float d = reinterpret_cast<const float*>(blk + kRows * 32)[r];
+    for (int i = 0; i < 32; ++i) out[i] = d * static_cast<float>(static_cast<int8_t>(blk[r * 32 + i]));
+  }
+}
+
+// The fallback kernel: dequantise, then one float32 sum per row.
 template <QuantFormat F, int C>
 void qk_scalar(const uint8_t* w, const float* x, int64_t ldx, int64_t nb, float* out, int64_t /*pf*/) {
   constexpr int64_t GB = group_block_bytes(F);
@@ -56,17 +72,7 @@ void qk_scalar(const uint8_t* w, const float* x, int64_t ldx, int64_t nb, float*
     const uint8_t* blk = w + kb * GB;
     for (int r = 0; r < kRows; ++r) {
       float wk[kQuantBlock];
-      if constexpr (F == QuantFormat::kQ4_1) {
-        const float* dm = reinterpret_cast<const float*>(blk + kRows * 16);
-        for (int i = 0; i < 16; ++i) {
-          const uint8_t b = blk[r * 16 + i];
-          wk[i] = std::fma(dm[r], static_cast<float>(b & 0x0F), dm[kRows + r]);
-          wk[i + 16] = std::fma(dm[r], static_cast<float>(b >> 4), dm[kRows + r]);
-        }
-      } else {
-        const float* d = reinterpret_cast<const float*>(blk + kRows * 32);
-        for (int i = 0; i < 32; ++i) wk[i] = d[r] * static_cast<float>(static_cast<int8_t>(blk[r * 32 + i]));
-      }
+      dequant_row(F, blk, r, wk);
       for (int c = 0; c < C; ++c) {
         const float* xb = x + c * ldx + kb * kQuantBlock;
         for (int i = 0; i < kQuantBlock; ++i) acc[r][c] += wk[i] * xb[i];
@@ -289,7 +295,6 @@ int64_t QuantLinear::weight_bytes() const {
 
 Tensor QuantLinear::dequantize() const {
   if (!defined()) invalid("dequantize() on an empty QuantLinear");
-  // Through the scalar kernel with unit vectors would be slow; unpack directly instead.
   Tensor w = at::empty({N_, K_}, at::TensorOptions().dtype(at::kFloat));
   float* o = w.mutable_data_ptr<float>();
   const uint8_t* p = packed_.const_data_ptr<uint8_t>();
@@ -297,19 +302,7 @@ Tensor QuantLinear::dequantize() const {
   for (int64_t j = 0; j < N_; ++j) {
     const int64_t g = j / kRows, r = j % kRows;
     for (int64_t kb = 0; kb < nb; ++kb) {
-      const uint8_t* blk = p + (g * nb + kb) * GB;
-      float* row = o + j * K_ + kb * kQuantBlock;
-      if (format_ == QuantFormat::kQ4_1) {
-        const float* dm = reinterpret_cast<const float*>(blk + kRows * 16);
-        for (int i = 0; i < 16; ++i) {
-          const uint8_t b = blk[r * 16 + i];
-          row[i] = std::fma(dm[r], static_cast<float>(b & 0x0F), dm[kRows + r]);
-          row[i + 16] = std::fma(dm[r], static_cast<float>(b >> 4), dm[kRows + r]);
-        }
-      } else {
-        const float d = reinterpret_cast<const float*>(blk + kRows * 32)[r];
-        for (int i = 0; i < 32; ++i) row[i] = d * static_cast<float>(static_cast<int8_t>(blk[r * 32 + i]));
-      }
+      dequant_row(format_, p + (g * nb + kb) * GB, static_cast<int>(r), o + j * K_ + kb * kQuantBlock);
     }
   }
   return w;

@@ -21,15 +21,6 @@ namespace sprinter {
 namespace cpu {
 namespace {
 
-Isa isa_cap(const std::optional<std::string>& name) {
-  if (!name) return cpu_isa();
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16}) {
-    if (*name == isa_name(isa)) return isa;
-  }
-  bind::raise_named("InvalidArgumentError",
-                    "isa must be one of scalar, avx2, avx512, avx512_bf16 (or None: the CPU's best), got '" + *name + "'");
-}
-
 template <typename F> auto named(F&& f) -> decltype(f()) {
   try {
     return f();
@@ -51,8 +42,8 @@ void register_linear_quant_cpu(py::module_& m) {
       .def(
           "forward",
           [](const QuantLinear& self, const at::Tensor& x, const std::optional<std::string>& isa) {
-            const Isa cap = isa_cap(isa);
             return named([&] {
+              const Isa cap = isa ? isa_from_name(*isa) : cpu_isa();
               py::gil_scoped_release no_gil;
               return self.forward(x, cap);
             });

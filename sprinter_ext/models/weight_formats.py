@@ -41,8 +41,9 @@ _BLOCK_TYPES = {"Q4_1": "q4_1", "Q8_0": "q8_0"}
 class WeightFormat:
     name: str
     description: str
-    # (native model, the role's source: a file, read blocks, or None; the model's config) -> None
-    apply: Callable[[object, "Path | dict | None", object], None] | None
+    # (native model, the role's source: a file, read blocks, or None; the model's config)
+    # -> what to keep as the source for the role's next runner (e.g. the file's blocks, read once)
+    apply: Callable[[object, "Path | dict | None", object], object] | None
 
 
 def _unpermute_rows(blocks: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -93,7 +94,7 @@ def _stack(blocks: dict, names: list[str]) -> tuple[str, torch.Tensor] | None:
     return got[0][0], torch.cat([g[1] for g in got])
 
 
-def _apply_gguf(runner, path, config) -> None:
+def _apply_gguf(runner, path, config) -> dict:
     if path is None:
         raise InvalidArgumentError(
             "weights='gguf' needs a model loaded from a .gguf file (the default pair's target is one); "
@@ -115,6 +116,7 @@ def _apply_gguf(runner, path, config) -> None:
     head = blocks.get("model.embed_tokens.weight" if tied else "lm_head.weight")
     if head is not None:
         runner.quantize_linear("head", head[1], head[0])
+    return blocks
 
 
 FORMATS: dict[str, WeightFormat] = {
@@ -144,9 +146,5 @@ def parse_weights(weights) -> str:
 def apply(runner, weights: str, source, config):
     """Apply format `weights` to a freshly built native runner (before its first forward).
     Returns what to keep as `source` for the next runner (a file's blocks, read once)."""
-    if weights == "gguf" and source is not None and not isinstance(source, dict):
-        source = gguf_blocks(source, config)
     fmt = FORMATS[weights]
-    if fmt.apply is not None:
-        fmt.apply(runner, source, config)
-    return source
+    return source if fmt.apply is None else fmt.apply(runner, source, config)
