@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine.h"
+#include "proposer.h"
 #include "common/py_checks.h"
 
 namespace py = pybind11;
@@ -235,6 +236,23 @@ py::handle register_engine(py::module_& m) {
       pyrunner.def(name, [attr](const PyRunner& r, py::args args) { return r.object().attr(attr.c_str())(*args); });
     }
   }
+
+  // Model-free drafts (proposer.h): the base class every C++ proposer's binding derives
+  // from (py::class_<X, Proposer, std::shared_ptr<X>>), so the loop takes any of them.
+  py::class_<Proposer, std::shared_ptr<Proposer>>(
+      m, "Proposer", "A model-free draft the native loop asks for tokens (csrc/engine/proposer.h).")
+      .def("begin", &Proposer::begin, py::arg("prompt"), "Start a request with its prompt ids.")
+      .def(
+          "propose",
+          [](Proposer& p, const std::vector<int64_t>& seq, int64_t max_tokens) {
+            if (max_tokens < 0) sprinter::bind::raise_named("InvalidArgumentError", "max_tokens must be >= 0");
+            LookupDraft d = p.propose(seq, max_tokens);
+            return py::make_tuple(d.tokens, d.confidence, d.match_length);
+          },
+          py::arg("seq"), py::arg("max_tokens"),
+          "(tokens, confidence, match_length): at most max_tokens ids to follow seq.")
+      .def("end", &Proposer::end, py::arg("seq"), "The request finished with the committed sequence seq.")
+      .def_property_readonly("proposer_name", &Proposer::name);
 
   py::class_<GenerationConfig>(
       m, "GenerationConfig",
