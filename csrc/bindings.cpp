@@ -2,7 +2,8 @@
 // only says what the module holds; each subsystem registers its own part:
 //   common/common_py.cpp   Stream, seed_key, SamplingSettings, NONFINITE_MESSAGE
 //   ops/ops_py.cpp         the Philox functions and the fused ops' CPU (and CUDA) twins
-//   engine/engine_py.cpp   Runner, PyRunner, GenerationConfig, Generation, native_methods()
+//   engine/engine_py.cpp   Runner, PyRunner, Proposer, GenerationConfig, Generation, native_methods()
+//   drafts/drafts_py.cpp   the model-free drafts' proposers (NgramProposer)
 //   model/                 NativeModel, GraphModel (CUDA builds), HeadModel, the small-n CPU linear
 // plus build_info(), the facts of this build.
 #include <torch/csrc/utils/pybind.h>
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "common/common_py.h"
+#include "drafts/drafts_py.h"
 #include "engine/engine_py.h"
 #include "model/head_model.h"
 #include "model/linear_cpu.h"
@@ -109,6 +111,7 @@ PYBIND11_MODULE(_C, m) {
   py::handle runner_base = sprinter::engine::register_engine(m);
   sprinter::engine::register_native_model(m, runner_base);
   sprinter::engine::register_head_model(m, runner_base);  // a draft head over its tap
+  sprinter::drafts::register_ngram(m);  // model-free drafts (their base _C.Proposer is the engine's)
   sprinter::cpu::register_linear_cpu(m);  // the small-n CPU linear of the native forward
   sprinter::cpu::register_linear_quant_cpu(m);  // ... over GGUF Q4_1 / Q8_0 blocks
 }

@@ -23,7 +23,7 @@ import torch
 from . import _defaults as D
 from . import _rng
 from ._engine import ENGINES, make_engine, one_shot_max_length, pick_engine
-from ._engine._runners import RUNNERS, runner_factory
+from ._engine._runners import RUNNERS, draft_lane, runner_factory
 from ._stopping import Stopping, check_int, eos_set
 from .errors import (
     ArgumentTypeError,
@@ -158,6 +158,12 @@ class Decoder:
         self._module = m  # the method's registry record (sprinter_ext.methods.Method)
         self._eos = _eos_set(pair, eos_token_id)
         head = pair.draft_kind == "head"
+        if pair.lookup_draft is not None and m.name in ("sprinter", "ssd"):
+            why = ("its verifier reads a draft model's hidden state" if m.name == "sprinter" else
+                   "it overlaps a draft model's forwards with the target's, and a lookup draft runs none")
+            raise InvalidArgumentError(
+                f"method {m.name!r} cannot run a {pair.draft_kind!r} draft: {why}; use method='sd' or 'ersd' "
+                "(or a head / standalone draft)")
         self._options = m.resolve(m.validate(pair, method_options), self.engine, head=head)
         if self._options.get("threaded") and head:
             raise InvalidArgumentError(
@@ -167,7 +173,7 @@ class Decoder:
         self._lookahead = m.lookahead_of(self._options, self.k)
         make = runner_factory(pair, m, runner, self.engine, self.k, built=built)
         self._target = Lane(make("target", max_length))
-        self._draft = Lane(make("draft", self._target.runner.max_len)) if m.needs_draft else None
+        self._draft = draft_lane(pair, m, make, self._target.runner.max_len, self.engine)
         self.runner = "python" if isinstance(self._target.runner, ModelRunner) else "native"
         labels = dict(method=method, engine=self.engine, runner=self.runner)
         self._engine = make_engine(self.engine, m, self._target, self._draft, k=self.k, options=self._options,
@@ -237,7 +243,7 @@ class Decoder:
             # loop scrubs its runners itself; doing it again is cheap and keeps one rule here.
             self._target.runner.scrub()
             if self._draft is not None:
-                self._draft.runner.scrub()
+                self._draft.scrub()
             raise
 
     def _stopping(self, max_new_tokens, stop, stop_token_ids, max_time, text=False) -> Stopping:

@@ -102,14 +102,22 @@ void Lane::sync(const std::vector<int64_t>& seq) {
 
 // ------------------------------------------------------------- Generation ----
 
-Generation::Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, GenerationConfig config)
-    : cfg_(std::move(config)), eos_(cfg_.eos.begin(), cfg_.eos.end()), seq_(cfg_.prompt), seed_(cfg_.seed),
+Generation::Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, GenerationConfig config,
+                       std::shared_ptr<Proposer> proposer)
+    : proposer_(std::move(proposer)), cfg_(std::move(config)), eos_(cfg_.eos.begin(), cfg_.eos.end()), seq_(cfg_.prompt), seed_(cfg_.seed),
       max_new_(cfg_.max_new_tokens) {
   if (!target) throw std::invalid_argument("the native engine needs a target runner");
   if (seq_.empty()) throw std::invalid_argument("the prompt is empty: give at least one token");
-  if (cfg_.method != Method::AR && !draft) {
+  if (draft && proposer_) throw std::invalid_argument("give a draft runner or a proposer, not both");
+  if (cfg_.method != Method::AR && !draft && !proposer_) {
     throw std::invalid_argument("this method needs a draft runner, but none was given");
   }
+  if (cfg_.method == Method::SPRINTER && proposer_) {
+    throw std::invalid_argument("sprinter cannot run a model-free draft (" + proposer_->name() +
+                                "): its verifier reads the draft model's hidden state; use sd or ersd, or a "
+                                "head / standalone draft");
+  }
+  if (cfg_.method == Method::AR) proposer_.reset();
   if (cfg_.k < 1 || cfg_.max_run < 1) throw std::invalid_argument("k and max_run must be >= 1");
   target_.runner = std::move(target);
   if (cfg_.method != Method::AR) draft_.runner = std::move(draft);
@@ -160,6 +168,29 @@ Generation::Proposal Generation::propose(int64_t k, uint32_t stream, bool with_v
   return out;
 }
 
+// Session.propose over a lookup lane: the proposer's tokens for the committed sequence.
+std::vector<int64_t> Generation::lookup(int64_t k) {
+  LookupDraft d = proposer_->propose(seq_, k);
+  if (static_cast<int64_t>(d.tokens.size()) > k) d.tokens.resize(k);
+  stats_.draft_tokens += static_cast<int64_t>(d.tokens.size());
+  return d.tokens;
+}
+
+// sd / ersd over a deterministic draft: q is one-hot on each proposed token (none: the
+// target's own sample, as ar's).
+std::vector<int64_t> Generation::check_lookup(const std::vector<int64_t>& drafts, bool sd) {
+  at::Tensor logits = target_rows(drafts);  // [n+1, V]
+  const int64_t n = static_cast<int64_t>(drafts.size());
+  at::Tensor q = at::zeros({n, logits.size(1)}, logits.options().dtype(at::kFloat));
+  for (int64_t i = 0; i < n; ++i) q[i][drafts[static_cast<size_t>(i)]] = 1.0f;
+  return check(drafts, q, logits, 0, sd);
+}
+
+void Generation::finish() {
+  done_ = true;
+  if (proposer_) proposer_->end(seq_);
+}
+
 // Session.target_rows: target logits for positions L .. L+len(drafts).
 at::Tensor Generation::target_rows(const std::vector<int64_t>& drafts) {
   std::vector<int64_t> fed = target_.pending(seq_);
@@ -196,10 +227,12 @@ std::vector<int64_t> Generation::decide() {
       return {sample(row, nullptr, position(), TARGET, false).token};
     }
     case Method::SD: {
+      if (proposer_) return check_lookup(lookup(cfg_.k), true);
       Proposal p = propose(cfg_.k, DRAFT, false);
       return check(p.tokens, p.q, target_rows(p.tokens), 0, true);
     }
     case Method::ERSD: {
+      if (proposer_) return check_lookup(lookup(cfg_.k), false);
       Proposal p = propose(cfg_.k, TARGET, false);  // the draft races with the target's noise
       return check(p.tokens, p.q, target_rows(p.tokens), 0, false);
     }
@@ -242,9 +275,10 @@ std::vector<int64_t> Generation::round_unguarded() {
     std::vector<int64_t> head(seq_.begin(), seq_.end() - 1);
     target_.prefill(head);
     if (draft_.runner) draft_.prefill(head);
+    if (proposer_) proposer_->begin(head);
     started_ = true;
     if (max_new_ <= 0) {
-      done_ = true;
+      finish();
       return {};
     }
   }
@@ -269,7 +303,7 @@ std::vector<int64_t> Generation::round_unguarded() {
   stats_.new_tokens += static_cast<int64_t>(toks.size());
   target_.sync(seq_);
   if (draft_.runner) draft_.sync(seq_);
-  if (stop || stats_.new_tokens >= max_new_) done_ = true;
+  if (stop || stats_.new_tokens >= max_new_) finish();
   return toks;
 }
 

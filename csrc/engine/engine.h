@@ -25,6 +25,7 @@
 
 #include "common/philox.h"
 #include "common/sampling.h"
+#include "proposer.h"
 #include "runner.h"
 
 namespace sprinter {
@@ -85,8 +86,11 @@ class Generation {
  public:
   // `draft` may be null for ar. `config.prompt` must be non-empty; validation of ids,
   // settings and options is the Python API's job (sprinter_ext/decoding.py) and the
-  // binding's (engine_py.cpp).
-  Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, GenerationConfig config);
+  // binding's (engine_py.cpp). A model-free draft (proposer.h) comes as `proposer` with
+  // `draft` null: sd and ersd run it (q one-hot), sprinter refuses it (its verifier reads
+  // a draft model's hidden state).
+  Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, GenerationConfig config,
+             std::shared_ptr<Proposer> proposer = nullptr);
 
   // One round: the committed tokens (cut at EOS / max_new_tokens); empty once done.
   std::vector<int64_t> round();
@@ -98,6 +102,7 @@ class Generation {
   const Lane& target() const { return target_; }
   const Lane& draft() const { return draft_; }
   bool has_draft() const { return draft_.runner != nullptr; }
+  bool has_proposer() const { return proposer_ != nullptr; }
 
  private:
   struct Sampled {
@@ -115,6 +120,9 @@ class Generation {
   Sampled sample(const at::Tensor& logits, const at::Tensor* hidden, int64_t position, uint32_t stream,
                  bool with_verifier);
   Proposal propose(int64_t k, uint32_t stream, bool with_verifier);
+  std::vector<int64_t> lookup(int64_t k);  // the proposer's tokens (Session.propose, lookup lane)
+  std::vector<int64_t> check_lookup(const std::vector<int64_t>& drafts, bool sd);
+  void finish();  // done: tell the proposer the request's sequence
   at::Tensor target_rows(const std::vector<int64_t>& drafts);
   std::vector<int64_t> check(const std::vector<int64_t>& drafts, const at::Tensor& q,
                              const at::Tensor& logits, int64_t offset, bool sd);
@@ -122,6 +130,7 @@ class Generation {
   std::vector<int64_t> round_unguarded();  // round() without the scrub on failure
 
   Lane target_, draft_;
+  std::shared_ptr<Proposer> proposer_;
   GenerationConfig cfg_;
   std::unordered_set<int64_t> eos_;
   std::vector<int64_t> seq_;

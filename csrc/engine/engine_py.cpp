@@ -284,15 +284,17 @@ py::handle register_engine(py::module_& m) {
 
   py::class_<Generation>(m, "Generation",
                          "One generation of the native loop (csrc/engine/engine.h): Generation(target, draft, "
-                         "config), draft None for ar, config a GenerationConfig.")
-      .def(py::init([](std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, const GenerationConfig& c) {
+                         "config, proposer=None), draft None for ar, config a GenerationConfig; a model-free draft is "
+                         "proposer= (a _C.Proposer) with draft None.")
+      .def(py::init([](std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, const GenerationConfig& c,
+                       std::shared_ptr<Proposer> proposer) {
              try {
-               return new Generation(std::move(target), std::move(draft), c);
+               return new Generation(std::move(target), std::move(draft), c, std::move(proposer));
              } catch (const std::invalid_argument& e) {
                sprinter::bind::raise_named("InvalidArgumentError", e.what());
              }
            }),
-           py::arg("target"), py::arg("draft"), py::arg("config"))
+           py::arg("target"), py::arg("draft"), py::arg("config"), py::kw_only(), py::arg("proposer") = nullptr)
       .def("round", &Generation::round, py::call_guard<py::gil_scoped_release>(),
            "Run one round; returns its committed tokens (empty once done).")
       .def("run", &Generation::run, py::call_guard<py::gil_scoped_release>(),

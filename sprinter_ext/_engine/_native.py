@@ -23,7 +23,7 @@ def _wrap(runner):
 
 
 def generation(target, draft, method: str, k: int, settings: SamplingSettings, eos: frozenset[int], options: dict,
-               device, ids: Sequence[int], seed: int, max_new_tokens: int):  # fmt: skip
+               device, ids: Sequence[int], seed: int, max_new_tokens: int, proposer=None):  # fmt: skip
     """The ``_C.Generation`` for one run: the one call across the pybind11 boundary (keep it here)."""
     from .._generation import GenerationConfig
     from .._native import _C
@@ -40,7 +40,7 @@ def generation(target, draft, method: str, k: int, settings: SamplingSettings, e
         threshold=float(o.get("threshold", 0.0)), max_run=o.get("max_run", 1),
         verify_all=o.get("verify") == "all", prompt=list(ids), seed=seed, max_new_tokens=max_new_tokens,
     )
-    return _C.Generation(target, draft, config.to_native())
+    return _C.Generation(target, draft, config.to_native(), proposer=proposer)
 
 
 class NativeEngine:
@@ -52,17 +52,25 @@ class NativeEngine:
                  eos: frozenset[int], labels: dict, device):  # fmt: skip
         self.method, self.k, self.options, self.eos, self.labels = method, k, options, eos, labels
         self.device = device
-        self.runners = _wrap(target.runner), _wrap(draft.runner) if draft is not None else None
+        self.proposer = getattr(draft, "proposer", None)  # a lookup draft (drafts/lookup.py): a _C.Proposer
+        self.runners = _wrap(target.runner), (
+            _wrap(draft.runner) if draft is not None and self.proposer is None else None)
 
     def rounds(self, ids: Sequence[int], max_new_tokens: int, seed: int, settings: SamplingSettings,
                stats: dict) -> Iterator[list[int]]:  # fmt: skip
         g = generation(*self.runners, self.method.name, self.k, settings, self.eos, self.options, self.device,
-                       ids, seed, max_new_tokens)  # fmt: skip
+                       ids, seed, max_new_tokens, proposer=self.proposer)  # fmt: skip
         t0 = time.perf_counter()
-        while not g.done:
-            toks = g.round()
-            if toks:
-                yield toks
+        seq = list(ids)
+        try:
+            while not g.done:
+                toks = g.round()
+                seq.extend(toks)
+                if toks:
+                    yield toks
+        finally:
+            if self.proposer is not None and not g.done:  # stopped early (a stop string, max_time)
+                self.proposer.end(seq)
         out = g.stats()
         if self.method.name != "sprinter":
             del out["flagged_runs"], out["unchecked"]

@@ -6,9 +6,15 @@ from ..errors import InvalidArgumentError
 from ..methods import Method
 from ..models.runner import ModelRunner
 
-__all__ = ["RUNNERS", "runner_factory"]
+__all__ = ["RUNNERS", "draft_lane", "runner_factory"]
 
 RUNNERS = ("auto", "python", "native")
+
+
+def _without_draft(method: Method) -> Method:
+    from dataclasses import replace
+
+    return replace(method, needs_draft=False)
 
 
 def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, built: bool):
@@ -19,6 +25,13 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
     A method that snapshots KV entries (its record's needs_snapshot: ssd) is refused on the
     native runner with a named error, before any model is built.
     """
+    if pair.lookup_draft is not None:
+        # a lookup draft has no model: only the target gets a runner
+        if runner == "native" and method.needs_snapshot:
+            raise InvalidArgumentError(
+                f"runner='native' cannot run method {method.name!r}: it snapshots and restores KV entries, "
+                "which only the python runner implements; use runner='python' or 'auto'")
+        method = _without_draft(method)
     if method.needs_draft and pair.draft_kind == "head":
         if runner == "native" and method.needs_snapshot:
             raise InvalidArgumentError(
@@ -68,3 +81,19 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
         return native.cuda_graph_runner(model, [n for n in lengths if n <= max_len], max_len)
 
     return graphed
+
+
+def draft_lane(pair, method: Method, make, max_len: int, engine: str):
+    """The draft's lane for a Decoder: None for a method without a draft; a LookupLane (no
+    model: the C++ proposer under engine='native', the Python one elsewhere) for a lookup
+    draft; else a Lane over ``make("draft", max_len)``."""
+    from ..methods._session import Lane
+
+    if not method.needs_draft:
+        return None
+    spec = pair.lookup_draft
+    if spec is not None:
+        from ..drafts.lookup import LookupLane
+
+        return LookupLane(spec.proposer(native=engine == "native"), pair.vocab_size, pair.device)
+    return Lane(make("draft", max_len))

@@ -38,6 +38,10 @@ class Lane:
         self.fed = 0  # tokens run through the model in those forwards
         self.attended = 0  # sum over those tokens of the context each attends to
 
+    def scrub(self) -> None:
+        """Zero the runner's cache (after a failed generation; csrc/engine/runner.h)."""
+        self.runner.scrub()
+
     def prefill(self, ids: Sequence[int]) -> None:
         self.runner.prefill(list(ids))
         self.tokens = list(ids)
@@ -171,6 +175,13 @@ class Session:
             if self.draft is None:
                 raise RuntimeError("this method needs a draft model, but the session has none")
             lane = self.draft
+        if hasattr(lane, "proposer"):  # a lookup draft (drafts/lookup.py LookupLane): q one-hot
+            if verifier is not None or reweight is not None:
+                raise RuntimeError("a lookup draft has no distribution to score or reweight")
+            toks, q = lane.propose(self.seq, k)
+            if count:
+                self.draft_tokens += len(toks)
+            return Proposal(self.position, toks, q, q, False)
         pending = lane.pending(self.seq) if pending is None else list(pending)
         start = len(lane.tokens) + len(pending)  # self.position when both default
         logits, hidden = lane.feed(pending)
@@ -211,6 +222,15 @@ def run(
     session.target.prefill(prompt[:-1])
     if session.draft is not None:
         session.draft.prefill(prompt[:-1])
+    try:
+        yield from _rounds(session, round_fn, max_new_tokens, eos)
+    finally:
+        end = getattr(session.draft, "end", None)  # a lookup draft learns from the finished request
+        if end is not None:
+            end(session.seq)
+
+
+def _rounds(session: Session, round_fn: RoundFn, max_new_tokens: int, eos: frozenset[int]) -> Iterator[list[int]]:
     produced = 0
     while produced < max_new_tokens:
         accepted0, unchecked0 = session.accepted_tokens, session.counters.get("unchecked", 0)

@@ -97,11 +97,21 @@ class ModelPair:
 
     @property
     def draft_kind(self) -> str:
-        """"head" (an EAGLE-style draft head reading the target's features, sprinter_ext.drafts)
-        or "standalone" (a separate draft language model)."""
+        """"head" (an EAGLE-style draft head reading the target's features, sprinter_ext.drafts),
+        "standalone" (a separate draft language model), or a lookup draft's kind ("ngram",
+        "suffix": no draft model, sprinter_ext.drafts.lookup)."""
         from ..drafts.head import DraftHead
 
+        if self.lookup_draft is not None:
+            return self.lookup_draft.kind
         return "head" if isinstance(self._draft, DraftHead) else "standalone"
+
+    @property
+    def lookup_draft(self):
+        """The :class:`~sprinter_ext.drafts.lookup.LookupDraft` when the draft is model-free, else None."""
+        from ..drafts.lookup import LookupDraft
+
+        return self._draft if isinstance(self._draft, LookupDraft) else None
 
     @property
     def device(self) -> torch.device:
@@ -117,10 +127,17 @@ class ModelPair:
 
     @property
     def name(self) -> str:
+        if self.lookup_draft is not None:
+            return f"{self.lookup_draft.name} -> {_model_name(self._view('target'))}"
         return f"{_model_name(self._view('draft'))} -> {_model_name(self._view('target'))}"
 
     def __repr__(self) -> str:
         draft, target = self._view("draft"), self._view("target")
+        if self.lookup_draft is not None:
+            tok = "none" if self.tokenizer is None else type(self.tokenizer).__name__
+            return (f"ModelPair(draft={self.lookup_draft.name!r} (lookup, no model), target={_model_name(target)!r} "
+                    f"({_layers(target)} layers), {self.device}, {str(self.dtype).removeprefix('torch.')}, "
+                    f"weights {self.weights}, vocab {self.vocab_size}, tokenizer {tok})")  # fmt: skip
         kind = "draft head" if self.draft_kind == "head" else getattr(draft, "draft_kind", "draft LM")
         tok = "none" if self.tokenizer is None else type(self.tokenizer).__name__
         ver = "none" if self.verifier is None else (
@@ -240,7 +257,7 @@ def _load_one(spec, role: str, dtype, sha256: str | None, verbose: bool = False)
     return model, tok
 
 
-DRAFT_KINDS = ("head", "standalone")  # the names load_pair(draft=...) takes besides paths and models
+DRAFT_KINDS = ("head", "standalone", "ngram", "suffix")  # the names load_pair(draft=...) takes besides paths and models
 
 
 def _refuse_half_pair(draft, target) -> None:
@@ -328,6 +345,12 @@ def load_pair(
     from .weight_formats import parse_weights
 
     fmt = parse_weights(weights)
+    from ..drafts.lookup import LOOKUP_KINDS, LookupDraft, lookup_draft
+
+    if isinstance(draft, LookupDraft) or (isinstance(draft, str) and draft in LOOKUP_KINDS):
+        spec = draft if isinstance(draft, LookupDraft) else lookup_draft(draft)
+        return _lookup_pair(spec, target, tokenizer=tokenizer, device=device, dtype=dtype, sha256=sha256,
+                            verifier=verifier, weights=fmt, verbose=verbose)  # fmt: skip
     if draft is None and target is None:
         draft = "head"  # NOTE: the default pair's draft is its head (README, "The default pair")
     if is_head_spec(draft):
@@ -337,6 +360,51 @@ def load_pair(
     return _with_weights(_load_models(draft, target, tokenizer=tokenizer, device=device, dtype=dtype,
                                       sha256=sha256, verifier=verifier, verbose=verbose), fmt,
                         {"draft": draft, "target": target})
+
+
+def _tokenizer_from(tokenizer):
+    """A tokenizer given to load_pair: loaded offline when it is a path or id."""
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelNotFoundError(f"tokenizer {str(tokenizer)!r} was not found offline") from e
+    return tokenizer
+
+
+def _lookup_pair(spec, target, *, tokenizer, device, dtype, sha256, verifier, weights, verbose) -> ModelPair:
+    """load_pair for a lookup draft (no draft model): the default target or a given one."""
+    if verifier is not None and verifier is not False:
+        raise InvalidArgumentError(
+            f"a {spec.kind!r} draft has no draft model, so no SPRINTER verifier fits it (the verifier reads a "
+            "draft's hidden state); pass verifier=None, or a head / standalone draft")
+    sha = dict(sha256 or {})
+    if "draft" in sha:
+        raise InvalidArgumentError(f"sha256['draft'] was given, but a {spec.kind!r} draft has no file")
+    if target is None:
+        # the default pair's target, lazy as load_pair() leaves it (models/fast_pair.py)
+        base = load_pair("standalone", device=device, dtype=dtype, sha256=sha256, verifier=False, weights=weights,
+                         verbose=verbose)  # fmt: skip
+        base._draft = spec
+        return base
+    dev = parse_device(device)
+    check_device(dev)
+    dt = parse_dtype(dtype)
+    if isinstance(target, str) and target in DRAFT_KINDS:
+        raise InvalidArgumentError(f"target={target!r} is a draft kind; give a target model (or None: the default)")
+    t_model, tok = _load_one(target, "target", dt, sha.get("target"), verbose)
+    if isinstance(target, (str, os.PathLike)):
+        t_model.to(dev)
+    elif t_model.device != dev:
+        raise InvalidArgumentError(
+            f"the target model is on {t_model.device} but device={str(dev)!r} was asked; move it first "
+            f"(model.to({str(dev)!r})) or pass device={str(t_model.device)!r}")
+    if tokenizer is not None:
+        tok = _tokenizer_from(tokenizer)
+    pair = ModelPair(draft=spec, target=t_model, tokenizer=tok)
+    return _with_weights(pair, weights, {"target": target})
 
 
 def _with_weights(pair: ModelPair, fmt: str, specs: dict) -> ModelPair:
@@ -435,14 +503,7 @@ def _load_models(draft, target, *, tokenizer, device, dtype, sha256, verifier, v
         )
 
     if tokenizer is not None:
-        if isinstance(tokenizer, (str, os.PathLike)):
-            from transformers import AutoTokenizer
-
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
-            except (OSError, ValueError) as e:
-                raise ModelNotFoundError(f"tokenizer {str(tokenizer)!r} was not found offline") from e
-        tok = tokenizer
+        tok = _tokenizer_from(tokenizer)
     if tok is not None and len(tok) > tv:
         raise VocabularyMismatchError(
             f"the tokenizer has {len(tok)} tokens but the models' vocabulary has {tv}; pass the models' own tokenizer"
