@@ -246,8 +246,12 @@ py::handle register_engine(py::module_& m) {
           "propose",
           [](Proposer& p, const std::vector<int64_t>& seq, int64_t max_tokens) {
             if (max_tokens < 0) sprinter::bind::raise_named("InvalidArgumentError", "max_tokens must be >= 0");
-            LookupDraft d = p.propose(seq, max_tokens);
-            return py::make_tuple(d.tokens, d.confidence, d.match_length);
+            try {
+              LookupDraft d = p.propose(seq, max_tokens);
+              return py::make_tuple(d.tokens, d.confidence, d.match_length);
+            } catch (const std::invalid_argument& e) {
+              sprinter::bind::raise_named("InvalidArgumentError", e.what());
+            }
           },
           py::arg("seq"), py::arg("max_tokens"),
           "(tokens, confidence, match_length): at most max_tokens ids to follow seq.")
