@@ -25,6 +25,7 @@ from . import _rng
 from ._engine import ENGINES, make_engine, one_shot_max_length, pick_engine
 from ._engine._runners import RUNNERS, draft_lane, runner_factory
 from ._stopping import Stopping, check_int, eos_set
+from .cost_model import AUTO, CostModel, Profile, profile_for
 from .errors import (
     ArgumentTypeError,
     CacheOverflowError,
@@ -58,6 +59,7 @@ def _has_cuda_ops() -> bool:
 
 
 _DEFAULT = object()  # "use the model's own eos_token_id"
+K_AUTO_MAX = 8  # k="auto": the most draft tokens a round verifies
 
 
 @dataclass
@@ -88,8 +90,12 @@ class Decoder:
         From :func:`sprinter_ext.load_pair`.
     method : str
         One of ``sprinter_ext.METHODS``: "ar", "sd", "ersd", "sprinter", "ssd".
-    k : int
-        Draft tokens per round (sd, ersd, ssd).
+    k : int or "auto"
+        Draft tokens per round (sd, ersd, ssd). "auto" (sd, ersd; sprinter ignores k): a cost
+        model (:mod:`sprinter_ext.cost_model`) picks each round's length in 0 .. 8 from the
+        target's and draft's measured step times (profiled once per machine and cached) and
+        this Decoder's running acceptance; 0 is a plain target step. ``cost_profile=`` gives
+        the times instead of measuring them.
     temperature, top_k, top_p : sampling settings, applied to target and draft alike;
         temperature 0 (the default, :mod:`sprinter_ext._defaults`) is greedy.
     engine : "auto", "reference", "fused" or "native"
@@ -140,6 +146,7 @@ class Decoder:
         runner: str = "auto",
         eos_token_id=_DEFAULT,
         max_length: int | None = None,
+        cost_profile=None,
         **method_options,
     ):
         if not isinstance(pair, ModelPair):
@@ -149,7 +156,11 @@ class Decoder:
             raise InvalidArgumentError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
         if not isinstance(runner, str) or runner not in RUNNERS:
             raise InvalidArgumentError(f"unknown runner {runner!r}; choose one of {list(RUNNERS)}")
-        self.k = _check_int("k", k, 1)
+        auto = isinstance(k, str) and k == AUTO
+        if auto and m.name == "ssd":
+            raise InvalidArgumentError("ssd does not take k='auto' (its speculation cache plans its own fan-out "
+                                       "for a fixed k); pass an int k")  # fmt: skip
+        self.k = K_AUTO_MAX if auto else _check_int("k", k, 1)
         self.settings = SamplingSettings(temperature, top_k, top_p)
         self.pair = pair
         self.method = method
@@ -175,9 +186,18 @@ class Decoder:
         self._target = Lane(make("target", max_length))
         self._draft = draft_lane(pair, m, make, self._target.runner.max_len, self.engine)
         self.runner = "python" if isinstance(self._target.runner, ModelRunner) else "native"
+        self.cost = None  # k="auto": the cost model that picks each round's draft length
+        if auto and m.name in ("sd", "ersd"):
+            if cost_profile is None:
+                draft_runner = getattr(self._draft, "runner", None)
+                cost_profile = profile_for(pair, self._target.runner, draft_runner, self.runner)
+            elif not isinstance(cost_profile, Profile):
+                raise ArgumentTypeError(f"cost_profile must be a sprinter_ext.cost_model.Profile, got "
+                                        f"{type(cost_profile).__name__}")  # fmt: skip
+            self.cost = CostModel(cost_profile, k_max=self.k)
         labels = dict(method=method, engine=self.engine, runner=self.runner)
         self._engine = make_engine(self.engine, m, self._target, self._draft, k=self.k, options=self._options,
-                                   eos=self._eos, labels=labels, device=pair.device)  # fmt: skip
+                                   eos=self._eos, labels=labels, device=pair.device, cost=self.cost)  # fmt: skip
         self._lock = threading.Lock()
 
     @property

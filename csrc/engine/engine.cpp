@@ -103,8 +103,8 @@ void Lane::sync(const std::vector<int64_t>& seq) {
 // ------------------------------------------------------------- Generation ----
 
 Generation::Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, GenerationConfig config,
-                       std::shared_ptr<Proposer> proposer)
-    : proposer_(std::move(proposer)), cfg_(std::move(config)), eos_(cfg_.eos.begin(), cfg_.eos.end()), seq_(cfg_.prompt), seed_(cfg_.seed),
+                       std::shared_ptr<Proposer> proposer, std::shared_ptr<CostModel> cost)
+    : proposer_(std::move(proposer)), cost_(std::move(cost)), cfg_(std::move(config)), eos_(cfg_.eos.begin(), cfg_.eos.end()), seq_(cfg_.prompt), seed_(cfg_.seed),
       max_new_(cfg_.max_new_tokens) {
   if (!target) throw std::invalid_argument("the native engine needs a target runner");
   if (seq_.empty()) throw std::invalid_argument("the prompt is empty: give at least one token");
@@ -168,12 +168,32 @@ Generation::Proposal Generation::propose(int64_t k, uint32_t stream, bool with_v
   return out;
 }
 
-// Session.propose over a lookup lane: the proposer's tokens for the committed sequence.
-std::vector<int64_t> Generation::lookup(int64_t k) {
+// Session.propose over a lookup lane: the proposer's tokens for the committed sequence, cut
+// to k, or (k="auto") to the cost model's length for the proposal's match.
+LookupDraft Generation::lookup(int64_t k) {
   LookupDraft d = proposer_->propose(seq_, k);
-  if (static_cast<int64_t>(d.tokens.size()) > k) d.tokens.resize(k);
-  stats_.draft_tokens += static_cast<int64_t>(d.tokens.size());
-  return d.tokens;
+  int64_t n = std::min<int64_t>(static_cast<int64_t>(d.tokens.size()), k);
+  if (cost_) n = cost_->lookup_length(n, d.match_length);
+  d.tokens.resize(n);
+  stats_.draft_tokens += n;
+  return d;
+}
+
+// methods/sd.py and ersd.py round(): draft (a model or a lookup), verify, and with k="auto"
+// tell the cost model how many were accepted. A length of 0 is a plain target step.
+std::vector<int64_t> Generation::speculate(bool sd) {
+  if (proposer_) {
+    LookupDraft d = lookup(cost_ ? cost_->k_max() : cfg_.k);
+    std::vector<int64_t> out = check_lookup(d.tokens, sd);
+    if (cost_) cost_->observe(static_cast<int64_t>(d.tokens.size()), static_cast<int64_t>(out.size()) - 1, d.match_length);
+    return out;
+  }
+  const int64_t k = cost_ ? cost_->draft_length() : cfg_.k;
+  if (k == 0) return check_lookup({}, sd);
+  Proposal p = propose(k, sd ? DRAFT : TARGET, false);  // ersd: the draft races with the target's noise
+  std::vector<int64_t> out = check(p.tokens, p.q, target_rows(p.tokens), 0, sd);
+  if (cost_) cost_->observe(static_cast<int64_t>(p.tokens.size()), static_cast<int64_t>(out.size()) - 1, 0);
+  return out;
 }
 
 // sd / ersd over a deterministic draft: q is one-hot on each proposed token (none: the
@@ -226,16 +246,10 @@ std::vector<int64_t> Generation::decide() {
       at::Tensor row = logits[0];
       return {sample(row, nullptr, position(), TARGET, false).token};
     }
-    case Method::SD: {
-      if (proposer_) return check_lookup(lookup(cfg_.k), true);
-      Proposal p = propose(cfg_.k, DRAFT, false);
-      return check(p.tokens, p.q, target_rows(p.tokens), 0, true);
-    }
-    case Method::ERSD: {
-      if (proposer_) return check_lookup(lookup(cfg_.k), false);
-      Proposal p = propose(cfg_.k, TARGET, false);  // the draft races with the target's noise
-      return check(p.tokens, p.q, target_rows(p.tokens), 0, false);
-    }
+    case Method::SD:
+      return speculate(true);
+    case Method::ERSD:
+      return speculate(false);
     case Method::SPRINTER: {
       Proposal p = propose(cfg_.max_run, DRAFT, true);
       const int64_t n = static_cast<int64_t>(p.tokens.size());

@@ -25,6 +25,7 @@
 
 #include "common/philox.h"
 #include "common/sampling.h"
+#include "cost_model.h"
 #include "proposer.h"
 #include "runner.h"
 
@@ -89,8 +90,10 @@ class Generation {
   // binding's (engine_py.cpp). A model-free draft (proposer.h) comes as `proposer` with
   // `draft` null: sd and ersd run it (q one-hot), sprinter refuses it (its verifier reads
   // a draft model's hidden state).
+  // `cost` (k="auto", cost_model.h): sd and ersd verify the length it picks each round (at
+  // most its k_max) instead of config.k, and tell it what was accepted.
   Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, GenerationConfig config,
-             std::shared_ptr<Proposer> proposer = nullptr);
+             std::shared_ptr<Proposer> proposer = nullptr, std::shared_ptr<CostModel> cost = nullptr);
 
   // One round: the committed tokens (cut at EOS / max_new_tokens); empty once done.
   std::vector<int64_t> round();
@@ -120,7 +123,8 @@ class Generation {
   Sampled sample(const at::Tensor& logits, const at::Tensor* hidden, int64_t position, uint32_t stream,
                  bool with_verifier);
   Proposal propose(int64_t k, uint32_t stream, bool with_verifier);
-  std::vector<int64_t> lookup(int64_t k);  // the proposer's tokens (Session.propose, lookup lane)
+  std::vector<int64_t> speculate(bool sd);  // methods/sd.py / ersd.py round() with any draft
+  LookupDraft lookup(int64_t k);  // the proposer's tokens (Session.propose, lookup lane)
   std::vector<int64_t> check_lookup(const std::vector<int64_t>& drafts, bool sd);
   void finish();  // done: tell the proposer the request's sequence
   at::Tensor target_rows(const std::vector<int64_t>& drafts);
@@ -131,6 +135,7 @@ class Generation {
 
   Lane target_, draft_;
   std::shared_ptr<Proposer> proposer_;
+  std::shared_ptr<CostModel> cost_;
   GenerationConfig cfg_;
   std::unordered_set<int64_t> eos_;
   std::vector<int64_t> seq_;

@@ -258,6 +258,26 @@ py::handle register_engine(py::module_& m) {
       .def("end", &Proposer::end, py::arg("seq"), "The request finished with the committed sequence seq.")
       .def_property_readonly("proposer_name", &Proposer::name);
 
+  py::class_<CostModel, std::shared_ptr<CostModel>>(
+      m, "CostModel", "k='auto': the per-round draft-length rule (csrc/engine/cost_model.h; the specification is "
+                      "sprinter_ext.cost_model.CostModel).")
+      .def(py::init([](std::vector<double> target_ms, double draft_ms, int64_t k_max, double prior, double weight,
+                       double decay, int64_t probe_every) {
+             try {
+               return std::make_shared<CostModel>(std::move(target_ms), draft_ms, k_max, prior, weight, decay,
+                                                  probe_every);
+             } catch (const std::invalid_argument& e) {
+               sprinter::bind::raise_named("InvalidArgumentError", e.what());
+             }
+           }),
+           py::arg("target_ms"), py::arg("draft_ms"), py::kw_only(), py::arg("k_max") = 8, py::arg("prior") = 0.5,
+           py::arg("weight") = 4.0, py::arg("decay") = 0.97, py::arg("probe_every") = 16)
+      .def_property_readonly("k_max", &CostModel::k_max)
+      .def("alpha", &CostModel::alpha, py::arg("bucket"), py::arg("depth"))
+      .def("draft_length", &CostModel::draft_length)
+      .def("lookup_length", &CostModel::lookup_length, py::arg("proposed"), py::arg("match_length"))
+      .def("observe", &CostModel::observe, py::arg("verified"), py::arg("accepted"), py::arg("match_length") = 0);
+
   py::class_<GenerationConfig>(
       m, "GenerationConfig",
       "Everything a native Generation needs besides its runners (csrc/engine/engine.h); the mirror of "
@@ -291,14 +311,15 @@ py::handle register_engine(py::module_& m) {
                          "config, proposer=None), draft None for ar, config a GenerationConfig; a model-free draft is "
                          "proposer= (a _C.Proposer) with draft None.")
       .def(py::init([](std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, const GenerationConfig& c,
-                       std::shared_ptr<Proposer> proposer) {
+                       std::shared_ptr<Proposer> proposer, std::shared_ptr<CostModel> cost) {
              try {
-               return new Generation(std::move(target), std::move(draft), c, std::move(proposer));
+               return new Generation(std::move(target), std::move(draft), c, std::move(proposer), std::move(cost));
              } catch (const std::invalid_argument& e) {
                sprinter::bind::raise_named("InvalidArgumentError", e.what());
              }
            }),
-           py::arg("target"), py::arg("draft"), py::arg("config"), py::kw_only(), py::arg("proposer") = nullptr)
+           py::arg("target"), py::arg("draft"), py::arg("config"), py::kw_only(), py::arg("proposer") = nullptr,
+           py::arg("cost") = nullptr)
       .def("round", &Generation::round, py::call_guard<py::gil_scoped_release>(),
            "Run one round; returns its committed tokens (empty once done).")
       .def("run", &Generation::run, py::call_guard<py::gil_scoped_release>(),

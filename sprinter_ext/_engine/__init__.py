@@ -61,16 +61,17 @@ def pick_engine(engine: str, method: Method, device: torch.device, *, built: boo
 
 
 def make_engine(name: str, method: Method, target, draft, *, k: int, options: dict, eos: frozenset[int],
-                labels: dict, device: torch.device) -> Engine:  # fmt: skip
+                labels: dict, device: torch.device, cost=None) -> Engine:  # fmt: skip
     """The engine object for a picked engine `name`: `target` and `draft` (None without one)
     are the Decoder's Lanes on `device`; `labels` (method, engine, runner) end every run's stats."""
     if name == "native":
         from ._native import NativeEngine
 
-        return NativeEngine(method, target, draft, k=k, options=options, eos=eos, labels=labels, device=device)
+        return NativeEngine(method, target, draft, k=k, options=options, eos=eos, labels=labels, device=device,
+                            cost=cost)
     from ._python import PythonEngine
 
-    return PythonEngine(method, target, draft, backend=name, k=k, options=options, eos=eos, labels=labels)
+    return PythonEngine(method, target, draft, backend=name, k=k, options=options, eos=eos, labels=labels, cost=cost)
 
 
 def one_shot_max_length(pair, method: Method | None, ids: Sequence[int], max_new_tokens, k, options: dict):
@@ -81,6 +82,10 @@ def one_shot_max_length(pair, method: Method | None, ids: Sequence[int], max_new
 
     # NOTE: attention runs over every slot of a static cache, so 2048 slots for a 100-token
     # job cost ~20% per step on CPU. A Decoder keeps its (larger) cache across calls.
+    if isinstance(k, str) and k == "auto":
+        from ..decoding import K_AUTO_MAX
+
+        k = K_AUTO_MAX
     if method is None or not isinstance(max_new_tokens, int) or not isinstance(k, int):
         return None
     lookahead = method.lookahead_of(options, k)

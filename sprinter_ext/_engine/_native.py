@@ -23,7 +23,7 @@ def _wrap(runner):
 
 
 def generation(target, draft, method: str, k: int, settings: SamplingSettings, eos: frozenset[int], options: dict,
-               device, ids: Sequence[int], seed: int, max_new_tokens: int, proposer=None):  # fmt: skip
+               device, ids: Sequence[int], seed: int, max_new_tokens: int, proposer=None, cost=None):  # fmt: skip
     """The ``_C.Generation`` for one run: the one call across the pybind11 boundary (keep it here)."""
     from .._generation import GenerationConfig
     from .._native import _C
@@ -40,7 +40,7 @@ def generation(target, draft, method: str, k: int, settings: SamplingSettings, e
         threshold=float(o.get("threshold", 0.0)), max_run=o.get("max_run", 1),
         verify_all=o.get("verify") == "all", prompt=list(ids), seed=seed, max_new_tokens=max_new_tokens,
     )
-    return _C.Generation(target, draft, config.to_native(), proposer=proposer)
+    return _C.Generation(target, draft, config.to_native(), proposer=proposer, cost=cost)
 
 
 class NativeEngine:
@@ -49,8 +49,9 @@ class NativeEngine:
     name = "native"
 
     def __init__(self, method: Method, target: Lane, draft: Lane | None, *, k: int, options: dict,
-                 eos: frozenset[int], labels: dict, device):  # fmt: skip
+                 eos: frozenset[int], labels: dict, device, cost=None):  # fmt: skip
         self.method, self.k, self.options, self.eos, self.labels = method, k, options, eos, labels
+        self.cost = cost.native() if cost is not None else None  # the C++ twin, kept across generations
         self.device = device
         self.proposer = getattr(draft, "proposer", None)  # a lookup draft (drafts/lookup.py): a _C.Proposer
         self.runners = _wrap(target.runner), (
@@ -59,7 +60,7 @@ class NativeEngine:
     def rounds(self, ids: Sequence[int], max_new_tokens: int, seed: int, settings: SamplingSettings,
                stats: dict) -> Iterator[list[int]]:  # fmt: skip
         g = generation(*self.runners, self.method.name, self.k, settings, self.eos, self.options, self.device,
-                       ids, seed, max_new_tokens, proposer=self.proposer)  # fmt: skip
+                       ids, seed, max_new_tokens, proposer=self.proposer, cost=self.cost)  # fmt: skip
         t0 = time.perf_counter()
         seq = list(ids)
         try:

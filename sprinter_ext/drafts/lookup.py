@@ -152,10 +152,11 @@ class LookupLane:
     def end(self, seq: Sequence[int]) -> None:
         self.proposer.end(list(seq))
 
-    def propose(self, seq: Sequence[int], k: int) -> tuple[list[int], torch.Tensor]:
-        """Up to k tokens and their one-hot q [n, V] (float32 on the lane's device)."""
-        toks = list(self.proposer.propose(list(seq), k)[0])[:k]
+    def propose(self, seq: Sequence[int], k: int) -> tuple[list[int], torch.Tensor, int]:
+        """Up to k tokens, their one-hot q [n, V] (float32 on the lane's device) and the match length."""
+        toks, _, match = self.proposer.propose(list(seq), k)
+        toks = list(toks)[:k]
         q = torch.zeros(len(toks), self.vocab_size, dtype=torch.float32, device=self.device)
         if toks:
             q[torch.arange(len(toks)), torch.tensor(toks)] = 1.0
-        return toks, q
+        return toks, q, int(match)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -86,6 +87,7 @@ class Proposal:
     q: torch.Tensor  # [n, V] the distributions the tokens were raced from (what verification reads)
     rows: torch.Tensor  # [n, V] the draft's raw logits at those positions
     flagged: bool  # the verifier scored the last token below the threshold
+    match_length: int = 0  # a lookup draft's context match (the cost model's bucket)
 
 
 @dataclass
@@ -108,6 +110,8 @@ class Session:
     backend: str = "torch"
     end: int = 0  # len(seq) at which run() stops (prompt + max_new_tokens; EOS may stop it sooner)
     state: dict = field(default_factory=dict)  # a method's per-generation scratch (ssd: its speculation cache)
+    # k="auto": the Decoder's cost model (sprinter_ext/cost_model.py); k is then its k_max
+    cost: Any = None
 
     @property
     def position(self) -> int:
@@ -119,6 +123,18 @@ class Session:
 
     def race(self, weights: torch.Tensor, position, stream: _rng.Stream) -> torch.Tensor:
         return _rng.race(weights, self.seed, position, stream)
+
+    def draft_length(self) -> int:
+        """Tokens to draft this round: k, or (k="auto") the cost model's choice for a draft
+        model, 0 meaning a plain target step. A lookup draft is cut in :meth:`propose`."""
+        if self.cost is None or hasattr(self.draft, "proposer"):
+            return self.k
+        return self.cost.draft_length()
+
+    def observe(self, d: Proposal, committed: list[int]) -> None:
+        """Tell the cost model (k="auto") how many of the round's drafts were accepted."""
+        if self.cost is not None:
+            self.cost.observe(len(d.tokens), len(committed) - 1, d.match_length)
 
     def target_rows(self, drafts: Sequence[int]) -> torch.Tensor:
         """Target logits for positions L .. L+len(drafts) after feeding pending + drafts: [n+1, V]."""
@@ -148,6 +164,8 @@ class Session:
         committed tokens and counts the accepted ones."""
         dev = logits.device
         st = self.settings
+        if q is None:  # no drafts (a plain target step)
+            q = logits.new_zeros(0, logits.shape[-1], dtype=torch.float32)
         r = ops.verify_tokens(logits[None], q[None], torch.tensor([drafts], dtype=torch.int64, device=dev),
                               torch.tensor([self.position + offset], device=dev), seed=self.seed,
                               temperature=st.temperature, top_k=st.top_k, top_p=st.top_p, mode=mode,
@@ -178,10 +196,13 @@ class Session:
         if hasattr(lane, "proposer"):  # a lookup draft (drafts/lookup.py LookupLane): q one-hot
             if verifier is not None or reweight is not None:
                 raise RuntimeError("a lookup draft has no distribution to score or reweight")
-            toks, q = lane.propose(self.seq, k)
+            toks, q, match = lane.propose(self.seq, k)
+            if self.cost is not None:
+                n = self.cost.lookup_length(len(toks), match)
+                toks, q = toks[:n], q[:n]
             if count:
                 self.draft_tokens += len(toks)
-            return Proposal(self.position, toks, q, q, False)
+            return Proposal(self.position, toks, q, q, False, match)
         pending = lane.pending(self.seq) if pending is None else list(pending)
         start = len(lane.tokens) + len(pending)  # self.position when both default
         logits, hidden = lane.feed(pending)
