@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/common_py.h"
+#include "drafts/suffix_py.h"
 #include "engine/engine_py.h"
 #include "model/head_model.h"
 #include "model/linear_cpu.h"
@@ -107,6 +108,7 @@ PYBIND11_MODULE(_C, m) {
   // The model interface of engine/runner.h, the native loop over it and its native
   // implementation (model/native_model_py.cpp).
   py::handle runner_base = sprinter::engine::register_engine(m);
+  sprinter::drafts::register_suffix(m);  // the `suffix` draft, a Proposer (drafts/suffix_py.cpp)
   sprinter::engine::register_native_model(m, runner_base);
   sprinter::engine::register_head_model(m, runner_base);  // a draft head over its tap
   sprinter::cpu::register_linear_cpu(m);  // the small-n CPU linear of the native forward
