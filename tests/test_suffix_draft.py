@@ -187,3 +187,179 @@ def test_request_beats_global_unless_global_scores_higher(impl):
     q = IMPLS[impl](alpha=4.0, min_confidence=0.0)  # without the global trie's output
     q.begin(seq)
     assert q.propose(seq, 2) == ([3, 5], [0.5, 0.5], 2)
+
+
+def test_the_native_proposer_is_a_C_Proposer():
+    p = _C.SuffixProposer()
+    assert isinstance(p, _C.Proposer) and p.proposer_name == "suffix"
+    seq = [1, 2, 3, 1, 2]
+    _C.Proposer.begin(p, seq)  # the base class's methods reach the same C++ object
+    assert _C.Proposer.propose(p, seq, 4) == p.propose(seq, 4) == ([3, 1], [1.0, 1.0], 2)
+    _C.Proposer.end(p, [*seq, 3])
+    assert p.global_tokens() == 1 and not p.active  # the output [3] joined the global trie
+    assert p.options == _C.suffix_options() == RefSuffixProposer().options
+
+
+# -- bounded memory -------------------------------------------------------------------------
+
+
+def _rss_bytes():
+    psutil = pytest.importorskip("psutil")
+    return psutil.Process().memory_info().rss
+
+
+def test_the_global_trie_stays_within_its_budget_over_1000_requests():
+    budget, depth = 3000, 32
+    p = _C.SuffixProposer(max_global_tokens=budget, max_depth=depth)
+    rng = random.Random(2024)
+    phrases = [[rng.randrange(300) for _ in range(rng.randrange(4, 20))] for _ in range(30)]
+    outputs, rss = [], {}
+    for request in range(1000):
+        prompt = [rng.randrange(300) for _ in range(rng.randrange(20, 120))]
+        p.begin(prompt)
+        seq = list(prompt)
+        for _ in range(rng.randrange(3, 12)):  # a few rounds: a proposal, then what was "committed"
+            tokens, _, _ = p.propose(seq, 8)
+            seq += tokens[: rng.randrange(0, len(tokens) + 1)] or rng.choice(phrases)[: rng.randrange(1, 6)]
+        output = seq[len(prompt) :] + [rng.randrange(300) for _ in range(rng.randrange(0, 90))]
+        p.end(prompt + output)
+        outputs.append(output)
+        assert p.global_tokens() <= budget
+        assert p.global_nodes() <= 1 + depth * p.global_tokens()
+        assert p.request_nodes() == 1  # end() freed the request trie
+        if request in (199, 999):
+            rss[request] = _rss_bytes()
+    assert p.global_requests() < 1000  # the FIFO evicted
+    kept = outputs[len(outputs) - p.global_requests() :]
+    assert p.global_tokens() == sum(len(o) for o in kept) > budget // 2
+    # eviction is the exact inverse of insertion: the same trie as one built from the kept outputs
+    fresh = _C.SuffixProposer(max_global_tokens=budget, max_depth=depth)
+    for o in kept:
+        fresh.begin([])
+        fresh.end(o)
+    assert fresh.global_nodes() == p.global_nodes()
+    probe = kept[-1][:5]
+    for q in (p, fresh):
+        q.begin(probe)
+    assert p.propose(probe, 8) == fresh.propose(probe, 8)
+    grown = rss[999] - rss[199]
+    assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB from request 200 to 1000"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_an_output_longer_than_the_budget_keeps_its_tail(impl):
+    p = IMPLS[impl](max_global_tokens=4, alpha=4.0)
+    p.begin([9])
+    p.end([9, 1, 2, 3, 4, 5, 6])
+    assert (p.global_tokens(), p.global_requests()) == (4, 1)
+    p.begin([8, 3])
+    assert p.propose([8, 3], 8)[0] == [4, 5, 6]  # 3 4 5 6 kept
+    p.end([8, 3])
+    p.begin([8, 2])
+    assert p.propose([8, 2], 8)[0] == []  # 1 2 dropped
+
+
+# -- named errors -------------------------------------------------------------------------------
+
+BAD_OPTIONS = [
+    (dict(max_depth=0), "max_depth"),
+    (dict(max_depth=-4), "max_depth"),
+    (dict(max_depth=1), "max_depth"),
+    (dict(max_depth=5000), "max_depth"),
+    (dict(min_match=0), "min_match must be >= 1"),
+    (dict(min_match=-2), "min_match must be >= 1"),
+    (dict(min_match=8, max_depth=8), "min_match must be <= max_depth - 1"),  # the range reversed
+    (dict(alpha=0.0), "alpha"),
+    (dict(alpha=-1.0), "alpha"),
+    (dict(alpha=float("inf")), "alpha"),
+    (dict(alpha=float("nan")), "alpha"),
+    (dict(min_confidence=-0.1), "min_confidence"),
+    (dict(min_confidence=1.5), "min_confidence"),
+    (dict(max_global_tokens=0), "max_global_tokens must be >= 1"),  # a zero budget
+    (dict(max_global_tokens=-100), "max_global_tokens must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("impl", [*IMPLS, "options"])
+@pytest.mark.parametrize("options,match", BAD_OPTIONS)
+def test_bad_options_get_named_errors(impl, options, match):
+    make = _C.suffix_options if impl == "options" else IMPLS[impl]
+    with pytest.raises(InvalidArgumentError, match=match):
+        make(**options)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("options", [dict(max_depth=8.0), dict(max_depth=True), dict(max_global_tokens="9"),
+                                     dict(alpha="1"), dict(min_confidence=None)])
+def test_option_types_get_named_errors(impl, options):
+    with pytest.raises(ArgumentTypeError, match=next(iter(options))):
+        IMPLS[impl](**options)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_options_are_keyword_only_and_known(impl):
+    with pytest.raises(TypeError):
+        IMPLS[impl](16)
+    with pytest.raises(TypeError):
+        IMPLS[impl](max_dept=16)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_misuse_gets_named_errors_and_changes_nothing(impl):
+    p = IMPLS[impl]()
+    with pytest.raises(RuntimeError, match="before begin"):
+        p.propose([1, 2], 3)
+    with pytest.raises(RuntimeError, match="before begin"):
+        p.end([1, 2])
+    with pytest.raises(InvalidArgumentError, match="token ids"):
+        p.begin([1, -2])
+    assert not p.active and p.nodes() == 2
+    p.begin([1, 2, 1])
+    with pytest.raises(InvalidArgumentError, match="token ids"):
+        p.propose([1, 2, 1, 5, 2**31], 3)
+    assert p.indexed_tokens() == 3  # nothing of the bad round was indexed
+    with pytest.raises(InvalidArgumentError, match="max_tokens"):
+        p.propose([1, 2, 1], -1)
+    with pytest.raises(InvalidArgumentError, match="must extend"):
+        p.propose([1, 2], 3)
+    with pytest.raises(InvalidArgumentError, match="must extend"):
+        p.propose([1, 2, 7, 4], 3)
+    assert p.propose([1, 2, 1], 3) == ([2], [1.0], 1)
+    with pytest.raises(InvalidArgumentError, match="fewer than the prompt"):
+        p.end([1])
+    p.end([1, 2, 1, 2])
+    assert p.global_tokens() == 1
+
+
+# -- incrementality -------------------------------------------------------------------------
+
+
+def test_a_round_costs_the_same_at_4k_tokens_as_at_200():
+    """Work is counted in trie node visits (_C.SuffixProposer.work()), not timed."""
+    depth, vocab, k = 24, 50, 8
+    rng = random.Random(11)
+    phrases = [[rng.randrange(vocab) for _ in range(rng.randrange(5, 30))] for _ in range(12)]
+    p = _C.SuffixProposer(max_depth=depth, alpha=2.0)
+    p.begin([])
+    p.end(sum(phrases[:6], []))  # a global trie to follow as well
+    seq = [rng.randrange(vocab) for _ in range(64)]
+    p.begin(seq)
+    rounds, new, proposed = [], 0, 0  # rounds: (sequence length, tokens new this round, work)
+    while len(seq) < 4096:
+        before = p.work()
+        tokens, _, _ = p.propose(seq, k)
+        rounds.append((len(seq), new, p.work() - before))
+        proposed += bool(tokens)
+        assert p.indexed_tokens() == len(seq)
+        committed = tokens[: rng.randrange(0, len(tokens) + 1)] + rng.choice(phrases)[: rng.randrange(1, 4)]
+        seq += committed
+        new = len(committed)
+    # a new token visits <= depth nodes of each trie; each proposed token scans one node's
+    # children (<= vocab) and may re-walk a context of depth - 1 tokens
+    for n, fresh, work in rounds[1:]:
+        assert work <= 2 * depth * fresh + k * (vocab + depth), (n, fresh, work)
+    early = [w / f for n, f, w in rounds if 200 <= n < 800]
+    late = [w / f for n, f, w in rounds if n >= 3400]
+    assert len(early) > 50 and len(late) > 50
+    assert sum(late) / len(late) < 1.5 * sum(early) / len(early)
+    assert proposed > len(rounds) // 4  # the rounds did propose (their chains are in the counts)
