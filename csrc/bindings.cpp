@@ -3,6 +3,7 @@
 //   common/common_py.cpp   Stream, seed_key, SamplingSettings, NONFINITE_MESSAGE
 //   ops/ops_py.cpp         the Philox functions and the fused ops' CPU (and CUDA) twins
 //   engine/engine_py.cpp   Runner, PyRunner, GenerationConfig, Generation, native_methods()
+//   drafts/suffix_py.cpp   SuffixProposer (the `suffix` draft, a Proposer), suffix_options()
 //   model/                 NativeModel, GraphModel (CUDA builds), HeadModel, the small-n CPU linear
 // plus build_info(), the facts of this build.
 #include <torch/csrc/utils/pybind.h>
