@@ -4,6 +4,7 @@
 //   ops/ops_py.cpp         the Philox functions and the fused ops' CPU (and CUDA) twins
 //   engine/engine_py.cpp   Runner, PyRunner, Proposer, GenerationConfig, Generation, native_methods()
 //   drafts/drafts_py.cpp   the model-free drafts' proposers (NgramProposer)
+//   drafts/suffix_py.cpp   SuffixProposer (the `suffix` draft, a Proposer), suffix_options()
 //   model/                 NativeModel, GraphModel (CUDA builds), HeadModel, the small-n CPU linear
 // plus build_info(), the facts of this build.
 #include <torch/csrc/utils/pybind.h>
@@ -13,6 +14,7 @@
 
 #include "common/common_py.h"
 #include "drafts/drafts_py.h"
+#include "drafts/suffix_py.h"
 #include "engine/engine_py.h"
 #include "model/head_model.h"
 #include "model/linear_cpu.h"
@@ -109,6 +111,7 @@ PYBIND11_MODULE(_C, m) {
   // The model interface of engine/runner.h, the native loop over it and its native
   // implementation (model/native_model_py.cpp).
   py::handle runner_base = sprinter::engine::register_engine(m);
+  sprinter::drafts::register_suffix(m);  // the `suffix` draft, a Proposer (drafts/suffix_py.cpp)
   sprinter::engine::register_native_model(m, runner_base);
   sprinter::engine::register_head_model(m, runner_base);  // a draft head over its tap
   sprinter::drafts::register_ngram(m);  // model-free drafts (their base _C.Proposer is the engine's)

@@ -289,7 +289,7 @@ std::vector<int64_t> Generation::round_unguarded() {
     std::vector<int64_t> head(seq_.begin(), seq_.end() - 1);
     target_.prefill(head);
     if (draft_.runner) draft_.prefill(head);
-    if (proposer_) proposer_->begin(head);
+    if (proposer_) proposer_->begin(seq_);  // a lookup draft indexes the whole prompt
     started_ = true;
     if (max_new_ <= 0) {
       finish();

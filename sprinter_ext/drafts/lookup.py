@@ -140,8 +140,8 @@ class LookupLane:
     def reset_counters(self) -> None:
         self.calls = self.fed = self.attended = 0
 
-    def prefill(self, ids: Sequence[int]) -> None:
-        self.proposer.begin(list(ids))
+    def begin(self, prompt: Sequence[int]) -> None:
+        self.proposer.begin(list(prompt))
 
     def sync(self, seq: Sequence[int]) -> None:
         pass

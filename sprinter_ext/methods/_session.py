@@ -241,7 +241,9 @@ def run(
     prompt = session.seq
     session.end = len(prompt) + max_new_tokens
     session.target.prefill(prompt[:-1])
-    if session.draft is not None:
+    if hasattr(session.draft, "proposer"):
+        session.draft.begin(prompt)  # a lookup draft indexes the whole prompt
+    elif session.draft is not None:
         session.draft.prefill(prompt[:-1])
     try:
         yield from _rounds(session, round_fn, max_new_tokens, eos)
