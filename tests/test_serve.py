@@ -142,13 +142,13 @@ def test_concurrent_requests_beyond_pool_all_complete(pair, client):
         ({"logprobs": True}, "logprobs"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
-        ({"temperature": -1}, None),
-        ({"top_p": 0}, None),
-        ({"max_tokens": 10**6}, None),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_tokens": 10**6}, "max_tokens"),
         ({"max_tokens": -1}, "max_tokens"),
-        ({"method": "nope"}, None),
-        ({"k": 0}, None),
-        ({"bogus_option": 1}, None),
+        ({"method": "nope"}, "method"),
+        ({"k": 0}, "k"),
+        ({"bogus_option": 1}, "bogus_option"),
         ({"engine": "reference"}, "engine"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"seed": -3}, "seed"),
@@ -164,8 +164,7 @@ def test_bad_requests_get_4xx_json(server, extra, param):
     assert 400 <= r.status_code < 500, r.text
     err = r.json()["error"]
     assert err["message"] and err["type"] in ("invalid_request_error", "not_found_error")
-    if param is not None:
-        assert err["param"] == param
+    assert err["param"] == param  # every refusal of a field names it
 
 
 def test_bad_requests_through_the_client_and_raw(server, client):
