@@ -71,7 +71,7 @@ BAD_FIELDS = [
     ({"top_k": -1}, "top_k", "top_k"),
     ({"top_k": 2.5}, "top_k", "top_k"),
     ({"k": 0}, "k", ">= 1"),
-    ({"k": "2"}, "k", "integer"),
+    ({"k": "2"}, "k", "must be an int"),
     ({"max_tokens": 0}, "max_tokens", ">= 1"),
     ({"max_tokens": -1}, "max_tokens", ">= 1"),
     ({"max_tokens": "5"}, "max_tokens", "integer"),

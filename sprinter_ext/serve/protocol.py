@@ -144,13 +144,14 @@ def _sampling(body: dict) -> dict:
     from ..errors import SprinterError
     from ..sampling import SamplingSettings
 
-    out = {"temperature": D.TEMPERATURE, "top_p": D.TOP_P, "top_k": D.TOP_K}
-    for name in out:
+    defaults = {"temperature": D.TEMPERATURE, "top_p": D.TOP_P, "top_k": D.TOP_K}
+    out = dict(defaults)
+    for name in defaults:
         v = body.get(name)
         if v is None:
             continue
         try:
-            SamplingSettings(**{**{"temperature": D.TEMPERATURE, "top_p": D.TOP_P, "top_k": D.TOP_K}, name: v})
+            SamplingSettings(**{**defaults, name: v})  # one field at a time: the error is that field's
         except SprinterError as e:
             raise RequestError(str(e), param=name) from e
         out[name] = v
@@ -159,6 +160,7 @@ def _sampling(body: dict) -> dict:
 
 def _method_options(body: dict, method: str | None, default_method: str) -> dict:
     """k and the chosen method's options (values checked later by the Decoder, per option)."""
+    from .._stopping import check_int
     from ..errors import SprinterError
     from ..methods import check_option_names, get
 
@@ -168,10 +170,10 @@ def _method_options(body: dict, method: str | None, default_method: str) -> dict
         raise RequestError(str(e), param="method") from e
     kwargs = {}
     if "k" in body:
-        k = body["k"]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise RequestError(f"k (draft tokens per round) must be an integer >= 1, got {k!r}", param="k")
-        kwargs["k"] = k
+        try:
+            kwargs["k"] = check_int("k", body["k"], 1)  # the Decoder's own rule
+        except SprinterError as e:
+            raise RequestError(f"{e} (draft tokens per round)", param="k") from e
     for name in sorted(_option_names() & set(body)):
         value = body[name]
         try:
