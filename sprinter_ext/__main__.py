@@ -14,6 +14,7 @@ import sys
 # command -> (module, function, one-line help); each main(argv) -> int owns its options.
 COMMANDS = {
     "generate": ("sprinter_ext.cli.generate", "main", "generate from a prompt: text streamed to stdout, stats to stderr"),
+    "chat": ("sprinter_ext.cli.chat", "main", "chat in the terminal: multi-turn, streamed, /reset, /stats, /exit"),
     "bench": ("sprinter_ext.cli.bench", "main", "compare the decoding methods (and Hugging Face baselines) on held-out prompts"),
     "sprinter-sweep": ("sprinter_ext.cli.sprinter_sweep", "main", "SPRINTER's speed/fidelity frontier over verifier thresholds"),
     "train-verifier": ("sprinter_ext.cli.train_verifier", "main", "train a SPRINTER verifier for the default pair"),

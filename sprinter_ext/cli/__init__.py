@@ -2,6 +2,7 @@
 
 =================  ==========================================================
 ``generate``       :mod:`.generate`: text streamed to stdout, stats to stderr
+``chat``           :mod:`.chat`: multi-turn chat in the terminal (/reset, /stats, /exit)
 ``bench``          :mod:`.bench`: every method on held-out prompts, plus HF baselines
 ``sprinter-sweep`` :mod:`.sprinter_sweep`: SPRINTER's speed/fidelity frontier
 ``train-verifier`` :mod:`.train_verifier`: a verifier for the default pair

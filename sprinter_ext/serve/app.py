@@ -1,8 +1,11 @@
 """The OpenAI-compatible HTTP app (FastAPI) over a :class:`~sprinter_ext.serve.pool.DecoderPool`.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (JSON, or server-sent
-events with ``"stream": true``), ``GET /v1/models``, ``GET /health``, ``GET /metrics``
-(Prometheus text). Every refused request gets a 4xx with OpenAI's error envelope
+events with ``"stream": true``), ``GET /v1/models``, ``GET /v1/models/{id}``,
+``GET /health``, ``GET /metrics`` (Prometheus text). ``finish_reason`` is OpenAI's:
+``"stop"`` (EOS or a stop string) or ``"length"`` (``max_tokens``). A stream whose client
+disconnects stops generating at the next token (the worker takes the next request) and
+is counted with status 499. Every refused request gets a 4xx with OpenAI's error envelope
 ``{"error": {"message", "type", "param", "code"}}``; a failure inside a generation
 gets a 500 with the same envelope (or an ``error`` event in a stream) for that request
 only.
@@ -102,9 +105,18 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
     async def health():
         return {"status": "ok", "model": name, "pool_size": pool.size}
 
+    model_card = {"id": name, "object": "model", "created": created, "owned_by": "sprinter_ext"}
+
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "sprinter_ext"}]}
+        return {"object": "list", "data": [model_card]}
+
+    @app.get("/v1/models/{model_id:path}")  # NOTE: :path, since ids such as "org/name" hold a slash
+    async def model(model_id: str):
+        if model_id != name:
+            raise RequestError(f"the model {model_id!r} does not exist; this server serves {name!r}", status=404,
+                               param="model", code="model_not_found")  # fmt: skip
+        return model_card
 
     @app.get("/metrics")
     async def metrics_endpoint():
@@ -126,7 +138,7 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
             _count(endpoint, 400, t0)
             raise RequestError(f"the request body is not valid JSON: {e}") from e
         try:
-            req = parse(body, name)
+            req = parse(body, name, pool.method)
         except RequestError as e:
             _count(endpoint, e.status, t0)
             raise
@@ -182,7 +194,7 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
                 c = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
             return _data({"id": rid, "object": obj, "created": stamp, "model": name, "choices": [c]})
 
-        status = 200
+        status, finished = 200, False
         try:
             if chat:
                 yield chunk(None, role=True)
@@ -204,9 +216,11 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
                                      "usage": ev.usage})  # fmt: skip
                     break
             yield "data: [DONE]\n\n"
+            finished = True
         finally:
             job.cancelled.set()  # the client may have gone: stop generating for it
-            _count(endpoint, status, t0)
+            # NOTE: 499 (nginx's "client closed request") counts a stream its client left.
+            _count(endpoint, status if finished else 499, t0)
 
     def _count(endpoint: str, status: int, t0: float) -> None:
         metrics.requests.labels(endpoint, str(status)).inc()

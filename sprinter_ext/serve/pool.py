@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,6 @@ from .. import _defaults as D
 from ..decoding import _DEFAULT, Decoder, _eos_set
 from ..errors import NonFiniteLogitsError, SprinterError
 from ..models.pair import ModelPair
-from ..sampling import SamplingSettings
 from .metrics import Metrics
 from .protocol import GenerationRequest, RequestError
 from .stops import StopMatcher
@@ -161,30 +161,49 @@ class DecoderPool:
         return dec
 
     def _setup(self, cache: OrderedDict, req: GenerationRequest, stats: dict):
-        """The Decoder, prompt ids and token stream of `req`; argument errors become 400s."""
+        """The Decoder, prompt ids and token stream of `req`; argument errors become 400s
+        whose ``param`` names the field at fault."""
         from ..prompts import encode_prompt
 
         method = req.method or self.method
-        try:
-            settings = SamplingSettings(**req.sampling)
+        prompt_field = "messages" if req.kind == "chat" else "prompt"
+        with _as_request_error(lambda: self._option_at_fault(method, req.decoder_kwargs)):
             dec = self._decoder(cache, method, req.decoder_kwargs)
-            # NOTE: sampling settings are read per run (Decoder.configure), so one warm Decoder
-            # per method and options serves every temperature/top_p/top_k; the tests hold its
-            # output to generate()'s under changing settings.
-            dec.configure(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
+        # NOTE: sampling settings are read per run (Decoder.configure), so one warm Decoder
+        # per method and options serves every temperature/top_p/top_k; the tests hold its
+        # output to generate()'s under changing settings. protocol checked them field by field.
+        dec.configure(**req.sampling)
+        with _as_request_error(lambda: prompt_field):
             ids = encode_prompt(self.pair, req.prompt, chat=req.kind == "chat")
-            max_new = req.max_tokens
-            if max_new is None:
-                # NOTE: lookahead is the cache room a round may need beyond the new tokens
-                # (k, or sprinter's max_run); the default never asks for more than fits.
-                room = dec.max_length - len(ids) - dec.lookahead
-                max_new = max(0, min(self.default_max_tokens, room))
+        max_new = req.max_tokens
+        if max_new is None:
+            # NOTE: lookahead is the cache room a round may need beyond the new tokens
+            # (k, or sprinter's max_run); the default never asks for more than fits.
+            room = dec.max_length - len(ids) - dec.lookahead
+            max_new = max(0, min(self.default_max_tokens, room))
+        with _as_request_error(lambda: prompt_field if req.max_tokens is None else req.max_tokens_param):
             tokens = dec.stream(ids, max_new_tokens=max_new, seed=req.seed, stats=stats)  # validates now
-        except SprinterError as e:
-            if isinstance(e, (ValueError, TypeError)) and not isinstance(e, NonFiniteLogitsError):
-                raise RequestError(str(e)) from e
-            raise
         return method, ids, tokens
+
+    def _option_at_fault(self, method: str, kwargs: dict) -> str:
+        """The request field a refused Decoder(method, **kwargs) is about: the method when it
+        cannot run on this pair at all, else the first option refused on its own, else (a
+        combination) the first option, else the method."""
+        from ..methods import get
+
+        m = get(method)
+        try:
+            m.validate(self.pair, {})
+        except (ValueError, TypeError):
+            return "method"
+        for name in sorted(kwargs):
+            if name == "k":
+                continue  # checked in protocol
+            try:
+                m.validate(self.pair, {name: kwargs[name]})
+            except (ValueError, TypeError):
+                return name
+        return min((n for n in kwargs if n != "k"), default="method")
 
     def _serve(self, cache: OrderedDict, job: Job) -> None:
         from ..prompts import IncrementalDetokenizer
@@ -208,7 +227,7 @@ class DecoderPool:
                 last = now
                 n += 1
                 if t in self._eos:  # EOS ends the run (the stream ends after it) and is not text
-                    finish = "stop"
+                    finish = "stop"  # the library's "eos", spelled as OpenAI does
                     continue
                 piece = stops.push(detok.push([t]))
                 if piece:
@@ -232,6 +251,18 @@ class DecoderPool:
         m.record_run(method, len(ids), n, stats)
         usage = {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}
         job.emit(Event("done", finish_reason=finish, usage=usage))
+
+
+@contextmanager
+def _as_request_error(param_of):
+    """A named argument error (ValueError/TypeError from sprinter_ext) raised inside becomes a
+    400 RequestError whose param is ``param_of()``; other errors pass through."""
+    try:
+        yield
+    except SprinterError as e:
+        if isinstance(e, (ValueError, TypeError)) and not isinstance(e, NonFiniteLogitsError):
+            raise RequestError(str(e), param=param_of()) from e
+        raise
 
 
 def _server_error(e: Exception) -> RequestError:

@@ -5,9 +5,12 @@ Both endpoints accept the OpenAI fields this library can honour (``model``,
 ``stream_options``) and, as extra body fields, sprinter_ext's own: ``method``,
 ``k``, ``top_k`` and the chosen method's options (``threshold``, ``max_run``,
 ``verify``, ``budget``, ``saguaro_c``, ...), which the :class:`~sprinter_ext.Decoder`
-validates. OpenAI fields that would change the answer but are not implemented
-(``n`` > 1, ``logprobs``, ``tools``, penalties, ...) are refused with a 400 rather
-than ignored: a client must never get a silently different answer.
+validates. ``model`` may be omitted (the served model, as vLLM and llama.cpp do).
+OpenAI fields that would change the answer but are not implemented (``n`` > 1,
+``logprobs``, ``tools``, penalties, ...) are refused with a 400 naming what is supported
+rather than ignored: a client must never get a silently different answer. So is a field
+no endpoint knows (a typo), and a chat role other than system, user and assistant. Every
+refusal of a field names it in the error's ``param``.
 """
 
 from __future__ import annotations
@@ -24,29 +27,37 @@ __all__ = ["RequestError", "GenerationRequest", "parse_chat", "parse_completion"
 # Server-level settings a request may not override (they pick code paths, caches or files).
 SERVER_ONLY = ("engine", "runner", "max_length", "eos_token_id", "verifier", "pin", "threaded")
 
-# OpenAI fields that are accepted only at their neutral value: name -> is_neutral(value).
+# OpenAI fields that are accepted only at their neutral value: name -> (is_neutral(value),
+# what this server supports instead). Anything else is refused: a client must never get a
+# silently different answer.
 _NEUTRAL = {
-    "n": lambda v: v in (None, 1),
-    "best_of": lambda v: v in (None, 1),
-    "echo": lambda v: v in (None, False),
-    "logprobs": lambda v: v in (None, False),
-    "top_logprobs": lambda v: v in (None, 0),
-    "presence_penalty": lambda v: v in (None, 0, 0.0),
-    "frequency_penalty": lambda v: v in (None, 0, 0.0),
-    "logit_bias": lambda v: not v,
-    "suffix": lambda v: v in (None, ""),
-    "tools": lambda v: not v,
-    "tool_choice": lambda v: v in (None, "none", "auto"),
-    "functions": lambda v: not v,
-    "function_call": lambda v: v in (None, "none", "auto"),
-    "response_format": lambda v: v in (None, {"type": "text"}),
-    "parallel_tool_calls": lambda v: True,
-    "modalities": lambda v: v in (None, ["text"]),
-    "audio": lambda v: v is None,
-    "prediction": lambda v: v is None,
+    "n": (lambda v: v in (None, 1), "one choice per request (n=1): send n requests with different seeds"),
+    "best_of": (lambda v: v in (None, 1), "best_of=1 only"),
+    "echo": (lambda v: v in (None, False), "echo=false only"),
+    "logprobs": (lambda v: v in (None, False, 0), "logprobs are not returned yet (logprobs=null or false)"),
+    "top_logprobs": (lambda v: v in (None, 0), "top_logprobs are not returned yet (null or 0)"),
+    "presence_penalty": (lambda v: v in (None, 0, 0.0), "no penalties (presence_penalty=0)"),
+    "frequency_penalty": (lambda v: v in (None, 0, 0.0), "no penalties (frequency_penalty=0)"),
+    "logit_bias": (lambda v: not v, "no logit_bias"),
+    "suffix": (lambda v: v in (None, ""), "no suffix (insertion)"),
+    "tools": (lambda v: not v, "no tool calling: omit tools"),
+    "tool_choice": (lambda v: v in (None, "none", "auto"), "tool_choice none or auto (no tools are called)"),
+    "functions": (lambda v: not v, "no function calling: omit functions"),
+    "function_call": (lambda v: v in (None, "none", "auto"), "function_call none or auto"),
+    "response_format": (lambda v: v in (None, {"type": "text"}), 'plain text only: response_format {"type": "text"}'),
+    "parallel_tool_calls": (lambda v: True, ""),
+    "modalities": (lambda v: v in (None, ["text"]), 'text only: modalities ["text"]'),
+    "audio": (lambda v: v is None, "text only: no audio"),
+    "prediction": (lambda v: v is None, "no predicted outputs"),
 }
 # Accepted and ignored: they do not change the tokens.
 _IGNORED = ("user", "metadata", "store", "service_tier", "reasoning_effort")
+# The chat roles the server renders with the chat template (tool results need tool calls).
+ROLES = ("system", "user", "assistant")
+# sprinter_ext's own request fields (as extra body fields), besides the method options.
+_OWN = ("method", "k", "top_k")
+_OPENAI = ("model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "stream",
+           "stream_options")  # fmt: skip
 _MAX_STOP = 4  # as OpenAI
 
 
@@ -78,6 +89,7 @@ class GenerationRequest:
     method: str | None  # None: the server's default
     sampling: dict = field(default_factory=dict)  # temperature, top_p, top_k
     decoder_kwargs: dict = field(default_factory=dict)  # k and the method's options
+    max_tokens_param: str = "max_tokens"  # the field max_tokens came in (or max_completion_tokens)
 
     @staticmethod
     def decoder_key_of(method: str, decoder_kwargs: dict) -> tuple:
@@ -95,29 +107,108 @@ def _number(body: dict, name: str, default, *, integer: bool = False):
     return v
 
 
-def _common(body, kind: str, model_name: str) -> GenerationRequest:
+def _option_names() -> set[str]:
+    from ..methods import METHODS
+
+    return {n for m in METHODS.values() for n in m.option_names}
+
+
+# Fields of other APIs a client may send by habit, and what to send here instead.
+_FIELD_HINTS = {
+    "max_new_tokens": "send max_tokens",
+    "do_sample": "sampling is on when temperature > 0 (the default 0 is greedy)",
+    "repetition_penalty": "penalties are not supported yet",
+    "min_p": "min_p is not supported yet; top_p and top_k are",
+    "prompt": "chat requests send messages (or use POST /v1/completions for a prompt)",
+    "messages": "completion requests send prompt (or use POST /v1/chat/completions for messages)",
+}
+
+
+def _check_fields(body: dict, kind: str) -> None:
+    """Refuse a field this endpoint does not know, naming it and what is known (400)."""
+    own = "messages" if kind == "chat" else "prompt"
+    known = {own, *_OPENAI, *_OWN, *_NEUTRAL, *_IGNORED, *SERVER_ONLY} | _option_names()
+    for name in body:
+        if name in known:
+            continue
+        hint = f" ({_FIELD_HINTS[name]})" if name in _FIELD_HINTS else ""
+        raise RequestError(
+            f"unknown field {name!r}{hint}. This endpoint takes {own}, the OpenAI fields {sorted(_OPENAI)} and "
+            f"sprinter_ext's {sorted(set(_OWN) | _option_names())}",
+            param=name, code="unknown_parameter",
+        )  # fmt: skip
+
+
+def _sampling(body: dict) -> dict:
+    """temperature, top_p, top_k, each checked by the library's own rule (param names the field)."""
+    from ..errors import SprinterError
+    from ..sampling import SamplingSettings
+
+    defaults = {"temperature": D.TEMPERATURE, "top_p": D.TOP_P, "top_k": D.TOP_K}
+    out = dict(defaults)
+    for name in defaults:
+        v = body.get(name)
+        if v is None:
+            continue
+        try:
+            SamplingSettings(**{**defaults, name: v})  # one field at a time: the error is that field's
+        except SprinterError as e:
+            raise RequestError(str(e), param=name) from e
+        out[name] = v
+    return out
+
+
+def _method_options(body: dict, method: str | None, default_method: str) -> dict:
+    """k and the chosen method's options (values checked later by the Decoder, per option)."""
+    from .._stopping import check_int
+    from ..errors import SprinterError
+    from ..methods import check_option_names, get
+
+    try:
+        m = get(method or default_method)
+    except SprinterError as e:
+        raise RequestError(str(e), param="method") from e
+    kwargs = {}
+    if "k" in body:
+        try:
+            kwargs["k"] = check_int("k", body["k"], 1)  # the Decoder's own rule
+        except SprinterError as e:
+            raise RequestError(f"{e} (draft tokens per round)", param="k") from e
+    for name in sorted(_option_names() & set(body)):
+        value = body[name]
+        try:
+            check_option_names(m, {name: value})
+        except SprinterError as e:
+            raise RequestError(str(e), param=name, code="unsupported_parameter") from e
+        if not _is_json_scalar_or_list(value):
+            raise RequestError(f"method option {name} must be a number, string, boolean or list, got {value!r}",
+                               param=name)  # fmt: skip
+        kwargs[name] = value
+    return kwargs
+
+
+def _common(body, kind: str, model_name: str, default_method: str) -> GenerationRequest:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     model = body.get("model")
-    if not isinstance(model, str):
-        raise RequestError("model is required: a string (see GET /v1/models)", param="model")
-    if model != model_name:
-        raise RequestError(f"the model {model!r} does not exist; this server serves {model_name!r}",
+    if model is not None and not isinstance(model, str):
+        raise RequestError(f"model must be a string (see GET /v1/models) or omitted, got {model!r}", param="model")
+    if model is not None and model != model_name:
+        raise RequestError(f"the model {model!r} does not exist; this server serves {model_name!r} (or omit model)",
                            status=404, param="model", code="model_not_found")  # fmt: skip
-    for name, neutral in _NEUTRAL.items():
+    for name, (neutral, supported) in _NEUTRAL.items():
         if name in body and not neutral(body[name]):
-            raise RequestError(f"{name}={body[name]!r} is not supported by this server", param=name,
-                               code="unsupported_parameter")  # fmt: skip
+            raise RequestError(f"{name}={body[name]!r} is not supported by this server; supported: {supported}",
+                               param=name, code="unsupported_parameter")  # fmt: skip
     for name in SERVER_ONLY:
         if name in body:
             raise RequestError(f"{name} is a server setting (see `serve --help`), not a request field", param=name,
                                code="unsupported_parameter")  # fmt: skip
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None:
-        name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        max_tokens = _number(body, name, None, integer=True)
-        if max_tokens < 0:
-            raise RequestError(f"{name} must be >= 0, got {max_tokens}", param=name)
+    _check_fields(body, kind)
+    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = _number(body, name, None, integer=True)
+    if max_tokens is not None and max_tokens < 1:
+        raise RequestError(f"{name} must be >= 1 (or omitted for the server's default), got {max_tokens}", param=name)
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -140,27 +231,12 @@ def _common(body, kind: str, model_name: str) -> GenerationRequest:
     method = body.get("method")
     if method is not None and not isinstance(method, str):
         raise RequestError(f"method must be a string, got {method!r}", param="method")
-    sampling = {
-        "temperature": _number(body, "temperature", D.TEMPERATURE),
-        "top_p": _number(body, "top_p", D.TOP_P),
-        "top_k": _number(body, "top_k", D.TOP_K, integer=True),
-    }
-    kwargs = {}
-    if "k" in body:
-        kwargs["k"] = _number(body, "k", None, integer=True)
-    known = {"model", "messages", "prompt", "max_tokens", "max_completion_tokens", "stream", "stream_options",
-             "seed", "stop", "method", "temperature", "top_p", "top_k", "k", *_NEUTRAL, *_IGNORED}  # fmt: skip
-    for name, value in body.items():
-        if name in known:
-            continue
-        # Everything else is an option of the method; the Decoder says whether it takes it.
-        if not _is_json_scalar_or_list(value):
-            raise RequestError(f"method option {name} must be a number, string, boolean or list, got {value!r}",
-                               param=name)  # fmt: skip
-        kwargs[name] = value
+    sampling = _sampling(body)
+    kwargs = _method_options(body, method, default_method)
     return GenerationRequest(kind=kind, prompt=None, max_tokens=max_tokens, stream=stream,
                              include_usage=bool(opts and opts.get("include_usage")), seed=seed, stop=stop,
-                             method=method, sampling=sampling, decoder_kwargs=kwargs)  # fmt: skip
+                             method=method, sampling=sampling, decoder_kwargs=kwargs,
+                             max_tokens_param=name)  # fmt: skip
 
 
 def _is_json_scalar_or_list(v) -> bool:
@@ -169,9 +245,9 @@ def _is_json_scalar_or_list(v) -> bool:
     return isinstance(v, list) and all(isinstance(x, (str, int, float, bool)) for x in v)
 
 
-def parse_completion(body, model_name: str) -> GenerationRequest:
+def parse_completion(body, model_name: str, default_method: str = D.METHOD) -> GenerationRequest:
     """Validate a ``POST /v1/completions`` body (prompt: a string or token ids, one prompt)."""
-    req = _common(body, "completion", model_name)
+    req = _common(body, "completion", model_name, default_method)
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # a batch of one
@@ -185,9 +261,10 @@ def parse_completion(body, model_name: str) -> GenerationRequest:
     return req
 
 
-def parse_chat(body, model_name: str) -> GenerationRequest:
-    """Validate a ``POST /v1/chat/completions`` body (messages with string or text-part content)."""
-    req = _common(body, "chat", model_name)
+def parse_chat(body, model_name: str, default_method: str = D.METHOD) -> GenerationRequest:
+    """Validate a ``POST /v1/chat/completions`` body (messages with string or text-part content;
+    roles system, user and assistant)."""
+    req = _common(body, "chat", model_name, default_method)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list of {role, content} objects", param="messages")
@@ -195,6 +272,15 @@ def parse_chat(body, model_name: str) -> GenerationRequest:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise RequestError(f"messages[{i}] must be an object with a string role", param="messages")
+        if m["role"] not in ROLES:
+            why = " (no tool calling on this server)" if m["role"] in ("tool", "function") else ""
+            hint = " (send developer instructions as role system)" if m["role"] == "developer" else ""
+            raise RequestError(f"messages[{i}].role {m['role']!r} is not supported{why}{hint}; roles: {list(ROLES)}",
+                               param="messages")  # fmt: skip
+        extra = sorted(set(m) - {"role", "content", "name"})
+        if extra:
+            raise RequestError(f"messages[{i}] has unsupported keys {extra}; a message has role, content (and name)",
+                               param="messages")  # fmt: skip
         content = m.get("content")
         if isinstance(content, list):  # content parts: only text ones
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
