@@ -174,14 +174,15 @@ def _ms(fn, reps: int) -> float:
     return best
 
 
-def measure(target_runner, draft_runner, *, context: int = 64, reps: int = 5, ns: int = PROFILE_NS) -> Profile:
+def measure(target_runner, draft_runner, *, vocab: int, context: int = 64, reps: int = 5,
+            ns: int = PROFILE_NS) -> Profile:  # fmt: skip
     """Time the target over n = 1 .. ns tokens after a `context`-token prefill, and one draft step.
 
     The lengths are timed in interleaved passes and each keeps its fastest time, so a burst of
     load on the machine inflates one sample, not one length; a forward over more tokens never
     costs less, so each time is then lowered to the fastest of the longer ones (a spike
     cannot make every longer length look slow)."""
-    ids = [(7 * i + 3) % 1000 + 1 for i in range(context + ns + 2)]
+    ids = [(7 * i + 3) % min(vocab, 1000) for i in range(context + ns + 2)]
     target_runner.prefill(ids[:context])
 
     def fwd(n):
@@ -227,7 +228,7 @@ def profile_for(pair, target_runner, draft_runner, runner_kind: str) -> Profile:
             return Profile(tuple(d["target_ms"]), d["draft_ms"], key)
         except (OSError, ValueError, KeyError, TypeError, InvalidArgumentError, ArgumentTypeError):
             pass  # a damaged cache entry is measured again
-    prof = measure(target_runner, draft_runner)
+    prof = measure(target_runner, draft_runner, vocab=pair.vocab_size)
     prof = Profile(prof.target_ms, prof.draft_ms, key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
