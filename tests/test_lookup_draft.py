@@ -1,4 +1,5 @@
-"""The model-free "ngram" draft: its rule, C++ == Python, the engines, exactness, named errors."""
+"""The model-free drafts ("ngram"; "suffix" through the engines, its tree in test_suffix_draft.py):
+the ngram rule, C++ == Python, the engines, exactness, named errors."""
 
 from __future__ import annotations
 
@@ -122,8 +123,8 @@ def tiny_target():
     return tiny_model("llama", vocab=V, layers=2, hidden=32, seed=23, scale=0.5)
 
 
-def _pair(target, **options):
-    return sprinter_ext.load_pair(lookup_draft("ngram", **options) if options else "ngram", target)
+def _pair(target, kind="ngram", **options):
+    return sprinter_ext.load_pair(lookup_draft(kind, **options) if options else kind, target)
 
 
 def test_pair_and_refusals(tiny_target):
@@ -145,9 +146,10 @@ def test_pair_and_refusals(tiny_target):
                       cfg.to_native(), proposer=_C.NgramProposer())  # fmt: skip
 
 
+@pytest.mark.parametrize("kind", ["ngram", "suffix"])
 @pytest.mark.parametrize("engine", ["reference", "fused", "native"])
-def test_greedy_sd_and_same_seed_ersd_equal_ar(tiny_target, engine):
-    pair = _pair(tiny_target)
+def test_greedy_sd_and_same_seed_ersd_equal_ar(tiny_target, engine, kind):
+    pair = _pair(tiny_target, kind)
     kw = dict(max_new_tokens=40, eos_token_id=None, engine=engine)
     ar0 = sprinter_ext.generate(pair, PROMPT, method="ar", temperature=0, **kw)
     for k in (1, 3, 6):
@@ -162,8 +164,9 @@ def test_greedy_sd_and_same_seed_ersd_equal_ar(tiny_target, engine):
             assert er.tokens == ar1, (seed, k)
 
 
-def test_engines_agree_token_for_token_when_sampling(tiny_target):
-    pair = _pair(tiny_target, max_n=3)
+@pytest.mark.parametrize("kind, options", [("ngram", dict(max_n=3)), ("suffix", dict(max_depth=8))])
+def test_engines_agree_token_for_token_when_sampling(tiny_target, kind, options):
+    pair = _pair(tiny_target, kind, **options)
     for seed in range(3):
         runs = [sprinter_ext.generate(pair, PROMPT, method="sd", temperature=0.9, top_k=6, seed=seed, k=3,
                                       max_new_tokens=30, eos_token_id=None, engine=e)  # fmt: skip
@@ -191,18 +194,19 @@ class _UniformQLane(LookupLane):
     """The planted bug: drafts verified as if sampled from a uniform q instead of one-hot."""
 
     def propose(self, seq, k):
-        toks, q = super().propose(seq, k)
-        return toks, torch.full_like(q, 1.0 / q.shape[-1])
+        toks, q, match = super().propose(seq, k)
+        return toks, torch.full_like(q, 1.0 / q.shape[-1]), match
 
 
+@pytest.mark.parametrize("kind", ["ngram", "suffix"])
 @pytest.mark.parametrize("engine", ["reference", "native"])
-def test_sd_with_ngram_draft_is_exact(tiny_target, engine):
-    pair = _pair(tiny_target)
+def test_sd_with_lookup_draft_is_exact(tiny_target, engine, kind):
+    pair = _pair(tiny_target, kind)
     st = SamplingSettings(1.0)
     want = _joint(tiny_target, PROMPT, st)
     dec = sprinter_ext.Decoder(pair, "sd", k=2, temperature=1.0, eos_token_id=None, engine=engine)
     p = g_test_pvalue(_counts(dec), want)
-    assert p > ALPHA, f"sd with the ngram draft ({engine}): G-test p={p:.2e}"
+    assert p > ALPHA, f"sd with the {kind} draft ({engine}): G-test p={p:.2e}"
     if engine == "reference":
         bad = sprinter_ext.Decoder(pair, "sd", k=2, temperature=1.0, eos_token_id=None, engine="reference")
         bad._draft.__class__ = _UniformQLane
@@ -211,11 +215,15 @@ def test_sd_with_ngram_draft_is_exact(tiny_target, engine):
         assert p_bad < ALPHA, f"the test has no power on one-hot drafts (p={p_bad:.2e})"
 
 
-def test_default_pair_ngram_greedy_equals_ar_on_a_grounded_prompt():
-    pair = sprinter_ext.load_pair(draft="ngram")
-    prompt = "Repeat this sentence twice, word for word: Speculative decoding drafts tokens cheaply and verifies them."
+@pytest.mark.parametrize("kind", ["ngram", "suffix"])
+def test_default_target_lookup_greedy_equals_ar_on_a_grounded_prompt(kind):
+    pair = sprinter_ext.load_pair(draft=kind)
+    from sprinter_ext.chat_prompts import grounded_prompts
+
+    prompt = grounded_prompts(1)[0]  # repeat a paragraph word for word
     ar = sprinter_ext.generate(pair, prompt, method="ar", max_new_tokens=40)
     sd = sprinter_ext.generate(pair, prompt, method="sd", max_new_tokens=40, k=4)
+    assert len(ar.tokens) == 40
     assert sd.tokens == ar.tokens and sd.text == ar.text
     assert sd.stats["target_calls"] < 0.7 * ar.stats["target_calls"]
     er = sprinter_ext.generate(pair, prompt, method="ersd", max_new_tokens=40, k=4, temperature=1.0, seed=5)
