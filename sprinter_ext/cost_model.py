@@ -17,7 +17,10 @@ in k * draft_ms + target_ms[k+1]; the round verifies the k in 0 .. k_max that ma
 E(k) / time(k) (ties: the smaller k). k = 0 is a plain target step, the draft not run:
 speculation steps aside when it does not pay. For a lookup draft (no draft cost), the
 proposal's n tokens are cut to the n' in 0 .. n that maximises E(n') / target_ms[n'+1],
-with the estimates of its match-length bucket.
+with the estimates of its match-length bucket. A hybrid draft (a model plus a lookup,
+``load_pair("head", lookup="suffix")``) takes, each round, whichever of the two choices
+expects more tokens per ms (the lookup on a tie), so the rule that picks the source is the
+same measured rule.
 
 The estimates are this Decoder's running acceptance counts per (bucket, depth), with a prior
 (``prior`` with the weight of ``weight`` observations) and an exponential forgetting
@@ -93,32 +96,42 @@ class CostModel:
         w = self.weight
         return (self.accepted[bucket][depth] + self.prior * w) / (self.tried[bucket][depth] + w)
 
-    def _best(self, bucket: int, n_max: int, draft_ms: float) -> int:
+    def _best(self, bucket: int, n_max: int, draft_ms: float) -> tuple[int, float]:
         t = self.profile.target_ms
         best, best_rate = 0, 1.0 / t[0]
+        rates = [best_rate]
         expect, run = 1.0, 1.0
         for k in range(1, n_max + 1):
             run *= self.alpha(bucket, k)
             expect += run
             rate = expect / (k * draft_ms + t[k])
+            rates.append(rate)
             if rate > best_rate:
                 best, best_rate = k, rate
         if best == 0 and n_max > 0:
             self.idle[bucket] += 1
             if self.idle[bucket] >= self.probe_every:
                 self.idle[bucket] = 0
-                return 1
+                return 1, rates[1]
         else:
             self.idle[bucket] = 0
-        return best
+        return best, best_rate
+
+    def draft_choice(self) -> tuple[int, float]:
+        """(length, expected tokens per ms) for a draft model this round (length 0: no draft)."""
+        return self._best(0, self.k_max, self.profile.draft_ms)
+
+    def lookup_choice(self, proposed: int, match_length: int) -> tuple[int, float]:
+        """(how many of a lookup proposal's `proposed` tokens to verify, expected tokens per ms)."""
+        return self._best(_bucket(match_length), min(proposed, self.k_max), 0.0)
 
     def draft_length(self) -> int:
         """How many tokens a draft model drafts and the target verifies this round (0: none)."""
-        return self._best(0, self.k_max, self.profile.draft_ms)
+        return self.draft_choice()[0]
 
     def lookup_length(self, proposed: int, match_length: int) -> int:
         """How many of a lookup proposal's `proposed` tokens to verify (0: a plain target step)."""
-        return self._best(_bucket(match_length), min(proposed, self.k_max), 0.0)
+        return self.lookup_choice(proposed, match_length)[0]
 
     def observe(self, verified: int, accepted: int, match_length: int = 0) -> None:
         """A round verified `verified` drafted tokens and accepted the first `accepted`."""

@@ -23,7 +23,7 @@ import torch
 from . import _defaults as D
 from . import _rng
 from ._engine import ENGINES, make_engine, one_shot_max_length, pick_engine
-from ._engine._runners import RUNNERS, draft_lane, runner_factory
+from ._engine._runners import RUNNERS, draft_lane, lookup_lane, runner_factory
 from ._stopping import Stopping, check_int, eos_set
 from .cost_model import AUTO, CostModel, Profile, profile_for
 from .errors import (
@@ -168,8 +168,8 @@ class Decoder:
         self.engine = pick_engine(engine, m, pair.device, built=built, cuda_ops=_has_cuda_ops)
         self._module = m  # the method's registry record (sprinter_ext.methods.Method)
         self._eos = _eos_set(pair, eos_token_id)
-        head = pair.draft_kind == "head"
-        if pair.lookup_draft is not None and m.name in ("sprinter", "ssd"):
+        head = pair.draft_kind.split("+")[0] == "head"
+        if pair.model_free and m.name in ("sprinter", "ssd"):
             why = ("its verifier reads a draft model's hidden state" if m.name == "sprinter" else
                    "it overlaps a draft model's forwards with the target's, and a lookup draft runs none")
             raise InvalidArgumentError(
@@ -185,6 +185,8 @@ class Decoder:
         make = runner_factory(pair, m, runner, self.engine, self.k, built=built)
         self._target = Lane(make("target", max_length))
         self._draft = draft_lane(pair, m, make, self._target.runner.max_len, self.engine)
+        # a hybrid draft's lookup part: sd and ersd use it (the other methods run the model only)
+        self._lookup = lookup_lane(pair, self.engine) if not pair.model_free and m.name in ("sd", "ersd") else None
         self.runner = "python" if isinstance(self._target.runner, ModelRunner) else "native"
         self.cost = None  # k="auto": the cost model that picks each round's draft length
         if auto and m.name in ("sd", "ersd"):
@@ -197,7 +199,8 @@ class Decoder:
             self.cost = CostModel(cost_profile, k_max=self.k)
         labels = dict(method=method, engine=self.engine, runner=self.runner)
         self._engine = make_engine(self.engine, m, self._target, self._draft, k=self.k, options=self._options,
-                                   eos=self._eos, labels=labels, device=pair.device, cost=self.cost)  # fmt: skip
+                                   eos=self._eos, labels=labels, device=pair.device, cost=self.cost,
+                                   lookup=self._lookup)  # fmt: skip
         self._lock = threading.Lock()
 
     @property

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sprinter {
@@ -39,10 +40,13 @@ class CostModel {
   double alpha(int64_t bucket, int64_t depth) const {
     return (accepted_[bucket][depth] + prior_ * weight_) / (tried_[bucket][depth] + weight_);
   }
-  int64_t draft_length() { return best(0, k_max_, draft_ms_); }
-  int64_t lookup_length(int64_t proposed, int64_t match_length) {
+  // (length, expected tokens per ms): a draft model's choice this round / a lookup proposal's
+  std::pair<int64_t, double> draft_choice() { return best(0, k_max_, draft_ms_); }
+  std::pair<int64_t, double> lookup_choice(int64_t proposed, int64_t match_length) {
     return best(bucket_of(match_length), std::min(proposed, k_max_), 0.0);
   }
+  int64_t draft_length() { return draft_choice().first; }
+  int64_t lookup_length(int64_t proposed, int64_t match_length) { return lookup_choice(proposed, match_length).first; }
   void observe(int64_t verified, int64_t accepted, int64_t match_length) {
     if (verified <= 0) return;
     const int64_t b = bucket_of(match_length);
@@ -62,14 +66,16 @@ class CostModel {
  private:
   static int64_t bucket_of(int64_t m) { return m <= 0 ? 0 : std::min<int64_t>(m, kBuckets - 1); }
 
-  int64_t best(int64_t bucket, int64_t n_max, double draft_ms) {
+  std::pair<int64_t, double> best(int64_t bucket, int64_t n_max, double draft_ms) {
     int64_t best_k = 0;
     double best_rate = 1.0 / target_ms_[0];
+    double rate1 = best_rate;
     double expect = 1.0, run = 1.0;
     for (int64_t k = 1; k <= n_max; ++k) {
       run *= alpha(bucket, k);
       expect += run;
       const double rate = expect / (static_cast<double>(k) * draft_ms + target_ms_[k]);
+      if (k == 1) rate1 = rate;
       if (rate > best_rate) {
         best_k = k;
         best_rate = rate;
@@ -79,12 +85,12 @@ class CostModel {
       idle_[bucket] += 1;
       if (idle_[bucket] >= probe_every_) {
         idle_[bucket] = 0;
-        return 1;
+        return {1, rate1};
       }
     } else {
       idle_[bucket] = 0;
     }
-    return best_k;
+    return {best_k, best_rate};
   }
 
   std::vector<double> target_ms_;

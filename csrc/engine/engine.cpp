@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <iterator>
 #include <stdexcept>
+#include <tuple>
 
 #include "ops/ops_cpu.h"
 #ifdef SPRINTER_WITH_CUDA
@@ -108,16 +109,15 @@ Generation::Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> d
       max_new_(cfg_.max_new_tokens) {
   if (!target) throw std::invalid_argument("the native engine needs a target runner");
   if (seq_.empty()) throw std::invalid_argument("the prompt is empty: give at least one token");
-  if (draft && proposer_) throw std::invalid_argument("give a draft runner or a proposer, not both");
   if (cfg_.method != Method::AR && !draft && !proposer_) {
     throw std::invalid_argument("this method needs a draft runner, but none was given");
   }
-  if (cfg_.method == Method::SPRINTER && proposer_) {
+  if (cfg_.method == Method::SPRINTER && proposer_ && !draft) {
     throw std::invalid_argument("sprinter cannot run a model-free draft (" + proposer_->name() +
                                 "): its verifier reads the draft model's hidden state; use sd or ersd, or a "
                                 "head / standalone draft");
   }
-  if (cfg_.method == Method::AR) proposer_.reset();
+  if (cfg_.method == Method::AR || cfg_.method == Method::SPRINTER) proposer_.reset();
   if (cfg_.k < 1 || cfg_.max_run < 1) throw std::invalid_argument("k and max_run must be >= 1");
   target_.runner = std::move(target);
   if (cfg_.method != Method::AR) draft_.runner = std::move(draft);
@@ -168,27 +168,37 @@ Generation::Proposal Generation::propose(int64_t k, uint32_t stream, bool with_v
   return out;
 }
 
-// Session.propose over a lookup lane: the proposer's tokens for the committed sequence, cut
-// to k, or (k="auto") to the cost model's length for the proposal's match.
-LookupDraft Generation::lookup(int64_t k) {
-  LookupDraft d = proposer_->propose(seq_, k);
-  int64_t n = std::min<int64_t>(static_cast<int64_t>(d.tokens.size()), k);
-  if (cost_) n = cost_->lookup_length(n, d.match_length);
-  d.tokens.resize(n);
-  stats_.draft_tokens += n;
-  return d;
-}
-
-// methods/sd.py and ersd.py round(): draft (a model or a lookup), verify, and with k="auto"
-// tell the cost model how many were accepted. A length of 0 is a plain target step.
+// methods/_session.py Session.draft_round + sd.py / ersd.py round(): this round's drafts from
+// the lookup (cut to k, or to the cost model's length) or the model (k, or the cost model's
+// length; 0: a plain target step), verified; with k="auto" the cost model hears the outcome.
 std::vector<int64_t> Generation::speculate(bool sd) {
   if (proposer_) {
-    LookupDraft d = lookup(cost_ ? cost_->k_max() : cfg_.k);
+    LookupDraft d = proposer_->propose(seq_, cost_ ? cost_->k_max() : cfg_.k);
+    int64_t n = std::min<int64_t>(static_cast<int64_t>(d.tokens.size()), cost_ ? cost_->k_max() : cfg_.k);
+    double rate = 0.0;
+    if (cost_) std::tie(n, rate) = cost_->lookup_choice(n, d.match_length);
+    bool use = true;
+    int64_t k = cfg_.k;
+    if (draft_.runner) {  // a hybrid: the lookup when it expects more tokens per ms
+      if (cost_) {
+        auto [k_model, rate_model] = cost_->draft_choice();
+        k = k_model;
+        use = n > 0 && rate >= rate_model;
+      } else {
+        use = n > 0;
+      }
+    }
+    if (!use) return model_round(k, sd);
+    d.tokens.resize(n);
+    stats_.draft_tokens += n;
     std::vector<int64_t> out = check_lookup(d.tokens, sd);
-    if (cost_) cost_->observe(static_cast<int64_t>(d.tokens.size()), static_cast<int64_t>(out.size()) - 1, d.match_length);
+    if (cost_) cost_->observe(n, static_cast<int64_t>(out.size()) - 1, d.match_length);
     return out;
   }
-  const int64_t k = cost_ ? cost_->draft_length() : cfg_.k;
+  return model_round(cost_ ? cost_->draft_length() : cfg_.k, sd);
+}
+
+std::vector<int64_t> Generation::model_round(int64_t k, bool sd) {
   if (k == 0) return check_lookup({}, sd);
   Proposal p = propose(k, sd ? DRAFT : TARGET, false);  // ersd: the draft races with the target's noise
   std::vector<int64_t> out = check(p.tokens, p.q, target_rows(p.tokens), 0, sd);

@@ -89,7 +89,8 @@ class Generation {
   // settings and options is the Python API's job (sprinter_ext/decoding.py) and the
   // binding's (engine_py.cpp). A model-free draft (proposer.h) comes as `proposer` with
   // `draft` null: sd and ersd run it (q one-hot), sprinter refuses it (its verifier reads
-  // a draft model's hidden state).
+  // a draft model's hidden state). Both given: a hybrid draft, sd and ersd take the lookup's
+  // proposal or the model's drafts each round (Session.draft_round); sprinter the model's.
   // `cost` (k="auto", cost_model.h): sd and ersd verify the length it picks each round (at
   // most its k_max) instead of config.k, and tell it what was accepted.
   Generation(std::shared_ptr<Runner> target, std::shared_ptr<Runner> draft, GenerationConfig config,
@@ -124,7 +125,7 @@ class Generation {
                  bool with_verifier);
   Proposal propose(int64_t k, uint32_t stream, bool with_verifier);
   std::vector<int64_t> speculate(bool sd);  // methods/sd.py / ersd.py round() with any draft
-  LookupDraft lookup(int64_t k);  // the proposer's tokens (Session.propose, lookup lane)
+  std::vector<int64_t> model_round(int64_t k, bool sd);  // draft k with the model (0: a plain target step)
   std::vector<int64_t> check_lookup(const std::vector<int64_t>& drafts, bool sd);
   void finish();  // done: tell the proposer the request's sequence
   at::Tensor target_rows(const std::vector<int64_t>& drafts);

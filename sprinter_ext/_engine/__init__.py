@@ -61,17 +61,18 @@ def pick_engine(engine: str, method: Method, device: torch.device, *, built: boo
 
 
 def make_engine(name: str, method: Method, target, draft, *, k: int, options: dict, eos: frozenset[int],
-                labels: dict, device: torch.device, cost=None) -> Engine:  # fmt: skip
+                labels: dict, device: torch.device, cost=None, lookup=None) -> Engine:  # fmt: skip
     """The engine object for a picked engine `name`: `target` and `draft` (None without one)
     are the Decoder's Lanes on `device`; `labels` (method, engine, runner) end every run's stats."""
     if name == "native":
         from ._native import NativeEngine
 
         return NativeEngine(method, target, draft, k=k, options=options, eos=eos, labels=labels, device=device,
-                            cost=cost)
+                            cost=cost, lookup=lookup)
     from ._python import PythonEngine
 
-    return PythonEngine(method, target, draft, backend=name, k=k, options=options, eos=eos, labels=labels, cost=cost)
+    return PythonEngine(method, target, draft, backend=name, k=k, options=options, eos=eos, labels=labels, cost=cost,
+                        lookup=lookup)
 
 
 def one_shot_max_length(pair, method: Method | None, ids: Sequence[int], max_new_tokens, k, options: dict):

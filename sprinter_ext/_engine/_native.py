@@ -49,13 +49,14 @@ class NativeEngine:
     name = "native"
 
     def __init__(self, method: Method, target: Lane, draft: Lane | None, *, k: int, options: dict,
-                 eos: frozenset[int], labels: dict, device, cost=None):  # fmt: skip
+                 eos: frozenset[int], labels: dict, device, cost=None, lookup=None):  # fmt: skip
         self.method, self.k, self.options, self.eos, self.labels = method, k, options, eos, labels
         self.cost = cost.native() if cost is not None else None  # the C++ twin, kept across generations
         self.device = device
-        self.proposer = getattr(draft, "proposer", None)  # a lookup draft (drafts/lookup.py): a _C.Proposer
-        self.runners = _wrap(target.runner), (
-            _wrap(draft.runner) if draft is not None and self.proposer is None else None)
+        # a lookup draft (drafts/lookup.py), alone or beside the draft model (a hybrid): a _C.Proposer
+        model_free = hasattr(draft, "proposer")
+        self.proposer = draft.proposer if model_free else getattr(lookup, "proposer", None)
+        self.runners = _wrap(target.runner), (_wrap(draft.runner) if draft is not None and not model_free else None)
 
     def rounds(self, ids: Sequence[int], max_new_tokens: int, seed: int, settings: SamplingSettings,
                stats: dict) -> Iterator[list[int]]:  # fmt: skip

@@ -20,11 +20,12 @@ class PythonEngine:
     """Drives ``method.round`` with :func:`sprinter_ext.methods._session.run`; see :class:`Engine`."""
 
     def __init__(self, method: Method, target: Lane, draft: Lane | None, *, backend: str, k: int, options: dict,
-                 eos: frozenset[int], labels: dict, cost=None):  # fmt: skip
+                 eos: frozenset[int], labels: dict, cost=None, lookup=None):  # fmt: skip
         self.name = backend
         self.method, self.target, self.draft = method, target, draft
         self.k, self.options, self.eos, self.labels = k, options, eos, labels
         self.cost = cost  # k="auto" (sprinter_ext/cost_model.py), kept across generations
+        self.lookup = lookup  # a hybrid draft's LookupLane (drafts/lookup.py)
 
     def _session(self, ids: Sequence[int], seed: int, settings: SamplingSettings) -> Session:
         # NOTE: the one place the Python engine builds a Session: "reference" runs the fused ops'
@@ -32,7 +33,7 @@ class PythonEngine:
         return Session(
             target=self.target, draft=self.draft, settings=settings, seed=seed, k=self.k,
             seq=list(ids), options=self.options, backend="auto" if self.name == "fused" else "torch",
-            cost=self.cost,
+            cost=self.cost, lookup=self.lookup,
         )  # fmt: skip
 
     def rounds(self, ids: Sequence[int], max_new_tokens: int, seed: int, settings: SamplingSettings,

@@ -6,7 +6,7 @@ from ..errors import InvalidArgumentError
 from ..methods import Method
 from ..models.runner import ModelRunner
 
-__all__ = ["RUNNERS", "draft_lane", "runner_factory"]
+__all__ = ["RUNNERS", "draft_lane", "lookup_lane", "runner_factory"]
 
 RUNNERS = ("auto", "python", "native")
 
@@ -25,14 +25,14 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
     A method that snapshots KV entries (its record's needs_snapshot: ssd) is refused on the
     native runner with a named error, before any model is built.
     """
-    if pair.lookup_draft is not None:
+    if pair.model_free:
         # a lookup draft has no model: only the target gets a runner
         if runner == "native" and method.needs_snapshot:
             raise InvalidArgumentError(
                 f"runner='native' cannot run method {method.name!r}: it snapshots and restores KV entries, "
                 "which only the python runner implements; use runner='python' or 'auto'")
         method = _without_draft(method)
-    if method.needs_draft and pair.draft_kind == "head":
+    if method.needs_draft and pair.draft_kind.split("+")[0] == "head":
         if runner == "native" and method.needs_snapshot:
             raise InvalidArgumentError(
                 f"runner='native' cannot run method {method.name!r}: it snapshots and restores KV entries, "
@@ -85,15 +85,22 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
 
 def draft_lane(pair, method: Method, make, max_len: int, engine: str):
     """The draft's lane for a Decoder: None for a method without a draft; a LookupLane (no
-    model: the C++ proposer under engine='native', the Python one elsewhere) for a lookup
+    model: the C++ proposer under engine='native', the Python one elsewhere) for a model-free
     draft; else a Lane over ``make("draft", max_len)``."""
     from ..methods._session import Lane
 
     if not method.needs_draft:
         return None
-    spec = pair.lookup_draft
-    if spec is not None:
-        from ..drafts.lookup import LookupLane
-
-        return LookupLane(spec.proposer(native=engine == "native"), pair.vocab_size, pair.device)
+    if pair.model_free:
+        return lookup_lane(pair, engine)
     return Lane(make("draft", max_len))
+
+
+def lookup_lane(pair, engine: str):
+    """A LookupLane over a fresh proposer of the pair's lookup draft (None without one)."""
+    spec = pair.lookup_draft
+    if spec is None:
+        return None
+    from ..drafts.lookup import LookupLane
+
+    return LookupLane(spec.proposer(native=engine == "native"), pair.vocab_size, pair.device)

@@ -94,7 +94,7 @@ def run_bench(
     runs = [(cell, i) for i in range(len(ps)) for cell in cells]
     # NOTE: HF assisted generation takes a standalone assistant LM: a head pair gets HF generate only
     baselines = [("hf_ar", False)] if hf else []
-    if hf and pair.draft_kind == "standalone":
+    if hf and pair.draft_kind.split("+")[0] == "standalone":
         baselines.append(("hf_assisted", True))
     runs += [((b, "hf"), i) for i in range(len(ps)) for b, _ in baselines]
     per: dict[tuple[str, str], list[dict]] = {}

@@ -112,6 +112,8 @@ class Session:
     state: dict = field(default_factory=dict)  # a method's per-generation scratch (ssd: its speculation cache)
     # k="auto": the Decoder's cost model (sprinter_ext/cost_model.py); k is then its k_max
     cost: Any = None
+    # a hybrid draft's lookup part (drafts/lookup.py LookupLane) beside the draft model's lane
+    lookup: Any = None
 
     @property
     def position(self) -> int:
@@ -124,12 +126,39 @@ class Session:
     def race(self, weights: torch.Tensor, position, stream: _rng.Stream) -> torch.Tensor:
         return _rng.race(weights, self.seed, position, stream)
 
-    def draft_length(self) -> int:
-        """Tokens to draft this round: k, or (k="auto") the cost model's choice for a draft
-        model, 0 meaning a plain target step. A lookup draft is cut in :meth:`propose`."""
-        if self.cost is None or hasattr(self.draft, "proposer"):
-            return self.k
-        return self.cost.draft_length()
+    def draft_round(self, stream: _rng.Stream) -> Proposal:
+        """This round's drafts for sd / ersd (the C++ twin: engine.cpp Generation::speculate).
+
+        A lookup draft (the session's draft when the pair has no draft model, else
+        ``lookup``) proposes up to k tokens, cut by the cost model (k="auto") to the length it
+        expects most tokens per ms from. A draft model drafts k tokens, or the cost model's
+        length (0: none, a plain target step). A hybrid (both) takes the lookup's proposal
+        when it has one (fixed k) or when the cost model expects at least as many tokens per ms
+        from it as from the model's choice (k="auto"), else the model's."""
+        model_free = hasattr(self.draft, "proposer")
+        lookup = self.draft if model_free else self.lookup
+        model = None if model_free else self.draft
+        cost, k = self.cost, self.k
+        if lookup is not None:
+            toks, q, match = lookup.propose(self.seq, k)
+            n, rate = len(toks), 0.0
+            if cost is not None:
+                n, rate = cost.lookup_choice(n, match)
+            use = True
+            if model is not None:
+                if cost is not None:
+                    k, rate_model = cost.draft_choice()
+                    use = n > 0 and rate >= rate_model
+                else:
+                    use = n > 0
+            if use:
+                self.draft_tokens += n
+                return Proposal(self.position, toks[:n], q[:n], q[:n], False, match)
+        elif cost is not None:
+            k = cost.draft_length()
+        if k == 0:
+            return Proposal(self.position, [], None, None, False)
+        return self.propose(k, stream)
 
     def observe(self, d: Proposal, committed: list[int]) -> None:
         """Tell the cost model (k="auto") how many of the round's drafts were accepted."""
@@ -193,16 +222,6 @@ class Session:
             if self.draft is None:
                 raise RuntimeError("this method needs a draft model, but the session has none")
             lane = self.draft
-        if hasattr(lane, "proposer"):  # a lookup draft (drafts/lookup.py LookupLane): q one-hot
-            if verifier is not None or reweight is not None:
-                raise RuntimeError("a lookup draft has no distribution to score or reweight")
-            toks, q, match = lane.propose(self.seq, k)
-            if self.cost is not None:
-                n = self.cost.lookup_length(len(toks), match)
-                toks, q = toks[:n], q[:n]
-            if count:
-                self.draft_tokens += len(toks)
-            return Proposal(self.position, toks, q, q, False, match)
         pending = lane.pending(self.seq) if pending is None else list(pending)
         start = len(lane.tokens) + len(pending)  # self.position when both default
         logits, hidden = lane.feed(pending)
@@ -241,16 +260,16 @@ def run(
     prompt = session.seq
     session.end = len(prompt) + max_new_tokens
     session.target.prefill(prompt[:-1])
-    if hasattr(session.draft, "proposer"):
-        session.draft.begin(prompt)  # a lookup draft indexes the whole prompt
-    elif session.draft is not None:
+    lookup = session.draft if hasattr(session.draft, "proposer") else session.lookup
+    if lookup is not session.draft and session.draft is not None:
         session.draft.prefill(prompt[:-1])
+    if lookup is not None:
+        lookup.begin(prompt)  # a lookup draft indexes the whole prompt
     try:
         yield from _rounds(session, round_fn, max_new_tokens, eos)
     finally:
-        end = getattr(session.draft, "end", None)  # a lookup draft learns from the finished request
-        if end is not None:
-            end(session.seq)
+        if lookup is not None:
+            lookup.end(session.seq)  # a lookup draft with memory learns from the finished request
 
 
 def _rounds(session: Session, round_fn: RoundFn, max_new_tokens: int, eos: frozenset[int]) -> Iterator[list[int]]:

@@ -29,10 +29,9 @@ def verify(s: Session, drafts: list[int], q: torch.Tensor, logits: torch.Tensor,
 
 
 def round(s: Session) -> list[int]:
-    k = s.draft_length()  # k, or the cost model's choice (k="auto"; 0: a plain target step)
-    if k == 0:
-        return verify(s, [], None, s.target_rows([]))
-    d = s.propose(k, Stream.TARGET)  # the draft races with the target's noise
+    # k drafts, or the cost model's choice (k="auto"; none: a plain target step); the draft
+    # races with the target's noise
+    d = s.draft_round(Stream.TARGET)
     out = verify(s, d.tokens, d.q, s.target_rows(d.tokens))
     s.observe(d, out)
     return out

@@ -43,6 +43,7 @@ class ModelPair:
         if source is None and (draft is None or target is None):
             raise InvalidArgumentError("a ModelPair needs a draft and a target model")
         self._draft, self._target, self._source = draft, target, source
+        self._lookup = None  # a hybrid draft's lookup part (LookupDraft) beside the draft model
         self.tokenizer = tokenizer
         self.verifier = verifier  # a SPRINTER Verifier for this draft (the default pair ships one)
         # how the native fast path stores the linear weights (models/weight_formats.py), and the
@@ -102,16 +103,22 @@ class ModelPair:
         "suffix": no draft model, sprinter_ext.drafts.lookup)."""
         from ..drafts.head import DraftHead
 
-        if self.lookup_draft is not None:
-            return self.lookup_draft.kind
-        return "head" if isinstance(self._draft, DraftHead) else "standalone"
+        if self.model_free:
+            return self._draft.kind
+        base = "head" if isinstance(self._draft, DraftHead) else "standalone"
+        return f"{base}+{self._lookup.kind}" if self._lookup is not None else base
+
+    @property
+    def model_free(self) -> bool:
+        """The draft is a lookup only (no draft model: sprinter_ext.drafts.lookup)."""
+        from ..drafts.lookup import LookupDraft
+
+        return isinstance(self._draft, LookupDraft)
 
     @property
     def lookup_draft(self):
-        """The :class:`~sprinter_ext.drafts.lookup.LookupDraft` when the draft is model-free, else None."""
-        from ..drafts.lookup import LookupDraft
-
-        return self._draft if isinstance(self._draft, LookupDraft) else None
+        """The :class:`~sprinter_ext.drafts.lookup.LookupDraft` of a model-free or hybrid draft, else None."""
+        return self._draft if self.model_free else self._lookup
 
     @property
     def device(self) -> torch.device:
@@ -127,18 +134,22 @@ class ModelPair:
 
     @property
     def name(self) -> str:
-        if self.lookup_draft is not None:
+        if self.model_free:
             return f"{self.lookup_draft.name} -> {_model_name(self._view('target'))}"
+        if self._lookup is not None:
+            return f"{_model_name(self._view('draft'))}+{self._lookup.name} -> {_model_name(self._view('target'))}"
         return f"{_model_name(self._view('draft'))} -> {_model_name(self._view('target'))}"
 
     def __repr__(self) -> str:
         draft, target = self._view("draft"), self._view("target")
-        if self.lookup_draft is not None:
+        if self.model_free:
             tok = "none" if self.tokenizer is None else type(self.tokenizer).__name__
             return (f"ModelPair(draft={self.lookup_draft.name!r} (lookup, no model), target={_model_name(target)!r} "
                     f"({_layers(target)} layers), {self.device}, {str(self.dtype).removeprefix('torch.')}, "
                     f"weights {self.weights}, vocab {self.vocab_size}, tokenizer {tok})")  # fmt: skip
-        kind = "draft head" if self.draft_kind == "head" else getattr(draft, "draft_kind", "draft LM")
+        kind = "draft head" if self.draft_kind.startswith("head") else getattr(draft, "draft_kind", "draft LM")
+        if self._lookup is not None:
+            kind += f" + {self._lookup.name} lookup"
         tok = "none" if self.tokenizer is None else type(self.tokenizer).__name__
         ver = "none" if self.verifier is None else (
             f"{self.verifier.input_size}->{'x'.join(map(str, self.verifier.hidden)) or 'linear'}, "
@@ -292,6 +303,7 @@ def load_pair(
     sha256: dict[str, str] | None = None,
     verifier=None,
     weights=None,
+    lookup=None,
     verbose: bool = False,
 ) -> ModelPair:
     """Load a draft/target pair.
@@ -328,6 +340,11 @@ def load_pair(
         summation order, at a fifth of the bytes; ``"auto"`` (None, the default):
         ``"gguf"`` where it applies (the default pair on the CPU), ``"fp32"`` elsewhere.
         Activations, norms, attention and the KV cache keep the model's dtype.
+    lookup : None, "ngram", "suffix" or a LookupDraft
+        A model-free draft to run beside the draft model (a hybrid: sd and ersd take the
+        lookup's proposal or the model's drafts each round; see sprinter_ext.cost_model).
+        ``draft="head+suffix"`` is ``draft="head", lookup="suffix"``. ``draft="ngram"`` /
+        ``"suffix"`` alone: a lookup with no draft model (sd, ersd).
     verbose : bool
         Show transformers' loading progress bars (default False: no third-party output).
 
@@ -346,6 +363,25 @@ def load_pair(
 
     fmt = parse_weights(weights)
     from ..drafts.lookup import LOOKUP_KINDS, LookupDraft, lookup_draft
+
+    if isinstance(draft, str) and "+" in draft and draft.split("+", 1)[1] in LOOKUP_KINDS:
+        model_part, lookup_part = draft.split("+", 1)
+        if lookup is not None:
+            raise InvalidArgumentError(f"draft={draft!r} already names a lookup; drop lookup= or use draft={model_part!r}")
+        draft, lookup = model_part, lookup_part
+    if lookup is not None:
+        if isinstance(draft, LookupDraft) or (isinstance(draft, str) and draft in LOOKUP_KINDS):
+            raise InvalidArgumentError("lookup= goes beside a draft model; the draft is a lookup already")
+        spec = lookup if isinstance(lookup, LookupDraft) else None
+        if spec is None:
+            if not isinstance(lookup, str):
+                raise ArgumentTypeError(f"lookup must be one of {list(LOOKUP_KINDS)} or a LookupDraft, got "
+                                        f"{type(lookup).__name__}")  # fmt: skip
+            spec = lookup_draft(lookup)
+        pair = load_pair(draft, target, tokenizer=tokenizer, device=device, dtype=dtype, sha256=sha256,
+                         verifier=verifier, weights=weights, verbose=verbose)  # fmt: skip
+        pair._lookup = spec
+        return pair
 
     if isinstance(draft, LookupDraft) or (isinstance(draft, str) and draft in LOOKUP_KINDS):
         spec = draft if isinstance(draft, LookupDraft) else lookup_draft(draft)

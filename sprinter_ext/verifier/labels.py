@@ -113,7 +113,7 @@ def collect(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InvalidArgumentError(f"steps must be an int >= 1, got {steps!r}")
     encoded = _encode(pair, texts, max_tokens)
-    if getattr(pair, "draft_kind", "standalone") == "head":
+    if getattr(pair, "draft_kind", "standalone").split("+")[0] == "head":
         from ..drafts.verifier_data import collect_head
 
         return collect_head(pair, encoded, label=label, settings=mix, seed=seed, steps=steps, starts=starts,
