@@ -188,20 +188,35 @@ def _ms(fn, reps: int) -> float:
 
 
 def measure(target_runner, draft_runner, *, vocab: int, context: int = 64, reps: int = 5,
-            ns: int = PROFILE_NS) -> Profile:  # fmt: skip
-    """Time the target over n = 1 .. ns tokens after a `context`-token prefill, and one draft step.
+            ns: int = PROFILE_NS, temperature: float = 0.0) -> Profile:  # fmt: skip
+    """Time a round's parts: the target over n = 1 .. ns tokens after a `context`-token prefill
+    followed by the fused verification of its n - 1 drafts, and one draft step followed by
+    the fused draft sampling (the ops the loop runs, at `temperature`).
 
     The lengths are timed in interleaved passes and each keeps its fastest time, so a burst of
     load on the machine inflates one sample, not one length; a forward over more tokens never
     costs less, so each time is then lowered to the fastest of the longer ones (a spike
     cannot make every longer length look slow)."""
+    import torch
+
+    from . import ops
+
     ids = [(7 * i + 3) % min(vocab, 1000) for i in range(context + ns + 2)]
     target_runner.prefill(ids[:context])
+    sampling = dict(temperature=temperature, top_k=0, top_p=1.0)
 
     def fwd(n):
         toks = ids[context : context + n]
         t0 = time.perf_counter()
-        target_runner.extend(toks) if n > 1 else target_runner.step(toks[0])
+        if n > 1:
+            logits, _ = target_runner.extend(toks)
+            drafts = torch.tensor([toks[1:]])
+            q = torch.zeros(1, n - 1, logits.shape[-1])
+            q[0, torch.arange(n - 1), drafts[0]] = 1.0  # one-hot, as a lookup draft's
+            ops.verify_tokens(logits[None], q, drafts, torch.tensor([context]), seed=0, mode="sd", backend="auto",
+                              **sampling)  # fmt: skip
+        else:
+            target_runner.step(toks[0])
         dt = (time.perf_counter() - t0) * 1e3
         target_runner.truncate(context)
         return dt
@@ -220,7 +235,9 @@ def measure(target_runner, draft_runner, *, vocab: int, context: int = 64, reps:
         target_runner.extend(ids[context : context + 2])  # a head drafts from the target's features
 
         def step():
-            draft_runner.step(ids[context])
+            logits, hidden = draft_runner.step(ids[context])
+            ops.draft_sample(logits[None], hidden[None].float(), torch.tensor([context]), seed=0, stream=1,
+                             backend="auto", **sampling)  # fmt: skip
             draft_runner.truncate(context)
 
         step()
@@ -231,9 +248,10 @@ def measure(target_runner, draft_runner, *, vocab: int, context: int = 64, reps:
     return Profile(tuple(times), draft_ms)
 
 
-def profile_for(pair, target_runner, draft_runner, runner_kind: str) -> Profile:
-    """The cached profile of this machine / pair / runner / thread count, measured on a miss."""
-    key = profile_key(pair, runner_kind)
+def profile_for(pair, target_runner, draft_runner, runner_kind: str, temperature: float = 0.0) -> Profile:
+    """The cached profile of this machine / pair / runner / thread count / greedy or sampled,
+    measured on a miss."""
+    key = profile_key(pair, runner_kind) + ("-greedy" if temperature == 0 else "-sampled")
     path = _cache_dir() / f"{key}.json"
     if path.is_file():
         try:
@@ -241,7 +259,7 @@ def profile_for(pair, target_runner, draft_runner, runner_kind: str) -> Profile:
             return Profile(tuple(d["target_ms"]), d["draft_ms"], key)
         except (OSError, ValueError, KeyError, TypeError, InvalidArgumentError, ArgumentTypeError):
             pass  # a damaged cache entry is measured again
-    prof = measure(target_runner, draft_runner, vocab=pair.vocab_size)
+    prof = measure(target_runner, draft_runner, vocab=pair.vocab_size, temperature=temperature)
     prof = Profile(prof.target_ms, prof.draft_ms, key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

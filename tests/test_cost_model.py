@@ -111,11 +111,15 @@ def test_measured_profile_is_monotone():
 PROMPT = [1, 5, 2, 7, 3, 1, 5, 2, 4, 6, 0, 3, 2, 6, 4, 1, 7, 0, 5]
 
 
-@pytest.fixture(scope="module", params=["standalone", "ngram"])
+@pytest.fixture(scope="module", params=["standalone", "ngram", "standalone+ngram"])
 def pair(request):
     d, t = tiny_pair(vocab=V, seed=3)
     if request.param == "ngram":
         return sprinter_ext.load_pair(lookup_draft("ngram", max_n=3), t)
+    if request.param == "standalone+ngram":  # a hybrid: the lookup or the draft model each round
+        p = sprinter_ext.load_pair(d, t, lookup=lookup_draft("ngram", max_n=3))
+        assert p.draft_kind == "standalone+ngram" and not p.model_free
+        return p
     return sprinter_ext.load_pair(d, t)
 
 
@@ -130,6 +134,10 @@ def test_auto_keeps_greedy_and_same_seed_ersd_equal_to_ar(pair, profile):
         assert all(x.tokens == ar0 for x in r)
         runs[engine] = [(x.stats["target_calls"], x.stats["draft_tokens"], x.stats["accepted_tokens"]) for x in r]
     assert runs["reference"] == runs["native"]  # the same lengths chosen on both engines
+    fixed = {e: sprinter_ext.generate(pair, PROMPT, method="sd", temperature=0, k=3, engine=e, **kw)
+             for e in ("reference", "native")}  # fmt: skip
+    assert fixed["reference"].tokens == fixed["native"].tokens == ar0
+    assert fixed["reference"].stats["draft_tokens"] == fixed["native"].stats["draft_tokens"]
     for seed in range(3):
         ar1 = sprinter_ext.generate(pair, PROMPT, method="ar", temperature=1.0, seed=seed, **kw).tokens
         for engine in ("fused", "native"):
@@ -161,7 +169,7 @@ def _counts(dec, seeds=2000):
 def test_sd_with_auto_is_exact_and_a_peeking_rule_is_caught(pair):
     target = pair._target
     want = _joint(target, SamplingSettings(1.0))
-    prof = Profile((10.0, 10.4, 10.9, 11.5), 0.5 if pair.lookup_draft is None else 0.0)
+    prof = Profile((10.0, 10.4, 10.9, 11.5), 0.0 if pair.model_free else 0.5)
     dec = sprinter_ext.Decoder(pair, "sd", k="auto", cost_profile=prof, temperature=1.0, eos_token_id=None,
                                engine="native")  # fmt: skip
     p = g_test_pvalue(_counts(dec), want)
@@ -176,21 +184,24 @@ def test_sd_with_auto_is_exact_and_a_peeking_rule_is_caught(pair):
         s = session_cls(ids, seed, settings)
         from sprinter_ext import _rng
 
-        def draft_length():
-            u = float(_rng.uniform(seed, s.position, _rng.Stream.COIN, 1)[0])
-            return 1 if u > 0.25 else 0
+        class Peeking:  # the cost model's interface, deciding from the round's own coin
+            def _n(self, n):
+                u = float(_rng.uniform(seed, s.position, _rng.Stream.COIN, 1)[0])
+                return min(n, 1) if u > 0.25 else 0
 
-        s.draft_length = draft_length
-        if pair.lookup_draft is not None:
-            real = s.propose
+            def draft_choice(self):
+                return self._n(1), 1.0
 
-            def propose(k, stream, **kw):
-                d = real(k, stream, **kw)
-                if draft_length() == 0:
-                    d.tokens, d.q = [], d.q[:0]
-                return d
+            def draft_length(self):
+                return self._n(1)
 
-            s.propose = propose
+            def lookup_choice(self, proposed, match_length):
+                return self._n(proposed), 1.0
+
+            def observe(self, *args):
+                pass
+
+        s.cost = Peeking()
         return s
 
     bad._engine._session = peeking

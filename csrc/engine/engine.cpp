@@ -86,6 +86,17 @@ std::pair<at::Tensor, at::Tensor> Lane::feed(const std::vector<int64_t>& toks) {
   return out;
 }
 
+std::pair<at::Tensor, at::Tensor> Lane::feed_last(const std::vector<int64_t>& toks) {
+  const int64_t start = static_cast<int64_t>(tokens.size());
+  const int64_t n = static_cast<int64_t>(toks.size());
+  calls += 1;
+  fed += n;
+  attended += n * start + n * (n + 1) / 2;
+  auto out = n == 1 ? runner->feed(toks) : runner->feed_last(toks);
+  tokens.insert(tokens.end(), toks.begin(), toks.end());
+  return out;
+}
+
 std::vector<int64_t> Lane::pending(const std::vector<int64_t>& seq) const {
   return std::vector<int64_t>(seq.begin() + static_cast<std::ptrdiff_t>(tokens.size()), seq.end());
 }
@@ -146,7 +157,7 @@ Generation::Sampled Generation::sample(const at::Tensor& logits, const at::Tenso
 
 // Session.propose: draft up to k tokens, stopping after the first flagged one.
 Generation::Proposal Generation::propose(int64_t k, uint32_t stream, bool with_verifier) {
-  auto [logits, hidden] = draft_.feed(draft_.pending(seq_));
+  auto [logits, hidden] = draft_.feed_last(draft_.pending(seq_));  // only the last row drafts
   Proposal out{{}, {}, false};
   std::vector<at::Tensor> qs;
   out.tokens.reserve(k);

@@ -40,6 +40,13 @@ class Runner {
   // Feed n >= 1 tokens after the cached ones in one forward:
   // (logits [n, V] float32, hidden [n, D] in the model's dtype).
   virtual std::pair<at::Tensor, at::Tensor> feed(const std::vector<int64_t>& tokens) = 0;
+  // feed() whose caller reads only the last position: (logits [1, V], hidden [1, D]). A runner
+  // may skip the other rows' outputs (the draft head does: its LM head runs once, not n times).
+  virtual std::pair<at::Tensor, at::Tensor> feed_last(const std::vector<int64_t>& tokens) {
+    auto out = feed(tokens);
+    const int64_t n = out.first.size(0);
+    return {out.first.slice(0, n - 1), out.second.slice(0, n - 1)};
+  }
   // Keep the first `length` cached tokens (0 <= length <= this->length()).
   virtual void truncate(int64_t length) = 0;
   virtual int64_t length() const = 0;

@@ -224,6 +224,12 @@ std::pair<Tensor, Tensor> HeadModel::feed(const std::vector<int64_t>& tokens) {
   return feed_locked(tokens, /*last_only=*/false);
 }
 
+std::pair<Tensor, Tensor> HeadModel::feed_last(const std::vector<int64_t>& tokens) {
+  if (tokens.empty()) throw std::invalid_argument("feed() needs at least one token");
+  std::lock_guard<std::mutex> lock(mutex_);
+  return feed_locked(tokens, /*last_only=*/true);
+}
+
 // HeadRunner._feed.
 std::pair<Tensor, Tensor> HeadModel::feed_locked(const std::vector<int64_t>& tokens, bool last_only) {
   const auto& c = config_;

@@ -85,6 +85,7 @@ class HeadModel : public Runner {
 
   void prefill(const std::vector<int64_t>& ids) override { prefill_last(ids); }
   std::pair<at::Tensor, at::Tensor> feed(const std::vector<int64_t>& tokens) override;
+  std::pair<at::Tensor, at::Tensor> feed_last(const std::vector<int64_t>& tokens) override;
   void truncate(int64_t length) override;
   int64_t length() const override { return length_.load(std::memory_order_acquire); }
   void scrub() override;
