@@ -49,6 +49,19 @@ def make_parser(prog: str, doc: str | None, **kw) -> argparse.ArgumentParser:
     )
 
 
+def k_arg(value: str):
+    """argparse type of -k: draft tokens per round (an int >= 1) or "auto" (the cost model)."""
+    if value == "auto":
+        return value
+    try:
+        k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"-k takes an int >= 1 or 'auto', got {value!r}") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"-k must be >= 1 or 'auto', got {k}")
+    return k
+
+
 def _threads_arg(value: str) -> int:
     try:
         return resolve_threads(value, source="--threads")

@@ -193,7 +193,7 @@ def write_result(result: dict, out: str | os.PathLike | None, name: str, indent:
 
 
 def build_parser():
-    from ._common import add_threads, make_parser
+    from ._common import add_threads, k_arg, make_parser
 
     ap = make_parser("bench", __doc__)
     ap.add_argument("--pair", choices=["default", "tiny"], default="default",
@@ -206,15 +206,18 @@ def build_parser():
                     help="held-out raw text prompts, or held-out chat prompts through the target's chat template "
                          "(the default target is an Instruct model; results: methods_<pair>..._chat.json)")  # fmt: skip
     ap.add_argument("--max-new-tokens", type=int, default=32, help="new tokens per generation (no early stop)")
-    ap.add_argument("-k", type=int, default=4, help="draft tokens per round (sd, ersd, ssd)")
+    ap.add_argument("-k", type=k_arg, default=4,
+                    help="draft tokens per round (sd, ersd, ssd), or 'auto' (sd, ersd: the cost model picks)")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="0 = greedy (results of a temperature other than 1: methods_<pair>..._t<T>.json)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed+i)")
     ap.add_argument("--verifier", default=None, help="verifier file (None: the pair's own)")
-    ap.add_argument("--draft", choices=["standalone", "head", "both"], default=None,
+    ap.add_argument("--draft", choices=["standalone", "head", "both", "ngram", "suffix", "head+ngram", "head+suffix"],
+                    default=None,
                     help="the default pair's draft: its draft head (the default), the standalone draft LM, or "
                          "both in one run (rows tagged by draft; speed-ups against the first run's ar; HF "
-                         "assisted generation needs the standalone draft)")  # fmt: skip
+                         "assisted generation needs the standalone draft); a lookup draft (ngram, suffix: sd and "
+                         "ersd only) or a hybrid of the head and one")  # fmt: skip
     add_threads(ap, pinned=True)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="model dtype of the default pair (results: methods_default[_bfloat16].json)")
@@ -285,6 +288,8 @@ def _main(args, out: Path, argv) -> int:
     for pair in pairs:
         if args.methods is None:
             methods = [m for m in ALL_METHODS if m != "sprinter" or pair.verifier is not None]
+            if pair.model_free or args.k == "auto":  # a lookup draft runs sd / ersd; k="auto" is theirs
+                methods = [m for m in methods if m in ("ar", "sd", "ersd") or (m == "sprinter" and not pair.model_free)]
         else:
             methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         one = run_bench(pair, methods=methods, prompts=args.prompts, prompt_tokens=args.prompt_tokens,

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import _defaults as D
-from ._common import add_threads, make_parser
+from ._common import add_threads, k_arg, make_parser
 
 __all__ = ["build_parser", "main", "ChatSession", "COMMANDS"]
 
@@ -41,7 +41,8 @@ def build_parser():
     ap.add_argument("--top-k", type=int, default=D.TOP_K, help="keep the k most likely tokens; 0 = all")
     ap.add_argument("--top-p", type=float, default=D.TOP_P, help="nucleus sampling mass; 1 = all")
     ap.add_argument("--seed", type=int, default=D.SEED, help="seed of the first turn (turn i: seed + i)")
-    ap.add_argument("-k", type=int, default=D.K, help="draft tokens per round (sd, ersd, ssd)")
+    ap.add_argument("-k", type=k_arg, default=D.K,
+                    help="draft tokens per round (sd, ersd, ssd), or 'auto': a cost model picks each round's")
     ap.add_argument("--engine", choices=["auto", "reference", "fused", "native"], default="auto",
                     help="what runs the decode loop")  # fmt: skip
     ap.add_argument("--runner", choices=["auto", "python", "native"], default="auto", help="what runs each forward")

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
-    if (args.draft not in (None, "head", "standalone")) != (args.target is not None):
+    kinds = (None, "head", "standalone", "ngram", "suffix", "head+ngram", "head+suffix")  # over the default target
+    if (args.draft not in kinds) != (args.target is not None) and args.draft not in ("ngram", "suffix"):
         print("error: give both --draft and --target, or no --target (the embedded default pair; --draft head or "
               "standalone picks its draft)", file=sys.stderr)
         return 2

@@ -171,7 +171,7 @@ def _method_options(body: dict, method: str | None, default_method: str) -> dict
     kwargs = {}
     if "k" in body:
         try:
-            kwargs["k"] = check_int("k", body["k"], 1)  # the Decoder's own rule
+            kwargs["k"] = "auto" if body["k"] == "auto" else check_int("k", body["k"], 1)  # the Decoder's rule
         except SprinterError as e:
             raise RequestError(f"{e} (draft tokens per round)", param="k") from e
     for name in sorted(_option_names() & set(body)):
