@@ -367,7 +367,8 @@ class Decoder:
 
     def stream(self, prompt, *, max_new_tokens: int = D.MAX_NEW_TOKENS, seed: int = D.SEED,
                chat: bool | None = D.CHAT, text: bool = False, stats: dict | None = None, stop=None,
-               stop_token_ids=None, max_time: float | None = None) -> Iterator:  # fmt: skip
+               stop_token_ids=None, max_time: float | None = None, logprobs: bool = False,
+               top_logprobs: int | None = None) -> Iterator:  # fmt: skip
         """Yield what is committed, as it is committed (the same tokens as :meth:`generate`).
 
         text=False: token ids (ints). text=True: decoded text pieces (non-empty strs) from
@@ -375,8 +376,10 @@ class Decoder:
         ``generate(...).text``, a character split over several tokens comes out whole, and a
         partial stop string is held back until it is known not to be one. `stats`, when given
         a dict, is filled with the run's stats and ``"finish_reason"`` when the stream ends.
-        `stop`, `stop_token_ids`, `max_time`: as :meth:`generate`. Arguments are checked here,
-        before the first ``next()``.
+        `stop`, `stop_token_ids`, `max_time`: as :meth:`generate`. `logprobs`, `top_logprobs`: as
+        :meth:`generate`; with logprobs=True (text=False only) each item is the token's
+        :class:`~sprinter_ext.sampling.TokenLogprob` (its ``.token`` is the id). Arguments are
+        checked here, before the first ``next()``.
         """
         ids = self.encode(prompt, chat=chat)
         self._check_run(ids, max_new_tokens, seed)
@@ -386,15 +389,24 @@ class Decoder:
             raise ArgumentTypeError(f"stats must be a dict to fill (or None), got {type(stats).__name__}")
         if text and self.pair.tokenizer is None:
             raise TokenizerRequiredError("stream(text=True) needs a tokenizer, but this pair has none; stream token ids")
+        log = _logprob_log(logprobs, top_logprobs)
+        if log is not None:
+            if text:
+                raise InvalidArgumentError("stream(logprobs=True) yields TokenLogprob items: pass text=False")
+            _check_native_can(self._engine_arg, self.settings, log)
         stopping = self._stopping(max_new_tokens, stop, stop_token_ids, max_time, text=text)
-        return self._stream(ids, max_new_tokens, seed, {} if stats is None else stats, stopping, text)
+        return self._stream(ids, max_new_tokens, seed, {} if stats is None else stats, stopping, text, log)
 
-    def _stream(self, ids, max_new_tokens, seed, stats, stopping: Stopping, text: bool) -> Iterator:
+    def _stream(self, ids, max_new_tokens, seed, stats, stopping: Stopping, text: bool, log=None) -> Iterator:
         if not self._lock.acquire(blocking=False):
             raise DecoderBusyError("this Decoder is already generating; use one Decoder per thread")
         try:
-            for toks, piece in stopping.run(self._rounds(ids, max_new_tokens, seed, stats)):
-                if not text:
+            pos = len(ids)
+            for toks, piece in stopping.run(self._rounds(ids, max_new_tokens, seed, stats, log)):
+                if log is not None:
+                    yield from (log.entries[pos + i] for i in range(len(toks)))
+                    pos += len(toks)
+                elif not text:
                     yield from toks
                 elif piece:
                     yield piece
