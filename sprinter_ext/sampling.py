@@ -49,6 +49,7 @@ __all__ = [
     "process_logits",
     "logprobs",
     "TokenLogprob",
+    "KERNEL_FIELDS",
     "PENALTY_MAX",
     "REPETITION_PENALTY_MAX",
     "NONFINITE_MESSAGE",
@@ -61,6 +62,9 @@ __all__ = [
 TEMPERATURE_MIN = 1e-4
 TEMPERATURE_MAX = 1e4
 TOP_K_MAX = 2**63 - 1  # int64, as the C++ and Triton kernels take it
+# The fields the kernels and the native loop take (csrc/common/sampling.h mirrors these only);
+# the others are applied before them, by process_logits.
+KERNEL_FIELDS = ("temperature", "top_k", "top_p")
 PENALTY_MAX = 2.0  # |presence_penalty|, |frequency_penalty|: OpenAI's and vLLM's range [-2, 2]
 REPETITION_PENALTY_MAX = 100.0  # (0, 100]: transformers takes any > 0; past 100 logits are just zeroed
 NONFINITE_MESSAGE = (
@@ -130,7 +134,7 @@ class SamplingSettings:
 
     def kernel(self) -> "SamplingSettings":
         """These settings without what :func:`process_logits` already applied (the kernels' part)."""
-        return SamplingSettings(self.temperature, self.top_k, self.top_p)
+        return SamplingSettings(**{name: getattr(self, name) for name in KERNEL_FIELDS})
 
     def to_native(self):
         """The bound ``sprinter_ext._C.SamplingSettings`` (float32 temperature and top_p; needs the build)."""
