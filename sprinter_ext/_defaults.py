@@ -18,14 +18,18 @@ and the server use when a value is not given. README, "Defaults", is this table.
 
 from __future__ import annotations
 
-__all__ = ["METHOD", "TEMPERATURE", "TOP_K", "TOP_P", "MIN_P", "SEED", "K", "MAX_NEW_TOKENS", "CHAT", "THREADS",
+__all__ = ["METHOD", "TEMPERATURE", "TOP_K", "TOP_P", "MIN_P", "REPETITION_PENALTY",
+           "PRESENCE_PENALTY", "FREQUENCY_PENALTY", "SEED", "K", "MAX_NEW_TOKENS", "CHAT", "THREADS",
            "BENCH_THREADS", "table"]  # fmt: skip
 
 METHOD = "sd"
 TEMPERATURE = 0.0
 TOP_K = 0
 TOP_P = 1.0
-MIN_P = 0.0
+MIN_P = 0.0  # off; as the penalties below: the neutral values (vLLM's and OpenAI's defaults)
+REPETITION_PENALTY = 1.0
+PRESENCE_PENALTY = 0.0
+FREQUENCY_PENALTY = 0.0
 SEED = 0
 K = 2
 MAX_NEW_TOKENS = 128

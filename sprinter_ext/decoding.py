@@ -35,11 +35,11 @@ from .errors import (
 )
 from .methods import METHODS, NATIVE_METHODS, SNAPSHOT_METHODS  # noqa: F401 - NATIVE/SNAPSHOT re-exported
 from .methods import get as _method
-from .methods._session import Lane
+from .methods._session import Lane, LogprobLog
 from .models.pair import ModelPair
 from .models.runner import ModelRunner
 from .prompts import encode_prompt
-from .sampling import SamplingSettings
+from .sampling import SamplingSettings, TokenLogprob
 
 __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyError"]
 
@@ -60,18 +60,22 @@ def _has_cuda_ops() -> bool:
 
 _DEFAULT = object()  # "use the model's own eos_token_id"
 K_AUTO_MAX = 8  # k="auto": the most draft tokens a round verifies
+TOP_LOGPROBS_MAX = 20  # alternatives per token, as OpenAI's top_logprobs and vLLM's default max_logprobs
 
 
 @dataclass
 class GenerationResult:
     """tokens: the new ids, the one that ended the run included (an EOS or stop id; see
     :mod:`sprinter_ext._stopping`); text: decoded, special tokens skipped, cut before a stop
-    string (None without a tokenizer); finish_reason: "eos", "stop", "length" or "time"."""
+    string (None without a tokenizer); finish_reason: "eos", "stop", "length" or "time";
+    logprobs (``generate(logprobs=True)``, else None): one :class:`~sprinter_ext.sampling.TokenLogprob`
+    per token of ``tokens``, under the target's processed distribution at its position."""
 
     tokens: list[int]
     text: str | None
     stats: dict[str, Any] = field(default_factory=dict)
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
 
 
 _check_int = check_int
@@ -96,8 +100,16 @@ class Decoder:
         target's and draft's measured step times (profiled once per machine and cached) and
         this Decoder's running acceptance; 0 is a plain target step. ``cost_profile=`` gives
         the times instead of measuring them.
-    temperature, top_k, top_p : sampling settings, applied to target and draft alike;
-        temperature 0 (the default, :mod:`sprinter_ext._defaults`) is greedy.
+    temperature, top_k, top_p, min_p : sampling settings, applied to target and draft alike;
+        temperature 0 (the default, :mod:`sprinter_ext._defaults`) is greedy. min_p in [0, 1]
+        drops tokens with p < min_p * max p after temperature (as vLLM and transformers).
+    repetition_penalty, presence_penalty, frequency_penalty : logits processors applied to the
+        target's and the draft's rows alike, from the tokens before each row's position
+        (:func:`sprinter_ext.sampling.process_logits`), so sd, ersd, ssd and sprinter with
+        verify="all" stay exact: repetition_penalty in (0, 100] (transformers/CTRL, over prompt
+        + output; 1 = off), presence/frequency in [-2, 2] (OpenAI, over the output; 0 = off).
+        They and min_p run on the Python engines: engine="auto" picks "fused" for them,
+        engine="native" refuses them by name.
     engine : "auto", "reference", "fused" or "native"
         reference: the plain-PyTorch methods (the specification); fused: the same state
         machine with sampling/verification in the fused ops (C++ on CPU, Triton on CUDA);
@@ -142,6 +154,10 @@ class Decoder:
         temperature: float = D.TEMPERATURE,
         top_k: int = D.TOP_K,
         top_p: float = D.TOP_P,
+        min_p: float = D.MIN_P,
+        repetition_penalty: float = D.REPETITION_PENALTY,
+        presence_penalty: float = D.PRESENCE_PENALTY,
+        frequency_penalty: float = D.FREQUENCY_PENALTY,
         engine: str = "auto",
         runner: str = "auto",
         eos_token_id=_DEFAULT,
@@ -161,11 +177,15 @@ class Decoder:
             raise InvalidArgumentError("ssd does not take k='auto' (its speculation cache plans its own fan-out "
                                        "for a fixed k); pass an int k")  # fmt: skip
         self.k = K_AUTO_MAX if auto else _check_int("k", k, 1)
-        self.settings = SamplingSettings(temperature, top_k, top_p)
+        self.settings = SamplingSettings(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
+                                         frequency_penalty)  # fmt: skip
         self.pair = pair
         self.method = method
         built = _native_available()
         self.engine = pick_engine(engine, m, pair.device, built=built, cuda_ops=_has_cuda_ops)
+        if self.engine == "native" and self.settings.processed:
+            _check_native_can(engine, self.settings, None)
+            self.engine = "fused"  # auto: the C++ loop does not process logits
         self._module = m  # the method's registry record (sprinter_ext.methods.Method)
         self._eos = _eos_set(pair, eos_token_id)
         head = pair.draft_kind.split("+")[0] == "head"
@@ -202,6 +222,8 @@ class Decoder:
         self._engine = make_engine(self.engine, m, self._target, self._draft, k=self.k, options=self._options,
                                    eos=self._eos, labels=labels, device=pair.device, cost=self.cost,
                                    lookup=self._lookup)  # fmt: skip
+        self._engine_arg = engine
+        self._python_engine = None  # built on first need (see _engine_for)
         self._lock = threading.Lock()
 
     @property
@@ -215,20 +237,24 @@ class Decoder:
         for ssd): a prompt of n tokens fits ``max_length - n - lookahead`` new tokens."""
         return self._lookahead
 
-    def configure(self, *, temperature: float | None = None, top_k: int | None = None,
-                  top_p: float | None = None) -> SamplingSettings:  # fmt: skip
+    def configure(self, *, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                  min_p: float | None = None, repetition_penalty: float | None = None,
+                  presence_penalty: float | None = None, frequency_penalty: float | None = None) -> SamplingSettings:  # fmt: skip
         """Change the sampling settings of this (warm) Decoder for the next generations.
 
         Arguments left None keep their current value; the new settings are validated as a
         whole (named errors) before any changes. Returns them. Refused with
-        :class:`DecoderBusyError` while a generation is running.
+        :class:`DecoderBusyError` while a generation is running. A Decoder built with
+        engine="native" refuses min_p and the penalties (the C++ loop does not apply them); one
+        built with engine="auto" runs such generations on the fused engine.
         """
+        given = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                     repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                     frequency_penalty=frequency_penalty)  # fmt: skip
         cur = self.settings
-        new = SamplingSettings(
-            cur.temperature if temperature is None else temperature,
-            cur.top_k if top_k is None else top_k,
-            cur.top_p if top_p is None else top_p,
-        )
+        new = SamplingSettings(**{name: getattr(cur, name) if v is None else v for name, v in given.items()})
+        if self.engine == "native":
+            _check_native_can(self._engine_arg, new, None)
         if not self._lock.acquire(blocking=False):
             raise DecoderBusyError("this Decoder is generating; change its settings between generations")
         try:
@@ -257,9 +283,26 @@ class Decoder:
 
     # -- generation -----------------------------------------------------------------
 
-    def _rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict) -> Iterator[list[int]]:
+    def _engine_for(self, settings: SamplingSettings, logprobs: LogprobLog | None):
+        """The engine for one generation: the Decoder's own, or (engine="auto" picked the C++ loop,
+        which neither processes logits nor returns logprobs) the fused engine over the same lanes."""
+        if self.engine != "native" or not (settings.processed or logprobs is not None):
+            return self._engine
+        _check_native_can(self._engine_arg, settings, logprobs)
+        if self._python_engine is None:
+            labels = dict(method=self.method, engine="fused", runner=self.runner)
+            self._python_engine = make_engine("fused", self._module, self._target, self._draft, k=self.k,
+                                              options=self._options, eos=self._eos, labels=labels,
+                                              device=self.pair.device, cost=self.cost,
+                                              lookup=self._lookup)  # fmt: skip
+        return self._python_engine
+
+    def _rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict,
+                logprobs: LogprobLog | None = None) -> Iterator[list[int]]:  # fmt: skip
+        engine = self._engine_for(self.settings, logprobs)
+        extra = {} if logprobs is None else {"logprobs": logprobs}  # the Python engine's only
         try:
-            yield from self._engine.rounds(ids, max_new_tokens, seed, self.settings, stats)
+            yield from engine.rounds(ids, max_new_tokens, seed, self.settings, stats, **extra)
         except Exception:
             # NOTE: a failed generation (NaN logits above all) may have left NaN keys/values in
             # the caches, which masked attention still multiplies (0 * NaN = NaN): scrub both
@@ -276,7 +319,8 @@ class Decoder:
 
     def generate(
         self, prompt, *, max_new_tokens: int = D.MAX_NEW_TOKENS, seed: int = D.SEED, chat: bool | None = D.CHAT,
-        streamer=None, stop=None, stop_token_ids=None, max_time: float | None = None,
+        streamer=None, stop=None, stop_token_ids=None, max_time: float | None = None, logprobs: bool = False,
+        top_logprobs: int | None = None,
     ) -> GenerationResult:
         """Generate up to `max_new_tokens` new tokens (fewer if EOS, a stop or `max_time` comes first).
 
@@ -287,11 +331,19 @@ class Decoder:
         or list of strs that end the run where the decoded text shows one (the text is cut
         before it); `stop_token_ids`: ids that end it like EOS; `max_time`: seconds, checked
         after each round. ``finish_reason`` says which ended it (:mod:`sprinter_ext._stopping`).
+        `logprobs`: True fills ``res.logprobs``, per generated token its log-probability under
+        the target's processed distribution (temperature, min_p, top-k/top-p and penalties
+        applied; greedy: the log-softmax of the penalised logits) and the `top_logprobs`
+        (0 .. 20, default 0) most likely tokens there; every method reads the target's rows
+        of its verification, so nothing extra runs.
         `streamer` follows transformers' streamer convention (``put(ids_tensor)``, ``end()``):
         it gets the prompt ids first, then each round's committed tokens, then ``end()``.
         """
         ids = self.encode(prompt, chat=chat)
         self._check_run(ids, max_new_tokens, seed)
+        log = _logprob_log(logprobs, top_logprobs)
+        if log is not None:
+            _check_native_can(self._engine_arg, self.settings, log)
         stopping = self._stopping(max_new_tokens, stop, stop_token_ids, max_time)
         if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
             raise ArgumentTypeError(f"streamer must have put() and end() methods, got {type(streamer).__name__}")
@@ -303,7 +355,7 @@ class Decoder:
             pieces: list[str] = []
             if streamer is not None:
                 streamer.put(torch.tensor([ids]))
-            for toks, piece in stopping.run(self._rounds(ids, max_new_tokens, seed, stats)):
+            for toks, piece in stopping.run(self._rounds(ids, max_new_tokens, seed, stats, log)):
                 tokens.extend(toks)
                 pieces.append(piece)
                 if streamer is not None and toks:
@@ -314,11 +366,14 @@ class Decoder:
             self._lock.release()
         text = "".join(pieces) if stopping.text else self._decode(tokens)
         stats["finish_reason"] = stopping.finish_reason
-        return GenerationResult(tokens=tokens, text=text, stats=stats, finish_reason=stopping.finish_reason)
+        lps = None if log is None else [log.entries[len(ids) + i] for i in range(len(tokens))]
+        return GenerationResult(tokens=tokens, text=text, stats=stats, finish_reason=stopping.finish_reason,
+                                logprobs=lps)  # fmt: skip
 
     def stream(self, prompt, *, max_new_tokens: int = D.MAX_NEW_TOKENS, seed: int = D.SEED,
                chat: bool | None = D.CHAT, text: bool = False, stats: dict | None = None, stop=None,
-               stop_token_ids=None, max_time: float | None = None) -> Iterator:  # fmt: skip
+               stop_token_ids=None, max_time: float | None = None, logprobs: bool = False,
+               top_logprobs: int | None = None) -> Iterator:  # fmt: skip
         """Yield what is committed, as it is committed (the same tokens as :meth:`generate`).
 
         text=False: token ids (ints). text=True: decoded text pieces (non-empty strs) from
@@ -326,8 +381,10 @@ class Decoder:
         ``generate(...).text``, a character split over several tokens comes out whole, and a
         partial stop string is held back until it is known not to be one. `stats`, when given
         a dict, is filled with the run's stats and ``"finish_reason"`` when the stream ends.
-        `stop`, `stop_token_ids`, `max_time`: as :meth:`generate`. Arguments are checked here,
-        before the first ``next()``.
+        `stop`, `stop_token_ids`, `max_time`: as :meth:`generate`. `logprobs`, `top_logprobs`: as
+        :meth:`generate`; with logprobs=True (text=False only) each item is the token's
+        :class:`~sprinter_ext.sampling.TokenLogprob` (its ``.token`` is the id). Arguments are
+        checked here, before the first ``next()``.
         """
         ids = self.encode(prompt, chat=chat)
         self._check_run(ids, max_new_tokens, seed)
@@ -337,15 +394,24 @@ class Decoder:
             raise ArgumentTypeError(f"stats must be a dict to fill (or None), got {type(stats).__name__}")
         if text and self.pair.tokenizer is None:
             raise TokenizerRequiredError("stream(text=True) needs a tokenizer, but this pair has none; stream token ids")
+        log = _logprob_log(logprobs, top_logprobs)
+        if log is not None:
+            if text:
+                raise InvalidArgumentError("stream(logprobs=True) yields TokenLogprob items: pass text=False")
+            _check_native_can(self._engine_arg, self.settings, log)
         stopping = self._stopping(max_new_tokens, stop, stop_token_ids, max_time, text=text)
-        return self._stream(ids, max_new_tokens, seed, {} if stats is None else stats, stopping, text)
+        return self._stream(ids, max_new_tokens, seed, {} if stats is None else stats, stopping, text, log)
 
-    def _stream(self, ids, max_new_tokens, seed, stats, stopping: Stopping, text: bool) -> Iterator:
+    def _stream(self, ids, max_new_tokens, seed, stats, stopping: Stopping, text: bool, log=None) -> Iterator:
         if not self._lock.acquire(blocking=False):
             raise DecoderBusyError("this Decoder is already generating; use one Decoder per thread")
         try:
-            for toks, piece in stopping.run(self._rounds(ids, max_new_tokens, seed, stats)):
-                if not text:
+            pos = len(ids)
+            for toks, piece in stopping.run(self._rounds(ids, max_new_tokens, seed, stats, log)):
+                if log is not None:
+                    yield from (log.entries[pos + i] for i in range(len(toks)))
+                    pos += len(toks)
+                elif not text:
                     yield from toks
                 elif piece:
                     yield piece
@@ -358,6 +424,35 @@ class Decoder:
         return None if tok is None else tok.decode(tokens, skip_special_tokens=True)
 
 
+def _logprob_log(logprobs, top_logprobs) -> LogprobLog | None:
+    """The logprobs request of generate(logprobs=, top_logprobs=) (named errors), None when off."""
+    if not isinstance(logprobs, bool):
+        raise ArgumentTypeError(f"logprobs must be a bool (True returns res.logprobs), got {type(logprobs).__name__}")
+    if top_logprobs is not None:
+        _check_int("top_logprobs", top_logprobs, 0)
+        if top_logprobs > TOP_LOGPROBS_MAX:
+            raise InvalidArgumentError(f"top_logprobs must be in [0, {TOP_LOGPROBS_MAX}], got {top_logprobs}")
+        if not logprobs:
+            raise InvalidArgumentError("top_logprobs needs logprobs=True (as in OpenAI's API)")
+    return LogprobLog(top_logprobs or 0) if logprobs else None
+
+
+def _check_native_can(engine_arg: str, settings: SamplingSettings, logprobs) -> None:
+    """engine="native" (asked by name) refuses what the C++ loop does not do, by name."""
+    if engine_arg != "native":
+        return
+    what = [name for name, on in (("min_p", settings.min_p > 0 and not settings.greedy),
+                                  ("repetition_penalty", settings.repetition_penalty != 1),
+                                  ("presence_penalty", settings.presence_penalty != 0),
+                                  ("frequency_penalty", settings.frequency_penalty != 0),
+                                  ("logprobs", logprobs is not None)) if on]  # fmt: skip
+    if what:
+        raise InvalidArgumentError(
+            f"engine='native' does not apply {', '.join(what)} (the C++ loop samples with temperature, top_k and "
+            "top_p only); use engine='fused' or 'auto' (which picks the fused engine for them)"
+        )
+
+
 def generate(
     pair: ModelPair,
     prompt,
@@ -367,6 +462,10 @@ def generate(
     temperature: float = D.TEMPERATURE,
     top_k: int = D.TOP_K,
     top_p: float = D.TOP_P,
+    min_p: float = D.MIN_P,
+    repetition_penalty: float = D.REPETITION_PENALTY,
+    presence_penalty: float = D.PRESENCE_PENALTY,
+    frequency_penalty: float = D.FREQUENCY_PENALTY,
     seed: int = D.SEED,
     k: int = D.K,
     engine: str = "auto",
@@ -377,6 +476,8 @@ def generate(
     stop=None,
     stop_token_ids=None,
     max_time: float | None = None,
+    logprobs: bool = False,
+    top_logprobs: int | None = None,
     **method_options,
 ) -> GenerationResult:
     """Generate with `method` (see :class:`Decoder` for the arguments).
@@ -394,8 +495,11 @@ def generate(
     m = METHODS.get(method) if isinstance(method, str) else None
     max_length = one_shot_max_length(pair, m, ids, max_new_tokens, k, method_options)
     dec = Decoder(
-        pair, method, k=k, temperature=temperature, top_k=top_k, top_p=top_p, engine=engine, runner=runner,
-        eos_token_id=eos_token_id, max_length=max_length, **method_options,
+        pair, method, k=k, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty, engine=engine, runner=runner, eos_token_id=eos_token_id,
+        max_length=max_length, **method_options,
     )  # fmt: skip
     return dec.generate(ids, max_new_tokens=max_new_tokens, seed=seed, streamer=streamer, stop=stop,
-                        stop_token_ids=stop_token_ids, max_time=max_time)
+                        stop_token_ids=stop_token_ids, max_time=max_time, logprobs=logprobs,
+                        top_logprobs=top_logprobs)  # fmt: skip

@@ -6,6 +6,8 @@ samples over thousands of fixed seeds are compared with a G-test at ALPHA.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
 from scipy import stats
 
@@ -43,8 +45,9 @@ def exact_joint(target, settings: SamplingSettings) -> torch.Tensor:
 
 
 def sample_counts(pair, method, settings, k=2, engine="auto", seeds=SEEDS, **options) -> torch.Tensor:
-    dec = sprinter_ext.Decoder(pair, method, k=k, eos_token_id=None, temperature=settings.temperature,
-                               top_k=settings.top_k, top_p=settings.top_p, engine=engine, **options)  # fmt: skip
+    # every field of the settings (min_p and the penalties too); options: runner= and method options
+    given = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    dec = sprinter_ext.Decoder(pair, method, k=k, eos_token_id=None, engine=engine, **given, **options)
     counts = torch.zeros(V, V, dtype=torch.float64)
     for seed in range(seeds):
         t1, t2 = dec.generate(PROMPT, max_new_tokens=2, seed=seed).tokens

@@ -24,7 +24,7 @@ from sprinter_ext.decoding import _native_available
 from sprinter_ext.errors import ArgumentTypeError, InvalidArgumentError
 from sprinter_ext.methods import NATIVE_METHODS
 from sprinter_ext.models.runner import ModelRunner
-from sprinter_ext.sampling import SamplingSettings
+from sprinter_ext.sampling import KERNEL_FIELDS, SamplingSettings
 
 pytestmark = pytest.mark.skipif(not _native_available(), reason="the compiled extension is not built")
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,8 @@ def _names(cls) -> list[str]:
 
 
 def test_sampling_settings_fields_match_the_binding(C):
-    assert _names(SamplingSettings) == list(C.SamplingSettings.fields)
+    # the kernels' part of the settings (min_p and the penalties are applied before the kernels)
+    assert _names(SamplingSettings)[: len(KERNEL_FIELDS)] == list(KERNEL_FIELDS) == list(C.SamplingSettings.fields)
     n = SamplingSettings(0.7, 5, 0.9).to_native()
     assert isinstance(n, C.SamplingSettings)
     # float32, as every engine computes

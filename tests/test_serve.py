@@ -139,9 +139,9 @@ def test_concurrent_requests_beyond_pool_all_complete(pair, client):
     "extra, param",
     [
         ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": "yes"}, "logprobs"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"presence_penalty": 5}, "presence_penalty"),
         ({"temperature": -1}, "temperature"),
         ({"top_p": 0}, "top_p"),
         ({"max_tokens": 10**6}, "max_tokens"),

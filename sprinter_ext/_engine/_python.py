@@ -27,22 +27,23 @@ class PythonEngine:
         self.cost = cost  # k="auto" (sprinter_ext/cost_model.py), kept across generations
         self.lookup = lookup  # a hybrid draft's LookupLane (drafts/lookup.py)
 
-    def _session(self, ids: Sequence[int], seed: int, settings: SamplingSettings) -> Session:
+    def _session(self, ids: Sequence[int], seed: int, settings: SamplingSettings, logprobs=None) -> Session:
         # NOTE: the one place the Python engine builds a Session: "reference" runs the fused ops'
         # torch backends (the spec), "fused" lets them pick C++ / CUDA / Triton by device.
         return Session(
             target=self.target, draft=self.draft, settings=settings, seed=seed, k=self.k,
             seq=list(ids), options=self.options, backend="auto" if self.name == "fused" else "torch",
-            cost=self.cost, lookup=self.lookup,
+            cost=self.cost, lookup=self.lookup, logprobs=logprobs,
         )  # fmt: skip
 
     def rounds(self, ids: Sequence[int], max_new_tokens: int, seed: int, settings: SamplingSettings,
-               stats: dict) -> Iterator[list[int]]:  # fmt: skip
+               stats: dict, logprobs=None) -> Iterator[list[int]]:  # fmt: skip
+        """`logprobs`: a methods._session.LogprobLog to fill (generate(logprobs=True)), or None."""
         target, draft = self.target, self.draft
         target.reset_counters()
         if draft is not None:
             draft.reset_counters()
-        s = self._session(ids, seed, settings)
+        s = self._session(ids, seed, settings, logprobs)
         t0 = time.perf_counter()
         n = 0
         for toks in run(s, self.method.round, max_new_tokens, self.eos):

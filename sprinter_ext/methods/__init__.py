@@ -90,8 +90,9 @@ _HINTS = {
     "num_return_sequences": "one sequence per call (batch 1)",
     "num_beams": "beam search is not offered: speculative decoding samples or decodes greedily",
 }
-GENERATION_ARGS = ("method", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "k", "engine", "runner",
-                   "eos_token_id", "chat", "streamer")  # fmt: skip
+GENERATION_ARGS = ("method", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+                   "presence_penalty", "frequency_penalty", "seed", "k", "engine", "runner", "eos_token_id", "chat",
+                   "streamer", "stop", "stop_token_ids", "max_time", "logprobs", "top_logprobs")  # fmt: skip
 
 
 def check_option_names(method: "Method", opts: dict) -> None:

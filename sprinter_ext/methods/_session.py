@@ -8,6 +8,14 @@ a runner plus the token ids its cache holds, so rollback is "keep the longest
 prefix that agrees with the committed sequence" for every method alike. Sampling and
 verification go through the fused ops (:mod:`sprinter_ext.ops`) on the session's
 ``backend``: their torch backend, the only statement of each rule, in the reference engine.
+
+Logits processing (penalties, min_p: :func:`sprinter_ext.sampling.process_logits`) happens
+here, before the fused ops, on every row either model produces, with the tokens before that
+row's own position: a draft row after the tokens its lane holds (the committed ones plus the
+round's drafts so far), a target row after the committed tokens plus the drafts before it
+(:meth:`Session.process`). So q_i and p_i always see the same sequence, and sd, ersd, ssd and
+sprinter(verify="all") keep the target's processed distribution exactly. The fused ops and
+their kernels then apply only temperature, top-k and top-p, as for unprocessed rows.
 """
 
 from __future__ import annotations
@@ -20,9 +28,9 @@ import torch
 
 from .. import _rng, ops
 from ..models.runner import ModelRunner
-from ..sampling import SamplingSettings, probs
+from ..sampling import SamplingSettings, TokenLogprob, logprobs, probs, process_logits
 
-__all__ = ["Lane", "Proposal", "Session", "run"]
+__all__ = ["Lane", "LogprobLog", "Proposal", "Session", "run"]
 
 
 class Lane:
@@ -85,9 +93,18 @@ class Proposal:
     start: int
     tokens: list[int]  # [n]
     q: torch.Tensor  # [n, V] the distributions the tokens were raced from (what verification reads)
-    rows: torch.Tensor  # [n, V] the draft's raw logits at those positions
+    rows: torch.Tensor  # [n, V] the draft's logits at those positions (processed: Session.process)
     flagged: bool  # the verifier scored the last token below the threshold
     match_length: int = 0  # a lookup draft's context match (the cost model's bucket)
+
+
+@dataclass
+class LogprobLog:
+    """A generation's logprobs request: `top` alternatives per token; `entries` maps each decided
+    position to its :class:`~sprinter_ext.sampling.TokenLogprob` (Session.record fills it)."""
+
+    top: int = 0
+    entries: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -114,6 +131,8 @@ class Session:
     cost: Any = None
     # a hybrid draft's lookup part (drafts/lookup.py LookupLane) beside the draft model's lane
     lookup: Any = None
+    prompt_len: int = 0  # len(seq) when the generation started (set by run): the output is seq[prompt_len:]
+    logprobs: LogprobLog | None = None  # logprobs asked: record() fills it
 
     @property
     def position(self) -> int:
@@ -122,6 +141,24 @@ class Session:
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         return probs(logits, self.settings)
+
+    def process(self, rows: torch.Tensor, context: Sequence[int]) -> torch.Tensor:
+        """The processed rows [n, V] of raw logits `rows`, row j deciding the position after
+        ``context[: len(context) - n + 1 + j]`` (:func:`sprinter_ext.sampling.process_logits`)."""
+        return process_logits(rows, self.settings, context, self.prompt_len)
+
+    def record(self, tokens: Sequence[int], rows: torch.Tensor, start: int) -> None:
+        """logprobs on: the TokenLogprob of tokens[j] under the processed target row rows[j] at
+        position start + j (rows [>= n, V]); a no-op otherwise."""
+        if self.logprobs is None or not tokens:
+            return
+        lp = logprobs(rows[: len(tokens)], self.settings.kernel())  # rows are processed already
+        n = min(self.logprobs.top, lp.shape[-1])
+        top_v, top_i = torch.topk(lp, n, dim=-1) if n else (lp[:, :0], lp[:, :0].long())
+        chosen = lp.gather(-1, torch.tensor(list(tokens), device=lp.device)[:, None])[:, 0]
+        chosen, top_v, top_i = chosen.tolist(), top_v.tolist(), top_i.tolist()
+        for j, t in enumerate(tokens):
+            self.logprobs.entries[start + j] = TokenLogprob(int(t), chosen[j], list(zip(top_i[j], top_v[j])))
 
     def race(self, weights: torch.Tensor, position, stream: _rng.Stream) -> torch.Tensor:
         return _rng.race(weights, self.seed, position, stream)
@@ -169,14 +206,15 @@ class Session:
         """Target logits for positions L .. L+len(drafts) after feeding pending + drafts: [n+1, V]."""
         pending = self.target.pending(self.seq)
         logits, _ = self.target.feed(pending + list(drafts))
-        return logits[len(pending) - 1 :]
+        return self.process(logits[len(pending) - 1 :], self.target.tokens)  # context: seq + drafts
 
     def sample(self, logits: torch.Tensor, hidden: torch.Tensor | None, position: int, stream: _rng.Stream,
                verifier=None) -> tuple[int, torch.Tensor, float | None]:  # fmt: skip
         """Race-sample position `position` from one logits row [V]: :func:`sprinter_ext.ops.draft_sample`
         on the session's backend (the reference engine: its torch spec).
 
-        Returns (token, processed distribution q [V], verifier score or None).
+        Returns (token, processed distribution q [V], verifier score or None). `logits` is a
+        processed row (:meth:`process`): the op applies temperature, top-k and top-p.
         """
         h = hidden[None] if hidden is not None else logits.new_zeros(1, 1)
         pos = torch.tensor([position], device=logits.device)
@@ -201,7 +239,9 @@ class Session:
                               backend=self.backend)  # fmt: skip
         n = int(r.num_accepted[0])
         self.accepted_tokens += n
-        return r.tokens[0, : n + 1].tolist()
+        out = r.tokens[0, : n + 1].tolist()
+        self.record(out, logits, self.position + offset)
+        return out
 
     def propose(self, k: int, stream: _rng.Stream, verifier=None, threshold: float = 0.0, *,
                 lane: Lane | None = None, pending: Sequence[int] | None = None,
@@ -227,14 +267,15 @@ class Session:
         logits, hidden = lane.feed(pending)
         toks, qs, rows, flagged = [], [], [], False
         for i in range(k):
-            tok, q, score = self.sample(logits[-1], hidden[-1], start + i, stream, verifier)
+            row = self.process(logits[-1:], lane.tokens)[0]  # after the lane's tokens: seq + toks so far
+            tok, q, score = self.sample(row, hidden[-1], start + i, stream, verifier)
             if reweight is not None:
                 q2 = reweight(i, q)
                 if q2 is not q:
                     tok, q = int(self.race(q2, start + i, stream)), q2
             toks.append(tok)
             qs.append(q)
-            rows.append(logits[-1])
+            rows.append(row)
             if score is not None and score < threshold:
                 flagged = True
                 break
@@ -259,6 +300,7 @@ def run(
     """Drive rounds until max_new_tokens or EOS; yields each round's committed tokens."""
     prompt = session.seq
     session.end = len(prompt) + max_new_tokens
+    session.prompt_len = len(prompt)
     session.target.prefill(prompt[:-1])
     lookup = session.draft if hasattr(session.draft, "proposer") else session.lookup
     if lookup is not session.draft and session.draft is not None:

@@ -258,7 +258,7 @@ def speculate(s: Session, lane: Lane, rnd: Drafted, slots: list[tuple[int, int]]
                 break
             base = L + min(a, k - 1)
             runner.restore(L, [(kk[:, :, : base - L], vv[:, :, : base - L]) for kk, vv in own])
-            del lane.tokens[base:]
+            lane.tokens[:] = prefix[:base]  # NOTE: not `del [base:]`: a branch before this one wrote its own b at L
             pending = [b] if a < k else [rnd.drafts[-1], b]
             nxt = est.after(a, k, rank(rnd.rows[a], b, rnd.drafts[a]) if a < k else None)
             nfan = fan_counts(round_plan(opts, k, vocab, nxt), k)

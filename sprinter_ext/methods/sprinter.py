@@ -73,4 +73,5 @@ def round(s: Session) -> list[int]:
     # flagged: drafts[:n-1] go through unchecked; the last one meets the SD rule
     s.accepted_tokens += n - 1
     s.counters["unchecked"] += n - 1
+    s.record(drafts[: n - 1], logits, s.position)  # logprobs: the target's rows exist for them too
     return drafts[: n - 1] + sd.verify(s, drafts[n - 1 :], q[n - 1 :], logits[n - 1 :], offset=n - 1)

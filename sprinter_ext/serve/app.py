@@ -156,10 +156,11 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
         if req.stream:
             return StreamingResponse(_sse(job, rid, endpoint, t0), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})  # fmt: skip
-        pieces = []
+        pieces, lps = [], []
         try:
             while True:
                 ev = await job.events.get()
+                lps.extend(ev.logprobs or ())
                 if ev.kind == "text":
                     pieces.append(ev.text)
                 elif ev.kind == "error":
@@ -171,12 +172,13 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
             job.cancelled.set()
         _count(endpoint, 200, t0)
         text = "".join(pieces)
+        lp = _logprobs_body(pair.tokenizer, lps, req.kind) if req.logprobs is not None else None
         if req.kind == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lp,
                       "finish_reason": ev.finish_reason}  # fmt: skip
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": ev.finish_reason}
+            choice = {"index": 0, "text": text, "logprobs": lp, "finish_reason": ev.finish_reason}
             obj = "text_completion"
         return {"id": rid, "object": obj, "created": int(time.time()), "model": name, "choices": [choice],
                 "usage": ev.usage}  # fmt: skip
@@ -186,12 +188,19 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
         obj = "chat.completion.chunk" if chat else "text_completion"
         stamp = int(time.time())
 
-        def chunk(text: str | None, finish=None, *, role=False) -> str:
+        offset = [0]  # completions' text_offset of the next token
+
+        def chunk(text: str | None, finish=None, *, role=False, lps=None) -> str:
+            lp = None
+            if job.request.logprobs is not None and not role:
+                lp = _logprobs_body(pair.tokenizer, lps or [], job.request.kind, offset[0])
+                if not chat:
+                    offset[0] += sum(len(t) for t in lp["tokens"])
             if chat:
                 delta = ({"role": "assistant", "content": ""} if role else {}) | ({} if text is None else {"content": text})
-                c = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                c = {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}
             else:
-                c = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+                c = {"index": 0, "text": text or "", "logprobs": lp, "finish_reason": finish}
             return _data({"id": rid, "object": obj, "created": stamp, "model": name, "choices": [c]})
 
         status, finished = 200, False
@@ -201,7 +210,7 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
             while True:
                 ev: Event = await job.events.get()
                 if ev.kind == "text":
-                    yield chunk(ev.text)
+                    yield chunk(ev.text, lps=ev.logprobs)
                 elif ev.kind == "error":
                     # NOTE: the 200 is already sent; an "error" event is what OpenAI's client
                     # turns into an APIError for this stream.
@@ -210,7 +219,7 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
                     yield _data(error_body(e.message, type=e.type, param=e.param, code=e.code))
                     break
                 else:
-                    yield chunk(None, ev.finish_reason)
+                    yield chunk(None, ev.finish_reason, lps=ev.logprobs)
                     if job.request.include_usage:
                         yield _data({"id": rid, "object": obj, "created": stamp, "model": name, "choices": [],
                                      "usage": ev.usage})  # fmt: skip
@@ -227,6 +236,35 @@ def create_app(pair: ModelPair, *, model_name: str | None = None, pool_size: int
         metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
     return app
+
+
+# NOTE: OpenAI's stand-in for a token that cannot be drawn (log 0 = -inf is not JSON).
+_UNLIKELY = -9999.0
+
+
+def _logprobs_body(tokenizer, entries: list, kind: str, offset: int = 0) -> dict:
+    """OpenAI's logprobs object for TokenLogprobs `entries`: chat {"content": [{token, logprob, bytes,
+    top_logprobs}], "refusal"}; completions {tokens, token_logprobs, top_logprobs, text_offset}."""
+    def text(i: int) -> str:
+        return tokenizer.decode([i]) if tokenizer is not None else str(i)
+
+    def num(v: float) -> float:
+        return v if v > _UNLIKELY else _UNLIKELY
+
+    if kind == "chat":
+        def one(i, v):
+            s = text(i)
+            return {"token": s, "logprob": num(v), "bytes": list(s.encode("utf-8"))}
+
+        content = [one(e.token, e.logprob) | {"top_logprobs": [one(i, v) for i, v in e.top]} for e in entries]
+        return {"content": content, "refusal": None}
+    toks = [text(e.token) for e in entries]
+    starts, at = [], offset
+    for t in toks:
+        starts.append(at)
+        at += len(t)
+    return {"tokens": toks, "token_logprobs": [num(e.logprob) for e in entries],
+            "top_logprobs": [{text(i): num(v) for i, v in e.top} for e in entries], "text_offset": starts}
 
 
 def _data(obj) -> str:

@@ -40,6 +40,7 @@ class Event:
     finish_reason: str | None = None
     usage: dict | None = None
     error: RequestError | None = None
+    logprobs: list | None = None  # "text" / "done": the TokenLogprobs of the tokens since the last event
 
 
 @dataclass
@@ -172,7 +173,9 @@ class DecoderPool:
         # NOTE: sampling settings are read per run (Decoder.configure), so one warm Decoder
         # per method and options serves every temperature/top_p/top_k; the tests hold its
         # output to generate()'s under changing settings. protocol checked them field by field.
-        dec.configure(**req.sampling)
+        with _as_request_error(lambda: next((n for n in ("min_p", "repetition_penalty", "presence_penalty",
+                                                         "frequency_penalty") if n in req.sampling), "temperature")):
+            dec.configure(**req.sampling)
         with _as_request_error(lambda: prompt_field):
             ids = encode_prompt(self.pair, req.prompt, chat=req.kind == "chat")
         max_new = req.max_tokens
@@ -182,7 +185,8 @@ class DecoderPool:
             room = dec.max_length - len(ids) - dec.lookahead
             max_new = max(0, min(self.default_max_tokens, room))
         with _as_request_error(lambda: prompt_field if req.max_tokens is None else req.max_tokens_param):
-            tokens = dec.stream(ids, max_new_tokens=max_new, seed=req.seed, stats=stats)  # validates now
+            lp = dict(logprobs=True, top_logprobs=req.logprobs) if req.logprobs is not None else {}
+            tokens = dec.stream(ids, max_new_tokens=max_new, seed=req.seed, stats=stats, **lp)  # validates now
         return method, ids, tokens
 
     def _option_at_fault(self, method: str, kwargs: dict) -> str:
@@ -215,8 +219,13 @@ class DecoderPool:
         job.emit(Event("start"))
         detok, stops = IncrementalDetokenizer(self.pair.tokenizer), StopMatcher(req.stop)
         n, finish, last = 0, "length", None
+        lps = [] if req.logprobs is not None else None  # TokenLogprobs not yet sent
         try:
             for t in tokens:
+                if lps is not None:
+                    entry, t = t, t.token
+                    if t not in self._eos:
+                        lps.append(entry)
                 now = time.perf_counter()
                 # NOTE: what a reader sees: a round commits several tokens at once, so the
                 # gaps are one wait per round and ~0 inside it (the mean is time per token).
@@ -231,7 +240,8 @@ class DecoderPool:
                     continue
                 piece = stops.push(detok.push([t]))
                 if piece:
-                    job.emit(Event("text", text=piece))
+                    job.emit(Event("text", text=piece, logprobs=lps))
+                    lps = [] if lps is not None else None
                 if stops.stopped:
                     finish = "stop"
                     break
@@ -240,7 +250,8 @@ class DecoderPool:
             if not stops.stopped:
                 tail = stops.push(detok.flush()) + stops.flush()
                 if tail:
-                    job.emit(Event("text", text=tail))
+                    job.emit(Event("text", text=tail, logprobs=lps))
+                    lps = [] if lps is not None else None
         except NonFiniteLogitsError as e:
             raise RequestError(f"generation failed: {e}", status=500, type="server_error",
                                code="non_finite_logits") from e  # fmt: skip
@@ -250,7 +261,7 @@ class DecoderPool:
         # the stream ends); its tokens still count, its draft/accept counts do not.
         m.record_run(method, len(ids), n, stats)
         usage = {"prompt_tokens": len(ids), "completion_tokens": n, "total_tokens": len(ids) + n}
-        job.emit(Event("done", finish_reason=finish, usage=usage))
+        job.emit(Event("done", finish_reason=finish, usage=usage, logprobs=lps))
 
 
 @contextmanager

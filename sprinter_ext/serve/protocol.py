@@ -1,13 +1,14 @@
 """The OpenAI request bodies the server takes, validated into one :class:`GenerationRequest`.
 
 Both endpoints accept the OpenAI fields this library can honour (``model``,
-``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``, ``stream``,
+``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``, ``stream``, ``presence_penalty``,
+``frequency_penalty``, ``logprobs`` (chat: with ``top_logprobs``; completions: an int),
 ``stream_options``) and, as extra body fields, sprinter_ext's own: ``method``,
 ``k``, ``top_k`` and the chosen method's options (``threshold``, ``max_run``,
 ``verify``, ``budget``, ``saguaro_c``, ...), which the :class:`~sprinter_ext.Decoder`
 validates. ``model`` may be omitted (the served model, as vLLM and llama.cpp do).
 OpenAI fields that would change the answer but are not implemented (``n`` > 1,
-``logprobs``, ``tools``, penalties, ...) are refused with a 400 naming what is supported
+``tools``, ``logit_bias``, ...) are refused with a 400 naming what is supported
 rather than ignored: a client must never get a silently different answer. So is a field
 no endpoint knows (a typo), and a chat role other than system, user and assistant. Every
 refusal of a field names it in the error's ``param``.
@@ -34,10 +35,6 @@ _NEUTRAL = {
     "n": (lambda v: v in (None, 1), "one choice per request (n=1): send n requests with different seeds"),
     "best_of": (lambda v: v in (None, 1), "best_of=1 only"),
     "echo": (lambda v: v in (None, False), "echo=false only"),
-    "logprobs": (lambda v: v in (None, False, 0), "logprobs are not returned yet (logprobs=null or false)"),
-    "top_logprobs": (lambda v: v in (None, 0), "top_logprobs are not returned yet (null or 0)"),
-    "presence_penalty": (lambda v: v in (None, 0, 0.0), "no penalties (presence_penalty=0)"),
-    "frequency_penalty": (lambda v: v in (None, 0, 0.0), "no penalties (frequency_penalty=0)"),
     "logit_bias": (lambda v: not v, "no logit_bias"),
     "suffix": (lambda v: v in (None, ""), "no suffix (insertion)"),
     "tools": (lambda v: not v, "no tool calling: omit tools"),
@@ -55,9 +52,11 @@ _IGNORED = ("user", "metadata", "store", "service_tier", "reasoning_effort")
 # The chat roles the server renders with the chat template (tool results need tool calls).
 ROLES = ("system", "user", "assistant")
 # sprinter_ext's own request fields (as extra body fields), besides the method options.
-_OWN = ("method", "k", "top_k")
+_OWN = ("method", "k", "top_k", "min_p", "repetition_penalty")  # min_p, repetition_penalty: as vLLM's extra fields
 _OPENAI = ("model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "stream",
-           "stream_options")  # fmt: skip
+           "stream_options", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs")  # fmt: skip
+# The sampling fields (each checked by SamplingSettings, Decoder.configure's arguments).
+_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
 _MAX_STOP = 4  # as OpenAI
 
 
@@ -87,7 +86,8 @@ class GenerationRequest:
     seed: int
     stop: list[str]
     method: str | None  # None: the server's default
-    sampling: dict = field(default_factory=dict)  # temperature, top_p, top_k
+    sampling: dict = field(default_factory=dict)  # _SAMPLING: temperature, top_p, top_k, min_p, penalties
+    logprobs: int | None = None  # None: off; else the alternatives per token (top_logprobs / completions' logprobs)
     decoder_kwargs: dict = field(default_factory=dict)  # k and the method's options
     max_tokens_param: str = "max_tokens"  # the field max_tokens came in (or max_completion_tokens)
 
@@ -117,8 +117,6 @@ def _option_names() -> set[str]:
 _FIELD_HINTS = {
     "max_new_tokens": "send max_tokens",
     "do_sample": "sampling is on when temperature > 0 (the default 0 is greedy)",
-    "repetition_penalty": "penalties are not supported yet",
-    "min_p": "min_p is not supported yet; top_p and top_k are",
     "prompt": "chat requests send messages (or use POST /v1/completions for a prompt)",
     "messages": "completion requests send prompt (or use POST /v1/chat/completions for messages)",
 }
@@ -140,11 +138,13 @@ def _check_fields(body: dict, kind: str) -> None:
 
 
 def _sampling(body: dict) -> dict:
-    """temperature, top_p, top_k, each checked by the library's own rule (param names the field)."""
+    """The _SAMPLING fields, each checked by the library's own rule (param names the field)."""
     from ..errors import SprinterError
     from ..sampling import SamplingSettings
 
-    defaults = {"temperature": D.TEMPERATURE, "top_p": D.TOP_P, "top_k": D.TOP_K}
+    defaults = {"temperature": D.TEMPERATURE, "top_p": D.TOP_P, "top_k": D.TOP_K, "min_p": D.MIN_P,
+                "repetition_penalty": D.REPETITION_PENALTY, "presence_penalty": D.PRESENCE_PENALTY,
+                "frequency_penalty": D.FREQUENCY_PENALTY}  # fmt: skip
     out = dict(defaults)
     for name in defaults:
         v = body.get(name)
@@ -233,10 +233,37 @@ def _common(body, kind: str, model_name: str, default_method: str) -> Generation
         raise RequestError(f"method must be a string, got {method!r}", param="method")
     sampling = _sampling(body)
     kwargs = _method_options(body, method, default_method)
+    logprobs = _logprobs(body, kind)
     return GenerationRequest(kind=kind, prompt=None, max_tokens=max_tokens, stream=stream,
                              include_usage=bool(opts and opts.get("include_usage")), seed=seed, stop=stop,
                              method=method, sampling=sampling, decoder_kwargs=kwargs,
-                             max_tokens_param=name)  # fmt: skip
+                             max_tokens_param=name, logprobs=logprobs)  # fmt: skip
+
+
+def _logprobs(body: dict, kind: str) -> int | None:
+    """chat: logprobs (bool) + top_logprobs (0..20); completions: logprobs (int 0..20), as OpenAI."""
+    from ..decoding import TOP_LOGPROBS_MAX
+
+    lp, top = body.get("logprobs"), body.get("top_logprobs")
+    if kind == "chat":
+        if lp is not None and not isinstance(lp, bool):
+            raise RequestError(f"logprobs must be a boolean on chat completions, got {lp!r}", param="logprobs")
+        if top is not None:
+            if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= TOP_LOGPROBS_MAX:
+                raise RequestError(f"top_logprobs must be an integer in [0, {TOP_LOGPROBS_MAX}], got {top!r}",
+                                   param="top_logprobs")  # fmt: skip
+            if not lp:
+                raise RequestError("top_logprobs needs logprobs=true", param="top_logprobs")
+        return (top or 0) if lp else None
+    if top is not None:
+        raise RequestError("top_logprobs is a chat completions field; completions take logprobs=<int>",
+                           param="top_logprobs")  # fmt: skip
+    if lp is None:
+        return None
+    if isinstance(lp, bool) or not isinstance(lp, int) or not 0 <= lp <= TOP_LOGPROBS_MAX:
+        raise RequestError(f"logprobs must be an integer in [0, {TOP_LOGPROBS_MAX}] on completions (alternatives "
+                           f"per token), got {lp!r}", param="logprobs")  # fmt: skip
+    return lp
 
 
 def _is_json_scalar_or_list(v) -> bool:
