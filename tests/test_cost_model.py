@@ -180,8 +180,8 @@ def test_sd_with_auto_is_exact_and_a_peeking_rule_is_caught(pair):
                                engine="reference")  # fmt: skip
     session_cls = bad._engine._session
 
-    def peeking(ids, seed, settings):
-        s = session_cls(ids, seed, settings)
+    def peeking(ids, seed, settings, *args):
+        s = session_cls(ids, seed, settings, *args)
         from sprinter_ext import _rng
 
         class Peeking:  # the cost model's interface, deciding from the round's own coin
