@@ -9,8 +9,11 @@ and the server use when a value is not given. README, "Defaults", is this table.
   same); ``chat=False`` keeps it raw text. Messages always use the template, token ids
   never; the server's ``/v1/completions`` is raw text and ``/v1/chat/completions``
   messages, as in vLLM and OpenAI.
-- K 2: draft tokens per round, the fastest the README measures with the default pair's
-  head (k > 2 adds nothing there). The cost model's ``k="auto"`` replaces this line.
+- K "auto": sd and ersd verify, each round, the number of draft tokens a cost model
+  (:mod:`sprinter_ext.cost_model`) expects the most tokens per second from, 0 to 8, 0 being
+  a plain target step; measured faster than any fixed k on the README's chat and grounded
+  prompts (bench/drafts.py). ssd plans its fan-out for a fixed k: "auto" is K_FIXED (2)
+  there; sprinter's run length is its verifier's (k unused).
 - THREADS None: torch's own intra-op thread count (one per physical core), as a user's
   machine would pick; ``--threads N`` or ``$SPRINTER_EXT_THREADS`` overrides it. Tests and
   benchmarks pin their own (BENCH_THREADS for ``bench``, ``sprinter-sweep`` and training).
@@ -19,7 +22,7 @@ and the server use when a value is not given. README, "Defaults", is this table.
 from __future__ import annotations
 
 __all__ = ["METHOD", "TEMPERATURE", "TOP_K", "TOP_P", "MIN_P", "REPETITION_PENALTY",
-           "PRESENCE_PENALTY", "FREQUENCY_PENALTY", "SEED", "K", "MAX_NEW_TOKENS", "CHAT", "THREADS",
+           "PRESENCE_PENALTY", "FREQUENCY_PENALTY", "SEED", "K", "K_FIXED", "MAX_NEW_TOKENS", "CHAT", "THREADS",
            "BENCH_THREADS", "table"]  # fmt: skip
 
 METHOD = "sd"
@@ -31,7 +34,8 @@ REPETITION_PENALTY = 1.0
 PRESENCE_PENALTY = 0.0
 FREQUENCY_PENALTY = 0.0
 SEED = 0
-K = 2
+K = "auto"
+K_FIXED = 2  # ssd's k under "auto"; the fastest fixed k the README measures with the head
 MAX_NEW_TOKENS = 128
 CHAT = None
 THREADS = None

@@ -98,8 +98,8 @@ class Decoder:
         Draft tokens per round (sd, ersd, ssd). "auto" (sd, ersd; sprinter ignores k): a cost
         model (:mod:`sprinter_ext.cost_model`) picks each round's length in 0 .. 8 from the
         target's and draft's measured step times (profiled once per machine and cached) and
-        this Decoder's running acceptance; 0 is a plain target step. ``cost_profile=`` gives
-        the times instead of measuring them.
+        this Decoder's running acceptance; 0 is a plain target step (the default; ssd takes
+        k=2 for it). ``cost_profile=`` gives the times instead of measuring them.
     temperature, top_k, top_p, min_p : sampling settings, applied to target and draft alike;
         temperature 0 (the default, :mod:`sprinter_ext._defaults`) is greedy. min_p in [0, 1]
         drops tokens with p < min_p * max p after temperature (as vLLM and transformers).
@@ -173,9 +173,8 @@ class Decoder:
         if not isinstance(runner, str) or runner not in RUNNERS:
             raise InvalidArgumentError(f"unknown runner {runner!r}; choose one of {list(RUNNERS)}")
         auto = isinstance(k, str) and k == AUTO
-        if auto and m.name == "ssd":
-            raise InvalidArgumentError("ssd does not take k='auto' (its speculation cache plans its own fan-out "
-                                       "for a fixed k); pass an int k")  # fmt: skip
+        if auto and m.name == "ssd":  # its speculation cache plans its fan-out for a fixed k
+            k, auto = D.K_FIXED, False
         self.k = K_AUTO_MAX if auto else _check_int("k", k, 1)
         self.settings = SamplingSettings(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
                                          frequency_penalty)  # fmt: skip

@@ -313,9 +313,11 @@ def load_pair(
     draft, target : str, os.PathLike, PreTrainedModel or None
         A Hugging Face id already in the local cache, a local directory, a ``.gguf``
         file, or a built model. Both None gives the embedded default pair, offline:
-        SmolLM2-135M-Instruct with its EAGLE-style draft head (the same as
-        ``draft="head"``); ``draft="standalone"`` gives it with its standalone draft LM
-        instead. A draft head (a head file, an EAGLE-3 checkpoint directory, a built
+        SmolLM2-135M-Instruct with its EAGLE-style draft head and the ``"suffix"`` lookup
+        beside it (the same as ``draft="head+suffix"``; sd and ersd take, each round,
+        whichever the cost model expects more from); ``draft="head"`` gives the head alone,
+        ``draft="standalone"`` its standalone draft LM, ``draft="ngram"`` / ``"suffix"`` a
+        lookup alone. A draft head (a head file, an EAGLE-3 checkpoint directory, a built
         DraftHead) goes with the default target or a given one.
     tokenizer : str, path, tokenizer or None
         Overrides the tokenizer found with the target (None when models were given
@@ -364,6 +366,13 @@ def load_pair(
     fmt = parse_weights(weights)
     from ..drafts.lookup import LOOKUP_KINDS, LookupDraft, lookup_draft
 
+    if draft is None and target is None and lookup is None:
+        # NOTE: the default pair's draft is its head with the suffix lookup beside it (README, "The
+        # default pair"): sd and ersd take whichever the cost model expects more from each round
+        draft, lookup = "head", "suffix"
+    elif draft is None and target is None:
+        draft = "head"
+
     if isinstance(draft, str) and "+" in draft and draft.split("+", 1)[1] in LOOKUP_KINDS:
         model_part, lookup_part = draft.split("+", 1)
         if lookup is not None:
@@ -387,8 +396,6 @@ def load_pair(
         spec = draft if isinstance(draft, LookupDraft) else lookup_draft(draft)
         return _lookup_pair(spec, target, tokenizer=tokenizer, device=device, dtype=dtype, sha256=sha256,
                             verifier=verifier, weights=fmt, verbose=verbose)  # fmt: skip
-    if draft is None and target is None:
-        draft = "head"  # NOTE: the default pair's draft is its head (README, "The default pair")
     if is_head_spec(draft):
         pair = load_head_pair(draft, target, tokenizer=tokenizer, device=device, dtype=dtype,
                               sha256=sha256, verifier=verifier)
