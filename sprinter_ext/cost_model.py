@@ -22,9 +22,11 @@ with the estimates of its match-length bucket. A hybrid draft (a model plus a lo
 expects more tokens per ms (the lookup on a tie), so the rule that picks the source is the
 same measured rule.
 
-The estimates are this Decoder's running acceptance counts per (bucket, depth), with a prior
+The estimates are the generation's running acceptance counts per (bucket, depth), with a prior
 (``prior`` with the weight of ``weight`` observations) and an exponential forgetting
-(``decay`` per observation of the bucket), so they follow the request at hand. When the rule
+(``decay`` per observation of the bucket), so they follow the request at hand; each
+generation starts from the prior (:meth:`CostModel.reset`), so the same seed and prompt give
+the same lengths, hence the same tokens, on every engine and every call. When the rule
 keeps choosing 0, every ``probe_every``-th such round verifies one token anyway, so an
 estimate that was too low can recover.
 
@@ -88,6 +90,11 @@ class CostModel:
         self.k_max = min(k_max, len(profile.target_ms) - 1)
         self.profile = profile
         self.prior, self.weight, self.decay, self.probe_every = float(prior), float(weight), float(decay), probe_every
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the estimates: every generation starts from the prior (the engines call it), so a
+        run's lengths, hence sd's sampled tokens, are a function of its seed, prompt and profile."""
         self.tried = [[0.0] * (self.k_max + 1) for _ in range(BUCKETS)]
         self.accepted = [[0.0] * (self.k_max + 1) for _ in range(BUCKETS)]
         self.idle = [0] * BUCKETS  # consecutive rounds that chose 0, per bucket
@@ -162,7 +169,7 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("SPRINTER_EXT_CACHE", Path.home() / ".cache" / "sprinter_ext")) / "profiles"
 
 
-def profile_key(pair, runner_kind: str) -> str:
+def profile_key(pair) -> str:
     import platform
 
     import torch
@@ -174,7 +181,7 @@ def profile_key(pair, runner_kind: str) -> str:
     except ImportError:
         isa = "none"
     parts = [platform.machine(), isa, str(os.cpu_count()), f"t{torch.get_num_threads()}", pair.name,
-             str(pair.dtype), str(pair.device), pair.weights, pair.draft_kind, runner_kind]  # fmt: skip
+             str(pair.dtype), str(pair.device), pair.weights, pair.draft_kind]  # fmt: skip
     return "-".join(p.replace("/", "_").replace(" ", "") for p in parts)
 
 
@@ -201,6 +208,10 @@ def measure(target_runner, draft_runner, *, vocab: int, context: int = 64, reps:
 
     from . import ops
 
+    room = getattr(target_runner, "max_len", context + ns + 2)
+    if room < context + ns + 2:  # a small static cache: a shorter context, then fewer lengths
+        context = max(1, min(context, room // 2))
+        ns = max(2, min(ns, room - context - 2))
     ids = [(7 * i + 3) % min(vocab, 1000) for i in range(context + ns + 2)]
     target_runner.prefill(ids[:context])
     sampling = dict(temperature=temperature, top_k=0, top_p=1.0)
@@ -248,10 +259,11 @@ def measure(target_runner, draft_runner, *, vocab: int, context: int = 64, reps:
     return Profile(tuple(times), draft_ms)
 
 
-def profile_for(pair, target_runner, draft_runner, runner_kind: str, temperature: float = 0.0) -> Profile:
-    """The cached profile of this machine / pair / runner / thread count / greedy or sampled,
-    measured on a miss."""
-    key = profile_key(pair, runner_kind) + ("-greedy" if temperature == 0 else "-sampled")
+def profile_for(pair, target_runner, draft_runner, temperature: float = 0.0) -> Profile:
+    """The cached profile of this machine / pair / thread count / greedy or sampled, measured on
+    a miss with the runners given. One profile per pair whatever the engine or runner, so every
+    engine picks the same lengths (and, for sd, the same tokens) for a seed."""
+    key = profile_key(pair) + ("-greedy" if temperature == 0 else "-sampled")
     path = _cache_dir() / f"{key}.json"
     if path.is_file():
         try:
@@ -261,6 +273,8 @@ def profile_for(pair, target_runner, draft_runner, runner_kind: str, temperature
             pass  # a damaged cache entry is measured again
     prof = measure(target_runner, draft_runner, vocab=pair.vocab_size, temperature=temperature)
     prof = Profile(prof.target_ms, prof.draft_ms, key)
+    if len(prof.target_ms) < PROFILE_NS:
+        return prof  # measured inside a small cache: good for this Decoder, not kept for others
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -211,8 +211,7 @@ class Decoder:
         if auto and m.name in ("sd", "ersd"):
             if cost_profile is None:
                 draft_runner = getattr(self._draft, "runner", None)
-                cost_profile = profile_for(pair, self._target.runner, draft_runner, self.runner,
-                                           self.settings.temperature)  # fmt: skip
+                cost_profile = profile_for(pair, self._target.runner, draft_runner, self.settings.temperature)
             elif not isinstance(cost_profile, Profile):
                 raise ArgumentTypeError(f"cost_profile must be a sprinter_ext.cost_model.Profile, got "
                                         f"{type(cost_profile).__name__}")  # fmt: skip

@@ -191,7 +191,7 @@ def test_repr_is_short_and_lazy():
     assert "\n" not in text and len(text) < 400, text
     for part in ("SmolLM2-135M-Instruct", "DraftHead", "draft head", "float32", "49152", "verifier 578"):
         assert part in text, (part, text)
-    assert pair.draft_kind == "head" and pair._source.built("target") is None
+    assert pair.draft_kind == "head+ngram" and pair._source.built("target") is None
 
 
 def test_repr_of_tiny_pair(tiny):

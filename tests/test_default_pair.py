@@ -19,7 +19,9 @@ def test_default_pair_loads_with_its_draft_head(default_pair):
     from sprinter_ext.verifier import check_draft
 
     p = default_pair
-    assert p.draft_kind == "head" and p.tokenizer is not None and p.vocab_size == 49152
+    # the head, with the ngram lookup beside it for sd / ersd (README "The default pair")
+    assert p.draft_kind == "head+ngram" and p.lookup_draft.kind == "ngram" and not p.model_free
+    assert p.tokenizer is not None and p.vocab_size == 49152
     assert p.draft.header["target"]["vocab_size"] == 49152
     assert p.draft.header == sprinter_ext.load_pair(draft="head").draft.header
     assert str(default_head_path()).endswith("smollm2_head.safetensors")
@@ -73,7 +75,7 @@ def test_shipped_draft_head_loads_and_is_lossless(default_pair):
     g_sd = sprinter_ext.generate(hp, msgs, method="sd", max_new_tokens=N, temperature=0.0, k=5)
     assert g_sd.tokens == g_ar.tokens and g_sd.stats["accepted_tokens"] > 0
     assert sprinter_ext.load_pair(draft="standalone").draft_kind == "standalone"
-    assert sprinter_ext.load_pair().draft_kind == "head"
+    assert sprinter_ext.load_pair().draft_kind == "head+ngram"
 
 
 def test_shipped_head_verifier_belongs_to_the_shipped_head(default_pair):

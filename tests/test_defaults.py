@@ -34,7 +34,9 @@ def test_api_cli_and_server_share_the_defaults():
     assert serve_parser().parse_args([]).default_max_tokens == D.MAX_NEW_TOKENS
     assert serve_parser().parse_args([]).threads == D.THREADS
     req = parse_chat({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}, "m")
-    assert req.sampling == {"temperature": D.TEMPERATURE, "top_p": D.TOP_P, "top_k": D.TOP_K}
+    assert req.sampling == {"temperature": D.TEMPERATURE, "top_p": D.TOP_P, "top_k": D.TOP_K, "min_p": D.MIN_P,
+                            "repetition_penalty": D.REPETITION_PENALTY, "presence_penalty": D.PRESENCE_PENALTY,
+                            "frequency_penalty": D.FREQUENCY_PENALTY}  # fmt: skip
 
 
 def test_measuring_commands_pin_their_threads():

@@ -31,6 +31,11 @@ class CostModel {
       throw std::invalid_argument("cost model: need weight > 0, prior in [0, 1], decay in (0, 1], probe_every >= 1");
     }
     k_max_ = std::min<int64_t>(k_max, static_cast<int64_t>(target_ms_.size()) - 1);
+    reset();
+  }
+
+  // Back to the prior (each generation starts here; cost_model.py CostModel.reset).
+  void reset() {
     tried_.assign(kBuckets, std::vector<double>(k_max_ + 1, 0.0));
     accepted_ = tried_;
     idle_.assign(kBuckets, 0);

@@ -311,6 +311,7 @@ std::vector<int64_t> Generation::round_unguarded() {
     target_.prefill(head);
     if (draft_.runner) draft_.prefill(head);
     if (proposer_) proposer_->begin(seq_);  // a lookup draft indexes the whole prompt
+    if (cost_) cost_->reset();             // k="auto": every generation starts from the prior
     started_ = true;
     if (max_new_ <= 0) {
       finish();

@@ -275,6 +275,7 @@ py::handle register_engine(py::module_& m) {
       .def_property_readonly("k_max", &CostModel::k_max)
       .def("alpha", &CostModel::alpha, py::arg("bucket"), py::arg("depth"))
       .def("draft_length", &CostModel::draft_length)
+      .def("reset", &CostModel::reset)
       .def("draft_choice", &CostModel::draft_choice)
       .def("lookup_choice", &CostModel::lookup_choice, py::arg("proposed"), py::arg("match_length"))
       .def("lookup_length", &CostModel::lookup_length, py::arg("proposed"), py::arg("match_length"))

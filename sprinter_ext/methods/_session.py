@@ -301,6 +301,8 @@ def run(
     prompt = session.seq
     session.end = len(prompt) + max_new_tokens
     session.prompt_len = len(prompt)
+    if session.cost is not None:
+        session.cost.reset()  # k="auto": every generation starts from the prior (cost_model.py)
     session.target.prefill(prompt[:-1])
     lookup = session.draft if hasattr(session.draft, "proposer") else session.lookup
     if lookup is not session.draft and session.draft is not None:

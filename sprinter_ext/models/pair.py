@@ -313,8 +313,8 @@ def load_pair(
     draft, target : str, os.PathLike, PreTrainedModel or None
         A Hugging Face id already in the local cache, a local directory, a ``.gguf``
         file, or a built model. Both None gives the embedded default pair, offline:
-        SmolLM2-135M-Instruct with its EAGLE-style draft head and the ``"suffix"`` lookup
-        beside it (the same as ``draft="head+suffix"``; sd and ersd take, each round,
+        SmolLM2-135M-Instruct with its EAGLE-style draft head and the ``"ngram"`` lookup
+        beside it (the same as ``draft="head+ngram"``; sd and ersd take, each round,
         whichever the cost model expects more from); ``draft="head"`` gives the head alone,
         ``draft="standalone"`` its standalone draft LM, ``draft="ngram"`` / ``"suffix"`` a
         lookup alone. A draft head (a head file, an EAGLE-3 checkpoint directory, a built
@@ -367,9 +367,11 @@ def load_pair(
     from ..drafts.lookup import LOOKUP_KINDS, LookupDraft, lookup_draft
 
     if draft is None and target is None and lookup is None:
-        # NOTE: the default pair's draft is its head with the suffix lookup beside it (README, "The
-        # default pair"): sd and ersd take whichever the cost model expects more from each round
-        draft, lookup = "head", "suffix"
+        # NOTE: the default pair's draft is its head with the ngram lookup beside it (README, "The
+        # default pair"): sd and ersd take whichever the cost model expects more from each round.
+        # Not "suffix": its global tree learns across requests, so sd's sampled tokens for a seed
+        # would depend on what the Decoder served before (the randomness contract, DESIGN.md)
+        draft, lookup = "head", "ngram"
     elif draft is None and target is None:
         draft = "head"
 
