@@ -48,7 +48,7 @@ def test_measuring_commands_pin_their_threads():
 def test_readme_table_lists_every_default():
     table = README.split("### Defaults", 1)[1].split("\n#", 1)[0]
     rows = dict(re.findall(r"^\| `([a-z_]+)`(?: / `[a-z_]+`)? \| `?([^`|]+)`?", table, flags=re.M))
-    assert rows["temperature"].startswith(str(int(D.TEMPERATURE))) and rows["k"] == str(D.K)
+    assert rows["temperature"].startswith(str(int(D.TEMPERATURE))) and rows["k"].strip('"') == str(D.K)
     assert rows["max_new_tokens"] == str(D.MAX_NEW_TOKENS) and rows["method"] == D.METHOD
     assert rows["seed"] == str(D.SEED) and rows["min_p"] == str(D.MIN_P)
     assert {"chat", "threads", "top_k"} <= set(rows)

@@ -1,5 +1,6 @@
-"""README.md's Python snippets, run as written (in order, in one namespace), so the README
-and the public API cannot drift: a name the README shows that the package lacks fails here.
+"""The Python snippets of README.md and of docs/*.md, run as written (in order, in one
+namespace: the README's first, then each page of :data:`PAGES`), so the docs and the public
+API cannot drift: a name a page shows that the package lacks fails here.
 
 They use the embedded default pair, so the test is ``slow``. Names a snippet leaves to the
 reader (``texts``, ``logits``, ``prompt``, ...) are bound first by :data:`GIVEN`, to
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+# The docs pages whose snippets run after the README's (they use its ``pair``), in this order.
+PAGES = [README, *(ROOT / "docs" / name for name in ("DRAFTS.md", "CPU.md", "SERVING.md", "BENCHMARKS.md"))]
 
 # What each snippet needs that the README leaves to the reader, keyed by a line of the snippet.
 GIVEN = {
@@ -39,23 +43,46 @@ prompt = [{"role": "user", "content": "Name three colours."}]
 NOT_RUN = {"from openai import OpenAI": "needs a running server (python -m sprinter_ext serve)"}
 
 
-def snippets() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def snippets(page: Path | None = None) -> list[tuple[str, str]]:
+    """(``"FILE snippet i"``, code) of one page, or of every page in :data:`PAGES` order."""
+    pages = PAGES if page is None else [page]
+    return [(f"{p.relative_to(ROOT)} python snippet {i}", code) for p in pages
+            for i, code in enumerate(re.findall(r"```python\n(.*?)```", p.read_text(), flags=re.S))]  # fmt: skip
 
 
 def test_readme_has_python_snippets_and_every_given_matches_one():
-    blocks = snippets()
-    assert len(blocks) >= 5
+    assert len(snippets(README)) >= 5
+    blocks = [code for _, code in snippets()]
     for key in (*GIVEN, *NOT_RUN):
-        assert sum(key in b for b in blocks) == 1, f"{key!r} should mark exactly one README snippet"
+        assert sum(key in b for b in blocks) == 1, f"{key!r} should mark exactly one snippet of the docs"
+
+
+def test_every_docs_page_is_run_and_every_relative_link_resolves():
+    docs = sorted((ROOT / "docs").glob("*.md"))
+    assert {p for p in docs if "```python" in p.read_text()} <= set(PAGES)  # a new page with snippets: add it
+    for page in (README, *docs):
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # an external address
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            assert dest.exists(), f"{page.name}: link {target!r} points at a missing file"
+            if anchor and dest.suffix == ".md":
+                assert anchor in _anchors(dest), f"{page.name}: link {target!r}: no such heading in {dest.name}"
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation but - and _ dropped, spaces to -."""
+    heads = re.findall(r"^#+ (.*)$", page.read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
 
 
 @pytest.mark.slow
 def test_readme_python_snippets_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the snippets write files (my_verifier.safetensors)
     namespace: dict = {"__name__": "readme"}
-    for i, code in enumerate(snippets()):
-        compiled = compile(code, f"README.md python snippet {i}", "exec")
+    for name, code in snippets():
+        compiled = compile(code, name, "exec")
         if any(key in code for key in NOT_RUN):
             continue
         for key, setup in GIVEN.items():
