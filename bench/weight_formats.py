@@ -11,7 +11,8 @@ same process and timed call by call in turn (A B C A B C ...), so machine drift 
 2. AR ms/token (a decode step at a context of ~100 tokens), at each thread count;
 3. T(n)/T(1), n = 1..8: a forward over n tokens (a verification of n - 1 drafts) against one.
 
-Formats: ``fp32``, ``gguf`` (the GGUF file's Q4_1 / Q8_0 blocks, float32 activations) and, for
+Formats: ``fp32``, ``gguf`` (the GGUF file's Q4_1 / Q8_0 blocks, float32 activations),
+``f16`` and ``bf16`` (the linears and LM head stored in 16 bits, float32 activations) and, for
 comparison, ``dtype=torch.bfloat16`` (the whole model in bf16). Writes
 bench/results/weight_formats.json and .png.
 """
@@ -31,7 +32,8 @@ from sprinter_ext.chat_prompts import chat_prompts
 from sprinter_ext.cli.bench import environment, write_result
 from sprinter_ext.prompts import encode_prompt
 
-FORMATS = {"fp32": dict(weights="fp32"), "gguf": dict(weights="gguf"), "bf16 (dtype)": dict(dtype=torch.bfloat16)}
+FORMATS = {"fp32": dict(weights="fp32"), "gguf": dict(weights="gguf"), "f16": dict(weights="f16"),
+           "bf16": dict(weights="bf16"), "bf16 (dtype)": dict(dtype=torch.bfloat16)}
 
 
 def argmaxes(runner, prompt: list[int], cont: list[int]) -> list[int]:
@@ -125,13 +127,19 @@ def main(argv=None) -> int:
     bytes_ = {k: r.linear_weight_bytes for k, r in runners.items()}
     print(f"\nweights formats | {_native._C.cpu_isa()} | {args.prompts} held-out chat prompts x {args.tokens} greedy tokens")
     print(f"{'format':14s} {'all equal':>9s} {'prefix':>7s} {'teacher':>8s} {'MB':>6s} " +
-          " ".join(f"{f'{t}t ms':>8s} {f'{t}t x':>6s}" for t in threads) + "   T(n)/T(1) n=2,4,8 @" + str(threads[-1]) + "t")  # fmt: skip
+          " ".join(f"{f'{t}t ms':>8s} {'x fp32':>6s} {'x gguf':>6s}" for t in threads))  # fmt: skip
     for k in runners:
         q = quality[k]
-        cells = " ".join(f"{timing[t][k]['step_ms']:8.1f} {timing[t][k]['step_ms'] / timing[t]['fp32']['step_ms']:6.2f}" for t in threads)
-        rn = timing[threads[-1]][k]["ratio_n"]
+        cells = " ".join(f"{timing[t][k]['step_ms']:8.1f} {timing[t][k]['step_ms'] / timing[t]['fp32']['step_ms']:6.2f} "
+                         f"{timing[t][k]['step_ms'] / timing[t]['gguf']['step_ms']:6.2f}" for t in threads)  # fmt: skip
         print(f"{k:14s} {q['all_equal']:>4d}/{q['prompts']:<4d} {q['mean_prefix']:7.1f} {q['teacher_forced']:8.2%} "
-              f"{bytes_[k] / 1e6:6.0f} {cells}   {rn[2]:.2f} {rn[4]:.2f} {rn[8]:.2f}")  # fmt: skip
+              f"{bytes_[k] / 1e6:6.0f} {cells}")  # fmt: skip
+    for t in threads:
+        print(f"\nforward over n tokens, {t} thread(s): ms (T(n)/T(1))")
+        print(f"{'format':14s} " + " ".join(f"{f'n={n}':>13s}" for n in range(1, 9)))
+        for k in runners:
+            tn, rn = timing[t][k]["t_n"], timing[t][k]["ratio_n"]
+            print(f"{k:14s} " + " ".join(f"{tn[n] * 1e3:6.1f} ({rn[n]:4.2f})" for n in range(1, 9)))
     result = dict(command="python " + " ".join(sys.argv), environment=environment(), isa=_native._C.cpu_isa(),
                   prompts=args.prompts, tokens=args.tokens, quality=quality, timing=timing, weight_bytes=bytes_)  # fmt: skip
     path = write_result(result, args.out, "weight_formats.json")
