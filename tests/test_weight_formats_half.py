@@ -56,6 +56,27 @@ def test_exact_methods_on_half_weights(half_pairs, fmt, prompt):
     assert sprinter_ext.generate(ph, prompt, method="ersd", temperature=1.0, k=3, **kw).tokens == ar1
 
 
+@pytest.mark.parametrize("fmt", ["f16", "bf16"])
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_16_bit_valued_weights_give_the_float32_runners_bits(fmt, family):
+    """Weights that are already 16-bit values: the 16-bit runner equals the float32 one bit for
+    bit (the kernels add in the float32 kernel's order), GPT-2's transposed Conv1D included."""
+    dtype = torch.float16 if fmt == "f16" else torch.bfloat16
+    draft = tiny_model(family, vocab=97, layers=1, hidden=64, seed=2)
+    target = tiny_model(family, vocab=97, layers=2, hidden=64, seed=3)
+    with torch.no_grad():
+        for p in target.parameters():
+            if p.dim() == 2:
+                p.copy_(p.to(dtype).float())
+    r32 = sprinter_ext.load_pair(draft, target).native_runner("target", 64)
+    rh = sprinter_ext.load_pair(draft, target, weights=fmt).native_runner("target", 64)
+    assert rh.linear_weight_bytes < 0.6 * r32.linear_weight_bytes
+    a, b = r32.prefill(list(range(1, 12)))[0], rh.prefill(list(range(1, 12)))[0]
+    assert torch.equal(a, b)
+    for toks in ([5], [7, 8, 9], [1, 2, 3, 4, 5, 6]):
+        assert torch.equal(r32.extend(toks)[0], rh.extend(toks)[0]), toks
+
+
 def _half_tiny_pair(fmt: str, *, planted_bug: bool = False):
     """A vocab-8 pair whose target's float32 weights are `fmt` values (so storing them in 16
     bits changes nothing), the target's linears running 16-bit on the native fast path.

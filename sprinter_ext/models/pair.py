@@ -327,11 +327,9 @@ def load_pair(
     >>> pair = sprinter_ext.load_pair(draft_model, target_model)
     """
     from ..drafts.pairing import is_head_spec, load_head_pair
-    from .weight_formats import parse_weights
+    from .weight_formats import HALF_FORMATS, parse_weights
 
     fmt = parse_weights(weights)
-    from .weight_formats import HALF_FORMATS
-
     if fmt in HALF_FORMATS and (dtype is not None or device != "cpu"):
         # NOTE: refused before any model is loaded; a given model's dtype is checked after
         _check_half(fmt, parse_dtype(dtype) or torch.float32, parse_device(device))
