@@ -9,9 +9,13 @@ same process and timed call by call in turn (A B C A B C ...), so machine drift 
    equal fp32's, the mean matching prefix, and teacher-forced agreement (each format's argmax
    on fp32's own continuation, every position);
 2. AR ms/token (a decode step at a context of ~100 tokens), at each thread count;
-3. T(n)/T(1), n = 1..8: a forward over n tokens (a verification of n - 1 drafts) against one.
+3. T(n)/T(1), n = 1..8: a forward over n tokens (a verification of n - 1 drafts) against one;
+4. (``--methods``) each method's decode ms/token (a 1-token run, the prefill, subtracted) at
+   the library's defaults (k=2, greedy, the default pair's draft head), median over the first
+   ``--method-prompts`` prompts, against ar of the same format and against fp32's ar.
 
-Formats: ``fp32``, ``gguf`` (the GGUF file's Q4_1 / Q8_0 blocks, float32 activations) and, for
+Formats: ``fp32``, ``gguf`` (the GGUF file's Q4_1 / Q8_0 blocks, float32 activations),
+``f16`` and ``bf16`` (the linears and LM head stored in 16 bits, float32 activations) and, for
 comparison, ``dtype=torch.bfloat16`` (the whole model in bf16). Writes
 bench/results/weight_formats.json and .png.
 """
@@ -31,7 +35,8 @@ from sprinter_ext.chat_prompts import chat_prompts
 from sprinter_ext.cli.bench import environment, write_result
 from sprinter_ext.prompts import encode_prompt
 
-FORMATS = {"fp32": dict(weights="fp32"), "gguf": dict(weights="gguf"), "bf16 (dtype)": dict(dtype=torch.bfloat16)}
+FORMATS = {"fp32": dict(weights="fp32"), "gguf": dict(weights="gguf"), "f16": dict(weights="f16"),
+           "bf16": dict(weights="bf16"), "bf16 (dtype)": dict(dtype=torch.bfloat16)}
 
 
 def argmaxes(runner, prompt: list[int], cont: list[int]) -> list[int]:
@@ -63,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--methods", default="ar,sd,ersd,sprinter", help="comma-separated; '' skips section 4")
+    ap.add_argument("--method-prompts", type=int, default=4)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
@@ -113,27 +120,61 @@ def main(argv=None) -> int:
                 r.truncate(base)
             return f
 
-        rows = {}
         step = time_calls({k: forward(r, 1) for k, r in runners.items()}, args.reps * 4)
-        for n in range(1, 9):
-            tn = time_calls({k: forward(r, n) for k, r in runners.items()}, args.reps)
-            for k in runners:
-                rows.setdefault(k, {})[n] = tn[k]
+        # NOTE: every (format, n) in one round robin, so a burst of load on the shared cores
+        # lands on all of them alike instead of on one n
+        tn = time_calls({(k, n): forward(r, n) for n in range(1, 9) for k, r in runners.items()}, args.reps)
+        rows = {k: {n: tn[k, n] for n in range(1, 9)} for k in runners}
         timing[t] = {k: dict(step_ms=step[k] * 1e3, t_n=rows[k], ratio_n={n: rows[k][n] / rows[k][1] for n in rows[k]})
                      for k in runners}  # fmt: skip
+
+    # 4. methods at the defaults, every format, interleaved prompt by prompt
+    methods = [m for m in args.methods.split(",") if m]
+    torch.set_num_threads(threads[0])
+    decoders = {(f, m): sprinter_ext.Decoder(pairs[f], m, eos_token_id=None) for f in pairs for m in methods}
+    per_tok = {key: [] for key in decoders}
+    for d in decoders.values():  # warm-up: runners built, caches allocated
+        d.generate(prompts[0], max_new_tokens=4, seed=0)
+    for i, p in enumerate(prompts[: args.method_prompts]):
+        for key, d in decoders.items():
+            # NOTE: decode time only: a 1-token run (the prefill, ATen's float32 GEMM in every
+            # format but dtype=bf16) is subtracted from the full run
+            t1 = d.generate(p, max_new_tokens=1, seed=i).stats["wall_s"]
+            st = d.generate(p, max_new_tokens=args.tokens, seed=i).stats
+            per_tok[key].append((st["wall_s"] - t1) / (st["new_tokens"] - 1))
+    method_ms = {f: {m: statistics.median(per_tok[f, m]) * 1e3 for m in methods} for f in pairs}
 
     bytes_ = {k: r.linear_weight_bytes for k, r in runners.items()}
     print(f"\nweights formats | {_native._C.cpu_isa()} | {args.prompts} held-out chat prompts x {args.tokens} greedy tokens")
     print(f"{'format':14s} {'all equal':>9s} {'prefix':>7s} {'teacher':>8s} {'MB':>6s} " +
-          " ".join(f"{f'{t}t ms':>8s} {f'{t}t x':>6s}" for t in threads) + "   T(n)/T(1) n=2,4,8 @" + str(threads[-1]) + "t")  # fmt: skip
+          " ".join(f"{f'{t}t ms':>8s} {'x fp32':>6s} {'x gguf':>6s}" for t in threads))  # fmt: skip
     for k in runners:
         q = quality[k]
-        cells = " ".join(f"{timing[t][k]['step_ms']:8.1f} {timing[t][k]['step_ms'] / timing[t]['fp32']['step_ms']:6.2f}" for t in threads)
-        rn = timing[threads[-1]][k]["ratio_n"]
+        cells = " ".join(f"{timing[t][k]['step_ms']:8.1f} {timing[t][k]['step_ms'] / timing[t]['fp32']['step_ms']:6.2f} "
+                         f"{timing[t][k]['step_ms'] / timing[t]['gguf']['step_ms']:6.2f}" for t in threads)  # fmt: skip
         print(f"{k:14s} {q['all_equal']:>4d}/{q['prompts']:<4d} {q['mean_prefix']:7.1f} {q['teacher_forced']:8.2%} "
-              f"{bytes_[k] / 1e6:6.0f} {cells}   {rn[2]:.2f} {rn[4]:.2f} {rn[8]:.2f}")  # fmt: skip
+              f"{bytes_[k] / 1e6:6.0f} {cells}")  # fmt: skip
+    for t in threads:
+        print(f"\nforward over n tokens, {t} thread(s): ms (T(n)/T(1))")
+        print(f"{'format':14s} " + " ".join(f"{f'n={n}':>13s}" for n in range(1, 9)))
+        for k in runners:
+            tn, rn = timing[t][k]["t_n"], timing[t][k]["ratio_n"]
+            print(f"{k:14s} " + " ".join(f"{tn[n] * 1e3:6.1f} ({rn[n]:4.2f})" for n in range(1, 9)))
+    if methods:
+        print(f"\nmethods at the defaults (k=2, greedy), {threads[0]} thread(s): decode ms/token (x ar of the format, x fp32 ar)")
+        print(f"{'format':14s} " + " ".join(f"{m:>20s}" for m in methods))
+        for f in pairs:
+            ar = method_ms[f].get("ar")
+            cells = []
+            for m in methods:
+                v = method_ms[f][m]
+                rel = f"{v / ar:4.2f}" if ar else "   -"
+                rel32 = f"{v / method_ms['fp32']['ar']:4.2f}" if "ar" in method_ms["fp32"] else "   -"
+                cells.append(f"{v:7.1f} ({rel}, {rel32})")
+            print(f"{f:14s} " + " ".join(f"{c:>20s}" for c in cells))
     result = dict(command="python " + " ".join(sys.argv), environment=environment(), isa=_native._C.cpu_isa(),
-                  prompts=args.prompts, tokens=args.tokens, quality=quality, timing=timing, weight_bytes=bytes_)  # fmt: skip
+                  prompts=args.prompts, tokens=args.tokens, quality=quality, timing=timing, weight_bytes=bytes_,
+                  methods_ms_per_token=method_ms, method_prompts=min(args.method_prompts, len(prompts)))  # fmt: skip
     path = write_result(result, args.out, "weight_formats.json")
     try:
         import matplotlib

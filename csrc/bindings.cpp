@@ -18,6 +18,7 @@
 #include "engine/engine_py.h"
 #include "model/head_model.h"
 #include "model/linear_cpu.h"
+#include "model/linear_half_cpu.h"
 #include "model/linear_quant_cpu.h"
 #include "model/native_model.h"
 #include "ops/ops_py.h"
@@ -117,4 +118,5 @@ PYBIND11_MODULE(_C, m) {
   sprinter::drafts::register_ngram(m);  // model-free drafts (their base _C.Proposer is the engine's)
   sprinter::cpu::register_linear_cpu(m);  // the small-n CPU linear of the native forward
   sprinter::cpu::register_linear_quant_cpu(m);  // ... over GGUF Q4_1 / Q8_0 blocks
+  sprinter::cpu::register_linear_half_cpu(m);   // ... over float16 / bfloat16 weights, float32 x
 }

@@ -113,7 +113,7 @@ def test_sd_is_exact_on_quantised_linears(fmt):
 
 def test_bad_weights_values_are_named_errors(default_pair):
     assert default_pair.weights == "gguf"  # "auto": the default pair runs its GGUF blocks
-    with pytest.raises(InvalidArgumentError, match="unknown weights format 'q5': one of fp32, gguf, auto"):
+    with pytest.raises(InvalidArgumentError, match="unknown weights format 'q5': one of fp32, gguf, f16, bf16, auto"):
         sprinter_ext.load_pair(weights="q5")
     with pytest.raises(ArgumentTypeError, match="weights must be a str"):
         sprinter_ext.load_pair(weights=4)

@@ -11,6 +11,7 @@
 // L1 (4 * Kp * 4 bytes = 24 KiB at K = 1536), so the weight is streamed once per forward.
 #include "linear_cpu.h"
 
+#include "linear_half_cpu.h"
 #include "linear_quant_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -316,11 +317,27 @@ PackedLinear PackedLinear::with_blocks(const Tensor& blocks, QuantFormat format)
   }
   PackedLinear out = *this;
   out.quant_ = std::move(q);
+  out.half_ = nullptr;
   out.packed_ = Tensor();  // the blocks serve every small-n forward now
   return out;
 }
 
+PackedLinear PackedLinear::with_weight16(const Tensor& weight16) const {
+  if (!defined()) invalid("with_weight16() on an empty PackedLinear");
+  if (weight_.scalar_type() != at::kFloat) invalid("16-bit weights replace float32 weights only");
+  if (!weight16.defined() || weight16.dim() != 2 || weight16.size(0) != N_ || weight16.size(1) != K_) {
+    invalid("the 16-bit weight must be [" + std::to_string(N_) + ", " + std::to_string(K_) + "] like this linear's");
+  }
+  auto h = std::make_shared<const HalfLinear>(weight16, bias_);
+  PackedLinear out = *this;
+  out.half_ = std::move(h);
+  out.quant_ = nullptr;
+  out.packed_ = Tensor();  // the 16-bit weight serves every small-n forward now
+  return out;
+}
+
 int64_t PackedLinear::weight_bytes() const {
+  if (half_) return half_->weight_bytes();
   if (quant_) return quant_->weight_bytes();
   return packed_.numel() * static_cast<int64_t>(packed_.element_size()) + (bias_.defined() ? N_ * 4 : 0);
 }
@@ -340,6 +357,7 @@ Tensor PackedLinear::forward(const Tensor& x, Isa isa) const {
     return at::linear(x, weight_, bias_orig_);
   }
   if (quant_) return quant_->forward(x, isa);
+  if (half_) return half_->forward(x, isa);
   Tensor out = at::empty(out_shape, x.options());
   if (n == 0) return out;
   isa = std::min(isa, cpu_isa());

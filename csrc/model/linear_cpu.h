@@ -45,6 +45,7 @@ std::string isa_name(Isa isa);
 Isa isa_from_name(const std::string& name);
 
 class QuantLinear;                     // linear_quant_cpu.h
+class HalfLinear;                      // linear_half_cpu.h
 enum class QuantFormat : int;          // linear_quant_cpu.h
 
 constexpr int64_t kMaxSmallRows = 16;  // n above this: at::linear
@@ -72,7 +73,18 @@ class PackedLinear {
   PackedLinear with_blocks(const at::Tensor& blocks, QuantFormat format) const;
   bool quantized() const { return quant_ != nullptr; }
 
-  bool defined() const { return packed_.defined() || quant_ != nullptr; }
+  // This linear with its small-n forward over `weight16` (float16 or bfloat16 [N, K]: the
+  // 16-bit storage of this float32 linear's weight, float32 activations; HalfLinear)
+  // instead of its packed copy, which is released; n > kMaxSmallRows keeps at::linear over
+  // the original float32 weight (models/weight_formats.py says what that means for a
+  // format). std::invalid_argument when the shape is not [N, K], the dtype not 16-bit, or
+  // this linear's weight not float32.
+  PackedLinear with_weight16(const at::Tensor& weight16) const;
+  bool half() const { return half_ != nullptr; }
+  // The float32 [N, K] weight this linear was built from (the model's own tensor).
+  const at::Tensor& weight() const { return weight_; }
+
+  bool defined() const { return packed_.defined() || quant_ != nullptr || half_ != nullptr; }
   int64_t in_features() const { return K_; }
   int64_t out_features() const { return N_; }
   // The bytes a small-n forward reads from the weight (packed rows + bias).
@@ -84,6 +96,7 @@ class PackedLinear {
   at::Tensor bias_orig_;  // optional [N], the weight's dtype (for n > kMaxSmallRows)
   at::Tensor packed_;  // [G, Kp / B, 4, B] contiguous (G = ceil(N / 4), B = one zmm of the dtype)
   std::shared_ptr<const QuantLinear> quant_;  // with_blocks(): the small-n forward
+  std::shared_ptr<const HalfLinear> half_;    // with_weight16(): the small-n forward
   int64_t N_ = 0, K_ = 0, Kp_ = 0;
 };
 

@@ -146,6 +146,14 @@ class NativeModel : public Runner {
   // first forward. std::invalid_argument off the fast path, for an unknown name or
   // blocks of another shape.
   void quantize_linear(const std::string& name, const at::Tensor& blocks, cpu::QuantFormat format);
+  // The same over 16-bit weight storage (cpu::PackedLinear::with_weight16: float16 or
+  // bfloat16 [N, K], float32 activations; prefill keeps the float32 weight).
+  void store_linear16(const std::string& name, const at::Tensor& weight16);
+  // The float32 [N, K] weight the fast path's linear `name` was built from (the model's
+  // own tensors, stacked as the pack stacks them: q, k, v; gate, up).
+  at::Tensor linear_weight(const std::string& name) const;
+  // Every fast-path linear's name ("head" last), in forward order; empty off the fast path.
+  std::vector<std::string> linear_names() const;
   // Bytes a forward of n <= 16 tokens reads from the linears' weights (fast path; 0 off it).
   int64_t linear_weight_bytes() const;
 
@@ -186,6 +194,9 @@ class NativeModel : public Runner {
   bool packs_gqa_rows(int64_t n, int64_t kv_len) const;
   at::Tensor activation(const at::Tensor& x) const;
   at::Tensor head(const at::Tensor& hidden) const;
+  // The fast path's linear `name` (see quantize_linear); std::invalid_argument naming the
+  // valid names when there is none.
+  cpu::PackedLinear& find_linear(const std::string& name);
 
   NativeModelConfig config_;
   NativeModelWeights weights_;

@@ -215,8 +215,8 @@ NativeModel::NativeModel(NativeModelConfig config, NativeModelWeights weights)
 namespace sprinter {
 namespace engine {
 
-void NativeModel::quantize_linear(const std::string& name, const at::Tensor& blocks, cpu::QuantFormat format) {
-  if (!config_.fast) invalid("quantize_linear needs the fast path (fast=True): the op-for-op path runs at::linear");
+cpu::PackedLinear& NativeModel::find_linear(const std::string& name) {
+  if (!config_.fast) invalid("linear '" + name + "' needs the fast path (fast=True): the op-for-op path runs at::linear");
   cpu::PackedLinear* target = nullptr;
   if (name == "head") {
     target = &head_pack_;
@@ -239,7 +239,39 @@ void NativeModel::quantize_linear(const std::string& name, const at::Tensor& blo
     invalid("no linear '" + name + "': use 'head' or 'layers.<i>.<part>' with i < " + std::to_string(num_layers()) +
             " and part qkv, o, gate_up, down (Llama) or qkv, o, up, down (GPT-2)");
   }
-  *target = target->with_blocks(blocks, format);
+  return *target;
+}
+
+void NativeModel::quantize_linear(const std::string& name, const at::Tensor& blocks, cpu::QuantFormat format) {
+  if (!config_.fast) invalid("quantize_linear needs the fast path (fast=True): the op-for-op path runs at::linear");
+  cpu::PackedLinear& target = find_linear(name);
+  target = target.with_blocks(blocks, format);
+}
+
+void NativeModel::store_linear16(const std::string& name, const at::Tensor& weight16) {
+  if (!config_.fast) invalid("store_linear16 needs the fast path (fast=True): the op-for-op path runs at::linear");
+  cpu::PackedLinear& target = find_linear(name);
+  target = target.with_weight16(weight16);
+}
+
+at::Tensor NativeModel::linear_weight(const std::string& name) const {
+  return const_cast<NativeModel*>(this)->find_linear(name).weight();
+}
+
+std::vector<std::string> NativeModel::linear_names() const {
+  std::vector<std::string> names;
+  if (!config_.fast) return names;
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    const LayerPacks& P = packs_[i];
+    const std::string p = "layers." + std::to_string(i) + ".";
+    if (P.qkv.defined()) names.push_back(p + "qkv");
+    if (P.o.defined()) names.push_back(p + "o");
+    if (P.gate_up.defined()) names.push_back(p + "gate_up");
+    if (P.up.defined()) names.push_back(p + "up");
+    if (P.down.defined()) names.push_back(p + "down");
+  }
+  names.push_back("head");
+  return names;
 }
 
 int64_t NativeModel::linear_weight_bytes() const {

@@ -204,6 +204,30 @@ void register_native_model(py::module_& m, py::handle runner_base) {
           "Run the fast path's small-n linear `name` ('head', 'layers.<i>.qkv' / o / gate_up / up / down) over "
           "GGUF Q4_1 / Q8_0 blocks [N, K / 32 * block_bytes] (uint8) from now on; prefill keeps the float32 "
           "weight, so the blocks must stand for it (models/weight_formats.py checks that).")
+      .def(
+          "store_linear16",
+          [](NativeModel& self, const std::string& name, const at::Tensor& weight16) {
+            try {
+              self.store_linear16(name, weight16);
+            } catch (const std::invalid_argument& e) {
+              bind::raise_named("InvalidArgumentError", e.what());
+            }
+          },
+          py::arg("name"), py::arg("weight16"),
+          "Run the fast path's small-n linear `name` over `weight16` (float16 or bfloat16 [N, K]) with float32 "
+          "activations from now on (csrc/model/linear_half_cpu.h); prefill keeps the float32 weight.")
+      .def(
+          "linear_weight",
+          [](const NativeModel& self, const std::string& name) {
+            try {
+              return self.linear_weight(name);
+            } catch (const std::invalid_argument& e) {
+              bind::raise_named("InvalidArgumentError", e.what());
+            }
+          },
+          py::arg("name"), "The float32 [N, K] weight the fast path's linear `name` was built from.")
+      .def_property_readonly("linear_names", &NativeModel::linear_names,
+                             "The fast path's linears ('layers.<i>.<part>', 'head'), in forward order.")
       .def_property_readonly("linear_weight_bytes", &NativeModel::linear_weight_bytes,
                              "Bytes a forward of <= 16 tokens reads from the linears' weights (0 off the fast path).")
       .def(

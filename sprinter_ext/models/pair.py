@@ -339,7 +339,9 @@ def load_pair(
         (:mod:`sprinter_ext.models.weight_formats`): ``"fp32"`` the model's own, packed;
         ``"gguf"`` the Q4_1 / Q8_0 blocks of the ``.gguf`` file a model was loaded from
         (the default pair's target is one), float32 activations: the same model, up to
-        summation order, at a fifth of the bytes; ``"auto"`` (None, the default):
+        summation order, at a fifth of the bytes; ``"f16"`` / ``"bf16"``: a float32
+        target's linear weights rounded to 16 bits, float32 activations (half the
+        bytes; f16 keeps fp32's greedy tokens); ``"auto"`` (None, the default):
         ``"gguf"`` where it applies (the default pair on the CPU), ``"fp32"`` elsewhere.
         Activations, norms, attention and the KV cache keep the model's dtype.
     lookup : None, "ngram", "suffix" or a LookupDraft
@@ -361,9 +363,12 @@ def load_pair(
     >>> pair = sprinter_ext.load_pair(draft_model, target_model)
     """
     from ..drafts.pairing import is_head_spec, load_head_pair
-    from .weight_formats import parse_weights
+    from .weight_formats import HALF_FORMATS, parse_weights
 
     fmt = parse_weights(weights)
+    if fmt in HALF_FORMATS and (dtype is not None or device != "cpu"):
+        # NOTE: refused before any model is loaded; a given model's dtype is checked after
+        _check_half(fmt, parse_dtype(dtype) or torch.float32, parse_device(device))
     from ..drafts.lookup import LOOKUP_KINDS, LookupDraft, lookup_draft
 
     if draft is None and target is None and lookup is None:
@@ -452,11 +457,27 @@ def _lookup_pair(spec, target, *, tokenizer, device, dtype, sha256, verifier, we
     return _with_weights(pair, weights, {"target": target})
 
 
+def _check_half(fmt: str, dtype, device) -> None:
+    """The 16-bit formats run a float32 model on the CPU: a named error for anything else."""
+    if torch.device(device).type != "cpu" or dtype != torch.float32:
+        raise InvalidArgumentError(
+            f"weights={fmt!r} stores a float32 target's linear weights in 16 bits for the CPU fast path "
+            f"(float32 activations); got {dtype} on {device}: use device='cpu' and dtype=None "
+            "(float32), or weights='fp32' (dtype=torch.bfloat16 alone runs the whole model in bfloat16)"
+        )
+
+
 def _with_weights(pair: ModelPair, fmt: str, specs: dict) -> ModelPair:
     """`pair` with weight format `fmt`: the file each role's format reads (a .gguf model's own
     file; the default target's, None in `specs`), refused by name where there is none; "auto":
     gguf where that works, fp32 elsewhere."""
     if fmt == "fp32":
+        return pair
+    from .weight_formats import HALF_FORMATS
+
+    if fmt in HALF_FORMATS:
+        _check_half(fmt, pair.dtype, pair.device)
+        pair.weights, pair._weight_sources = fmt, {"target": {}}  # {}: no planted overrides
         return pair
     from .default_pair import find_gguf
 

@@ -14,7 +14,17 @@ tokens) keeps ATen's GEMM over the model's own weights.
            same blocks to float32 bit for bit), at 0.625-1.06 bytes per weight instead of
            4, so its tokens equal ``fp32``'s up to summation order. Needs a target loaded
            from a ``.gguf`` file (the default pair's is)
+``f16``    the target's linear weights (and LM head) rounded once to IEEE float16 (11
+           significant bits), float32 activations (HalfLinear: F16C widening + float32
+           FMA): 2 bytes per weight, any float32 target on the CPU
+``bf16``   the same in bfloat16 (8 significant bits): the same bytes, further from fp32
 =========  ==============================================================================
+
+The 16-bit formats round the weights the small-n forwards stream; prefill (more than 16
+tokens) keeps ATen's GEMM over the float32 weights, so a long prompt is read by the
+float32 model and every decode, draft and verification forward by the 16-bit one (the
+reference engine, Python over transformers, runs float32 throughout). Embedding lookups
+stay float32 (a row per token: no bandwidth to save).
 
 A format is one entry of :data:`FORMATS`: a name, a description and the function that
 applies it to a built ``_C.NativeModel``; the pair keeps the name and the runner factories
@@ -31,7 +41,7 @@ import torch
 
 from ..errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["FORMATS", "DEFAULT", "parse_weights", "apply", "gguf_blocks"]
+__all__ = ["FORMATS", "HALF_FORMATS", "DEFAULT", "parse_weights", "apply", "gguf_blocks"]
 
 # GGUF block types QuantLinear runs, by gguf-py's GGMLQuantizationType name
 _BLOCK_TYPES = {"Q4_1": "q4_1", "Q8_0": "q8_0"}
@@ -119,10 +129,40 @@ def _apply_gguf(runner, path, config) -> dict:
     return blocks
 
 
+_HALF = {"f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _apply_half(name: str) -> Callable:
+    dtype = _HALF[name]
+
+    def apply(runner, overrides, config) -> dict:
+        # NOTE: `overrides` ({linear name: 16-bit weight}) is empty but for the tests' planted bugs
+        overrides = overrides if isinstance(overrides, dict) else {}
+        for lin in runner.linear_names:
+            w16 = overrides.get(lin)
+            if w16 is None:
+                w = runner.linear_weight(lin)
+                w16 = w.to(dtype)
+                if not bool(torch.isfinite(w16).all()):
+                    big = w[~torch.isfinite(w16)].abs().max().item()
+                    raise InvalidArgumentError(
+                        f"weights={name!r}: linear {lin!r} has weights beyond {dtype}'s range (|w| up to {big:.3g}); "
+                        "use weights='bf16' or weights='fp32' for this model"
+                    )
+            runner.store_linear16(lin, w16)
+        return overrides
+
+    return apply
+
+
 FORMATS: dict[str, WeightFormat] = {
     "fp32": WeightFormat("fp32", "the model's own weights, packed (today's fast path)", None),
     "gguf": WeightFormat("gguf", "the GGUF file's Q4_1 / Q8_0 blocks as loaded, float32 activations", _apply_gguf),
+    "f16": WeightFormat("f16", "linear weights rounded to float16, float32 activations", _apply_half("f16")),
+    "bf16": WeightFormat("bf16", "linear weights rounded to bfloat16, float32 activations", _apply_half("bf16")),
 }
+# The formats that store the target's own float32 weights in 16 bits (no file to read).
+HALF_FORMATS = tuple(_HALF)
 # NOTE: "auto" = gguf where it applies (a target loaded from a .gguf file, on the CPU, float32:
 # the default pair), fp32 elsewhere. gguf's logits equal fp32's fast path (the kernels add each
 # product into the same vector lane in the same order), so the default costs no fidelity.
