@@ -27,8 +27,9 @@ The estimates are the generation's running acceptance counts per (bucket, depth)
 (``decay`` per observation of the bucket), so they follow the request at hand; each
 generation starts from the prior (:meth:`CostModel.reset`), so the same seed and prompt give
 the same lengths, hence the same tokens, on every engine and every call. When the rule
-keeps choosing 0, every ``probe_every``-th such round verifies one token anyway, so an
-estimate that was too low can recover.
+keeps choosing 0, the ``probe_every``-th such round verifies one token anyway, so an
+estimate that was too low can recover; each probe that changes nothing doubles the wait for
+the next (16, 32, 64, ... rounds), so a draft that never pays costs ever less.
 
 Exactness: the chosen length depends only on the draft's proposal and on rounds already
 verified (their noise is at committed positions), never on the target's output still to come,
@@ -98,6 +99,7 @@ class CostModel:
         self.tried = [[0.0] * (self.k_max + 1) for _ in range(BUCKETS)]
         self.accepted = [[0.0] * (self.k_max + 1) for _ in range(BUCKETS)]
         self.idle = [0] * BUCKETS  # consecutive rounds that chose 0, per bucket
+        self.interval = [self.probe_every] * BUCKETS  # rounds of 0 before the next probe (doubles per probe)
 
     def alpha(self, bucket: int, depth: int) -> float:
         w = self.weight
@@ -117,11 +119,13 @@ class CostModel:
                 best, best_rate = k, rate
         if best == 0 and n_max > 0:
             self.idle[bucket] += 1
-            if self.idle[bucket] >= self.probe_every:
+            if self.idle[bucket] >= self.interval[bucket]:
                 self.idle[bucket] = 0
+                self.interval[bucket] *= 2  # NOTE: a probe that changes nothing waits twice as long next time
                 return 1, rates[1]
         else:
             self.idle[bucket] = 0
+            self.interval[bucket] = self.probe_every
         return best, best_rate
 
     def draft_choice(self) -> tuple[int, float]:

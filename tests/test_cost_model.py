@@ -42,8 +42,13 @@ def test_rule_by_hand():
 
 def test_steps_aside_then_probes():
     cm = CostModel(STEEP, k_max=4, probe_every=5)
-    picks = [cm.draft_length() for _ in range(15)]
-    assert picks == [0, 0, 0, 0, 1] * 3
+    picks = [cm.draft_length() for _ in range(35)]
+    # a probe after 5 idle rounds, then after 10, then 20: a draft that never pays costs ever less
+    assert [i for i, k in enumerate(picks) if k] == [4, 14, 34]
+    assert cm.interval[0] == 40
+    cheap = CostModel(CHEAP, k_max=4, probe_every=5)
+    cheap.interval[0] = 40
+    assert cheap.draft_length() > 0 and cheap.interval[0] == 5  # choosing to draft resets the wait
 
 
 def _drive(cm, rng, rounds=300):
@@ -91,8 +96,8 @@ def test_bad_profiles_and_k_values(tmp_path):
         Profile((10.0, "x"), 1.0)
     d, t = tiny_pair(vocab=V)
     pair = sprinter_ext.load_pair(d, t)
-    with pytest.raises(InvalidArgumentError, match="ssd does not take k='auto'"):
-        sprinter_ext.Decoder(pair, "ssd", k="auto")
+    assert sprinter_ext.Decoder(pair, "ssd", k="auto").k == 2  # ssd plans a fixed k: "auto" is K_FIXED
+    assert sprinter_ext.Decoder(pair, "ssd", k="auto").cost is None
     with pytest.raises((InvalidArgumentError, ArgumentTypeError)):
         sprinter_ext.Decoder(pair, "sd", k="fast")
     with pytest.raises(ArgumentTypeError, match="cost_profile"):
@@ -199,6 +204,9 @@ def test_sd_with_auto_is_exact_and_a_peeking_rule_is_caught(pair):
                 return self._n(proposed), 1.0
 
             def observe(self, *args):
+                pass
+
+            def reset(self):
                 pass
 
         s.cost = Peeking()

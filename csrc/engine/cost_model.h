@@ -39,6 +39,7 @@ class CostModel {
     tried_.assign(kBuckets, std::vector<double>(k_max_ + 1, 0.0));
     accepted_ = tried_;
     idle_.assign(kBuckets, 0);
+    interval_.assign(kBuckets, probe_every_);
   }
 
   int64_t k_max() const { return k_max_; }
@@ -88,12 +89,14 @@ class CostModel {
     }
     if (best_k == 0 && n_max > 0) {
       idle_[bucket] += 1;
-      if (idle_[bucket] >= probe_every_) {
+      if (idle_[bucket] >= interval_[bucket]) {
         idle_[bucket] = 0;
+        interval_[bucket] *= 2;  // a probe that changes nothing waits twice as long next time
         return {1, rate1};
       }
     } else {
       idle_[bucket] = 0;
+      interval_[bucket] = probe_every_;
     }
     return {best_k, best_rate};
   }
@@ -102,7 +105,7 @@ class CostModel {
   double draft_ms_, prior_, weight_, decay_;
   int64_t probe_every_, k_max_ = 1;
   std::vector<std::vector<double>> tried_, accepted_;
-  std::vector<int64_t> idle_;
+  std::vector<int64_t> idle_, interval_;
 };
 
 }  // namespace engine

@@ -179,6 +179,13 @@ Generation::Proposal Generation::propose(int64_t k, uint32_t stream, bool with_v
   return out;
 }
 
+// A round with no drafts: the target's own sample, as ar's (the same token verify_tokens
+// would give as the bonus of zero drafts: TARGET noise at this position), without its op.
+std::vector<int64_t> Generation::target_step() {
+  at::Tensor logits = target_rows({});
+  return {sample(logits[0], nullptr, position(), TARGET, false).token};
+}
+
 // methods/_session.py Session.draft_round + sd.py / ersd.py round(): this round's drafts from
 // the lookup (cut to k, or to the cost model's length) or the model (k, or the cost model's
 // length; 0: a plain target step), verified; with k="auto" the cost model hears the outcome.
@@ -200,6 +207,7 @@ std::vector<int64_t> Generation::speculate(bool sd) {
       }
     }
     if (!use) return model_round(k, sd);
+    if (n == 0) return target_step();
     d.tokens.resize(n);
     stats_.draft_tokens += n;
     std::vector<int64_t> out = check_lookup(d.tokens, sd);
@@ -210,7 +218,7 @@ std::vector<int64_t> Generation::speculate(bool sd) {
 }
 
 std::vector<int64_t> Generation::model_round(int64_t k, bool sd) {
-  if (k == 0) return check_lookup({}, sd);
+  if (k == 0) return target_step();
   Proposal p = propose(k, sd ? DRAFT : TARGET, false);  // ersd: the draft races with the target's noise
   std::vector<int64_t> out = check(p.tokens, p.q, target_rows(p.tokens), 0, sd);
   if (cost_) cost_->observe(static_cast<int64_t>(p.tokens.size()), static_cast<int64_t>(out.size()) - 1, 0);
@@ -262,11 +270,8 @@ std::vector<int64_t> Generation::check(const std::vector<int64_t>& drafts, const
 // methods/{ar,sd,ersd,sprinter}.py round().
 std::vector<int64_t> Generation::decide() {
   switch (cfg_.method) {
-    case Method::AR: {
-      at::Tensor logits = target_rows({});
-      at::Tensor row = logits[0];
-      return {sample(row, nullptr, position(), TARGET, false).token};
-    }
+    case Method::AR:
+      return target_step();
     case Method::SD:
       return speculate(true);
     case Method::ERSD:

@@ -127,6 +127,7 @@ class Generation {
   Proposal propose(int64_t k, uint32_t stream, bool with_verifier);
   std::vector<int64_t> speculate(bool sd);  // methods/sd.py / ersd.py round() with any draft
   std::vector<int64_t> model_round(int64_t k, bool sd);  // draft k with the model (0: a plain target step)
+  std::vector<int64_t> target_step();  // ar's round: the target's own sample
   std::vector<int64_t> check_lookup(const std::vector<int64_t>& drafts, bool sd);
   void finish();  // done: tell the proposer the request's sequence
   at::Tensor target_rows(const std::vector<int64_t>& drafts);
