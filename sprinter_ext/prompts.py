@@ -29,6 +29,8 @@ import torch
 from .errors import ChatTemplateWarning  # noqa: F401 - re-exported (no longer raised)
 from .errors import ArgumentTypeError, InvalidArgumentError, TokenizerRequiredError
 
+CHAT_ROLES = ("system", "user", "assistant")  # what the API and the server render (OpenAI's three)
+
 __all__ = ["encode_prompt", "render_chat", "has_chat_template", "IncrementalDetokenizer", "ChatTemplateWarning"]
 
 
@@ -69,6 +71,10 @@ def _check_messages(messages: Sequence) -> list[dict]:
         role, content = m["role"], m["content"]
         if not isinstance(role, str) or not role:
             raise InvalidArgumentError(f"chat message {i}: 'role' must be a non-empty str (e.g. 'user'), got {role!r}")
+        if role not in CHAT_ROLES:
+            hint = " (no tool calling here)" if role in ("tool", "function") else (
+                "; use 'system'" if role == "developer" else "")
+            raise InvalidArgumentError(f"chat message {i}: role {role!r} is not supported{hint}; roles: {list(CHAT_ROLES)}")
         if not isinstance(content, str):
             raise ArgumentTypeError(f"chat message {i}: 'content' must be a str, got {type(content).__name__}")
         out.append(dict(m))

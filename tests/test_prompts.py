@@ -177,3 +177,11 @@ def test_transformers_streamer_convention(chat_pair, capsys):
     assert "".join(it) == res.text
     with pytest.raises(ArgumentTypeError, match="put"):
         dec.generate(MSGS, max_new_tokens=2, streamer=object())
+
+
+@pytest.mark.parametrize("role", ["wizard", "tool", "developer"])
+def test_unknown_chat_roles_are_named_errors(chat_pair, role):
+    with pytest.raises(InvalidArgumentError, match=f"role '{role}' is not supported"):
+        encode_prompt(chat_pair, [{"role": role, "content": "hi"}])
+    for ok in ("system", "user", "assistant"):
+        encode_prompt(chat_pair, [{"role": ok, "content": "hi"}])

@@ -50,7 +50,7 @@ _NEUTRAL = {
 # Accepted and ignored: they do not change the tokens.
 _IGNORED = ("user", "metadata", "store", "service_tier", "reasoning_effort")
 # The chat roles the server renders with the chat template (tool results need tool calls).
-ROLES = ("system", "user", "assistant")
+from ..prompts import CHAT_ROLES as ROLES  # noqa: E402 - one list of roles for the API and the server
 # sprinter_ext's own request fields (as extra body fields), besides the method options.
 _OWN = ("method", "k", "top_k", "min_p", "repetition_penalty")  # min_p, repetition_penalty: as vLLM's extra fields
 _OPENAI = ("model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "stream",
