@@ -35,13 +35,22 @@ def small_pair():
     return sprinter_ext.load_pair(draft, target)
 
 
-def exact_joint(target, settings: SamplingSettings) -> torch.Tensor:
-    """P(t1, t2 | PROMPT) under the target with `settings`: [V, V] float64."""
+def exact_joint(target, settings: SamplingSettings, prompt=PROMPT) -> torch.Tensor:
+    """P(t1, t2 | prompt) under the target with `settings`: [V, V] float64."""
     with torch.no_grad():
-        p1 = probs(target(torch.tensor([PROMPT])).logits[0, -1], settings).double()
-        seqs = torch.tensor([PROMPT + [t] for t in range(V)])
+        p1 = probs(target(torch.tensor([prompt])).logits[0, -1], settings).double()
+        seqs = torch.tensor([list(prompt) + [t] for t in range(V)])
         p2 = probs(target(seqs).logits[:, -1], settings).double()
     return p1[:, None] * p2
+
+
+def decoder_counts(dec, prompt=PROMPT, seeds=SEEDS) -> torch.Tensor:
+    """Counts of (t1, t2) over `seeds` fixed seeds from a built Decoder: [V, V] float64."""
+    counts = torch.zeros(V, V, dtype=torch.float64)
+    for seed in range(seeds):
+        t1, t2 = dec.generate(prompt, max_new_tokens=2, seed=seed).tokens
+        counts[t1, t2] += 1
+    return counts
 
 
 def sample_counts(pair, method, settings, k=2, engine="auto", seeds=SEEDS, **options) -> torch.Tensor:

@@ -13,8 +13,8 @@ from sprinter_ext.cost_model import CostModel, Profile, measure
 from sprinter_ext.drafts.lookup import lookup_draft
 from sprinter_ext.errors import ArgumentTypeError, InvalidArgumentError
 from sprinter_ext.models.tiny import tiny_pair
-from sprinter_ext.sampling import SamplingSettings, probs
-from stats_helpers import ALPHA, V, g_test_pvalue
+from sprinter_ext.sampling import SamplingSettings
+from stats_helpers import ALPHA, V, decoder_counts, exact_joint, g_test_pvalue
 
 _C = _native._C
 
@@ -156,24 +156,13 @@ def test_generate_takes_k_auto(pair):
     assert len(r.tokens) >= 1
 
 
-def _joint(target, settings):
-    with torch.no_grad():
-        p1 = probs(target(torch.tensor([PROMPT])).logits[0, -1], settings).double()
-        p2 = probs(target(torch.tensor([PROMPT + [t] for t in range(V)])).logits[:, -1], settings).double()
-    return p1[:, None] * p2
-
-
 def _counts(dec, seeds=2000):
-    counts = torch.zeros(V, V, dtype=torch.float64)
-    for seed in range(seeds):
-        t1, t2 = dec.generate(PROMPT, max_new_tokens=2, seed=seed).tokens
-        counts[t1, t2] += 1
-    return counts
+    return decoder_counts(dec, PROMPT, seeds)
 
 
 def test_sd_with_auto_is_exact_and_a_peeking_rule_is_caught(pair):
     target = pair._target
-    want = _joint(target, SamplingSettings(1.0))
+    want = exact_joint(target, SamplingSettings(1.0), PROMPT)
     prof = Profile((10.0, 10.4, 10.9, 11.5), 0.0 if pair.model_free else 0.5)
     dec = sprinter_ext.Decoder(pair, "sd", k="auto", cost_profile=prof, temperature=1.0, eos_token_id=None,
                                engine="native")  # fmt: skip

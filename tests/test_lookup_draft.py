@@ -13,8 +13,8 @@ from sprinter_ext import _native
 from sprinter_ext.drafts.lookup import LookupLane, NgramProposer, lookup_draft
 from sprinter_ext.errors import ArgumentTypeError, InvalidArgumentError
 from sprinter_ext.models.tiny import tiny_model
-from sprinter_ext.sampling import SamplingSettings, probs
-from stats_helpers import ALPHA, V, g_test_pvalue
+from sprinter_ext.sampling import SamplingSettings
+from stats_helpers import ALPHA, V, decoder_counts, exact_joint, g_test_pvalue
 
 _C = _native._C
 
@@ -175,19 +175,8 @@ def test_engines_agree_token_for_token_when_sampling(tiny_target, kind, options)
         assert runs[0].stats["accepted_tokens"] == runs[2].stats["accepted_tokens"]
 
 
-def _joint(target, prompt, settings) -> torch.Tensor:
-    with torch.no_grad():
-        p1 = probs(target(torch.tensor([prompt])).logits[0, -1], settings).double()
-        p2 = probs(target(torch.tensor([prompt + [t] for t in range(V)])).logits[:, -1], settings).double()
-    return p1[:, None] * p2
-
-
-def _counts(dec, seeds=2000) -> torch.Tensor:
-    counts = torch.zeros(V, V, dtype=torch.float64)
-    for seed in range(seeds):
-        t1, t2 = dec.generate(PROMPT, max_new_tokens=2, seed=seed).tokens
-        counts[t1, t2] += 1
-    return counts
+def _counts(dec, seeds=2000):
+    return decoder_counts(dec, PROMPT, seeds)
 
 
 class _UniformQLane(LookupLane):
@@ -203,7 +192,7 @@ class _UniformQLane(LookupLane):
 def test_sd_with_lookup_draft_is_exact(tiny_target, engine, kind):
     pair = _pair(tiny_target, kind)
     st = SamplingSettings(1.0)
-    want = _joint(tiny_target, PROMPT, st)
+    want = exact_joint(tiny_target, st, PROMPT)
     dec = sprinter_ext.Decoder(pair, "sd", k=2, temperature=1.0, eos_token_id=None, engine=engine)
     p = g_test_pvalue(_counts(dec), want)
     assert p > ALPHA, f"sd with the {kind} draft ({engine}): G-test p={p:.2e}"

@@ -75,24 +75,17 @@ void Lane::prefill(const std::vector<int64_t>& ids) {
   agreed = tokens.size();
 }
 
-std::pair<at::Tensor, at::Tensor> Lane::feed(const std::vector<int64_t>& toks) {
-  const int64_t start = static_cast<int64_t>(tokens.size());
-  const int64_t n = static_cast<int64_t>(toks.size());
-  calls += 1;
-  fed += n;
-  attended += n * start + n * (n + 1) / 2;
-  auto out = runner->feed(toks);
-  tokens.insert(tokens.end(), toks.begin(), toks.end());
-  return out;
-}
+std::pair<at::Tensor, at::Tensor> Lane::feed(const std::vector<int64_t>& toks) { return run(toks, false); }
 
-std::pair<at::Tensor, at::Tensor> Lane::feed_last(const std::vector<int64_t>& toks) {
+std::pair<at::Tensor, at::Tensor> Lane::feed_last(const std::vector<int64_t>& toks) { return run(toks, true); }
+
+std::pair<at::Tensor, at::Tensor> Lane::run(const std::vector<int64_t>& toks, bool last_only) {
   const int64_t start = static_cast<int64_t>(tokens.size());
   const int64_t n = static_cast<int64_t>(toks.size());
   calls += 1;
   fed += n;
   attended += n * start + n * (n + 1) / 2;
-  auto out = n == 1 ? runner->feed(toks) : runner->feed_last(toks);
+  auto out = last_only && n > 1 ? runner->feed_last(toks) : runner->feed(toks);
   tokens.insert(tokens.end(), toks.begin(), toks.end());
   return out;
 }

@@ -75,6 +75,7 @@ struct Lane {
   void prefill(const std::vector<int64_t>& ids);
   std::pair<at::Tensor, at::Tensor> feed(const std::vector<int64_t>& toks);
   std::pair<at::Tensor, at::Tensor> feed_last(const std::vector<int64_t>& toks);  // the last row only
+  std::pair<at::Tensor, at::Tensor> run(const std::vector<int64_t>& toks, bool last_only);  // counts, feeds
   std::vector<int64_t> pending(const std::vector<int64_t>& seq) const;
   void sync(const std::vector<int64_t>& seq);
 };
