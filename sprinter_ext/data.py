@@ -164,18 +164,28 @@ def heldout_prompts(pair, n: int, prompt_tokens: int, seed: int = 0) -> list[lis
     raise InvalidArgumentError(f"only {len(out)} held-out texts have {prompt_tokens} tokens; ask for fewer or shorter prompts")
 
 
-PROMPT_SETS = ("raw", "chat")
+PROMPT_SETS = ("raw", "chat", "written", "grounded")
 
 
 def prompt_set(pair, name: str, n: int, prompt_tokens: int = 48, seed: int = 0) -> list[list[int]]:
     """Held-out benchmark prompts: ``"raw"`` = :func:`heldout_prompts` (raw text, `prompt_tokens`
     ids each), ``"chat"`` = instruction-style prompts from held-out documents rendered through
     the target's chat template (``drafts.head_data.build_prompts``; their own lengths), which
-    is how a user of the default Instruct target sends them."""
+    is how a user of the default Instruct target sends them; ``"written"`` / ``"grounded"`` =
+    the hand-written chat / grounded prompts of :mod:`sprinter_ext.chat_prompts` through the
+    template."""
     if name not in PROMPT_SETS:
         raise InvalidArgumentError(f"prompt set must be one of {PROMPT_SETS}, got {name!r}")
     if name == "raw":
         return heldout_prompts(pair, n, prompt_tokens, seed)
+    if name in ("written", "grounded"):  # written by hand (sprinter_ext/chat_prompts.py), through the template
+        from .chat_prompts import chat_prompts, grounded_prompts
+        from .prompts import encode_prompt
+
+        msgs = (chat_prompts if name == "written" else grounded_prompts)()
+        if len(msgs) < n:
+            raise InvalidArgumentError(f"only {len(msgs)} hand-written {name} prompts exist; ask for fewer")
+        return [encode_prompt(pair, m) for m in msgs[:n]]
     from .drafts.head_data import build_prompts
 
     if pair.tokenizer is None:

@@ -33,11 +33,13 @@ def test_bench_cli_on_the_tiny_pair(tmp_path):
 def test_bench_results_names_keep_settings_apart():
     from sprinter_ext.cli.bench import results_name
 
-    assert results_name("default", "head", "float32", "raw", 1.0) == "methods_default.json"  # the default draft
-    assert results_name("default", "standalone", "float32", "raw", 1.0) == "methods_default_standalone.json"
-    assert results_name("default", "both", "float32", "chat", 0.0) == "methods_default_both_chat_t0.json"
-    assert results_name("default", "head", "bfloat16", "raw", 0.7) == "methods_default_bfloat16_t0.7.json"
-    assert results_name("tiny", "standalone", "float32", "raw", 1.0) == "methods_tiny.json"
+    assert results_name("default", "default", "float32", "written", 0.0) == "methods_default.json"  # the defaults
+    assert results_name("default", "head", "float32", "written", 0.0) == "methods_default_head.json"
+    assert results_name("default", "standalone", "float32", "raw", 1.0) == "methods_default_standalone_raw_t1.json"
+    assert results_name("default", "both", "float32", "chat", 0.0) == "methods_default_both_chat.json"
+    assert results_name("default", "head+ngram", "bfloat16", "grounded", 0.7) == (
+        "methods_default_head_ngram_bfloat16_grounded_t0.7.json")
+    assert results_name("tiny", "standalone", "float32", "raw", 0.0) == "methods_tiny.json"
     names = {results_name("default", d, "float32", p, t) for d in ("standalone", "head", "both")
              for p in ("raw", "chat") for t in (0.0, 1.0)}  # fmt: skip
     assert len(names) == 12

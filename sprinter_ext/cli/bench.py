@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import Decoder, __version__
+from .. import _defaults as D
 from ..methods import METHODS
 from ..data import PROMPT_SETS, prompt_set as heldout_prompt_set
 from ..errors import InvalidArgumentError
@@ -37,8 +38,10 @@ def _hf_generate(pair, ids, max_new_tokens, temperature, assisted, k):
         kw.update(do_sample=False)
     if assisted:
         kw.update(assistant_model=pair.draft)
-        pair.draft.generation_config.num_assistant_tokens = k
-        pair.draft.generation_config.num_assistant_tokens_schedule = "constant"
+        # k="auto": HF's own adaptive schedule ("heuristic", from D.K_FIXED tokens) is its counterpart
+        auto = k == "auto"
+        pair.draft.generation_config.num_assistant_tokens = D.K_FIXED if auto else k
+        pair.draft.generation_config.num_assistant_tokens_schedule = "heuristic" if auto else "constant"
     x = torch.tensor([ids], device=pair.device)
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -81,7 +84,9 @@ def run_bench(
     if "sprinter" in methods and getattr(pair, "verifier", None) is None:
         raise InvalidArgumentError("method 'sprinter' needs a pair with a verifier (load_pair(..., verifier=path))")
     ps = heldout_prompt_set(pair, prompt_set, prompts, prompt_tokens, seed)
-    lookahead = max(k, max_run if "sprinter" in methods else 0)
+    from ..decoding import K_AUTO_MAX
+
+    lookahead = max(K_AUTO_MAX if k == "auto" else k, max_run if "sprinter" in methods else 0)
     longest = max(len(p) for p in ps)  # chat prompts have their own lengths
     max_length = -(-(longest + max_new_tokens + lookahead) // 64) * 64  # static cache sized to the job
     opts = {"sprinter": {"max_run": max_run}}  # NOTE: ssd with a head runs inline (the Decoder's default)
@@ -202,19 +207,24 @@ def build_parser():
                     help=f"comma-separated methods (None: {','.join(ALL_METHODS)}; sprinter only with a verifier)")  # fmt: skip
     ap.add_argument("--prompts", type=int, default=4, help="held-out prompts (one seed each)")
     ap.add_argument("--prompt-tokens", type=int, default=48, help="tokens per prompt (raw prompts)")
-    ap.add_argument("--prompt-set", choices=PROMPT_SETS, default="raw",
-                    help="held-out raw text prompts, or held-out chat prompts through the target's chat template "
-                         "(the default target is an Instruct model; results: methods_<pair>..._chat.json)")  # fmt: skip
+    ap.add_argument("--prompt-set", choices=PROMPT_SETS, default=None,
+                    help="hand-written chat prompts (written, the default pair's default; the tiny pair's is raw) "
+                         "or grounded ones (the answer reuses the "
+                         "prompt's text), pydoc-derived chat prompts, or raw text, each through the target's chat "
+                         "template but raw (the default target is an Instruct model; results: "
+                         "methods_<pair>..._<set>.json)")  # fmt: skip
     ap.add_argument("--max-new-tokens", type=int, default=32, help="new tokens per generation (no early stop)")
-    ap.add_argument("-k", type=k_arg, default=4,
-                    help="draft tokens per round (sd, ersd, ssd), or 'auto' (sd, ersd: the cost model picks)")
-    ap.add_argument("--temperature", type=float, default=1.0,
-                    help="0 = greedy (results of a temperature other than 1: methods_<pair>..._t<T>.json)")
+    ap.add_argument("-k", type=k_arg, default=D.K,
+                    help="draft tokens per round (sd, ersd, ssd), or 'auto' (the default; sd, ersd: the cost model "
+                         "picks, ssd takes 2)")
+    ap.add_argument("--temperature", type=float, default=D.TEMPERATURE,
+                    help="0 = greedy, the default (results of another temperature: methods_<pair>..._t<T>.json)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed+i)")
     ap.add_argument("--verifier", default=None, help="verifier file (None: the pair's own)")
-    ap.add_argument("--draft", choices=["standalone", "head", "both", "ngram", "suffix", "head+ngram", "head+suffix"],
-                    default=None,
-                    help="the default pair's draft: its draft head (the default), the standalone draft LM, or "
+    ap.add_argument("--draft", choices=["default", "standalone", "head", "both", "ngram", "suffix", "head+ngram",
+                                        "head+suffix"], default=None,
+                    help="the default pair's draft: load_pair()'s (default: the head + ngram lookup), its draft head "
+                         "alone, the standalone draft LM, or "
                          "both in one run (rows tagged by draft; speed-ups against the first run's ar; HF "
                          "assisted generation needs the standalone draft); a lookup draft (ngram, suffix: sd and "
                          "ersd only) or a hybrid of the head and one")  # fmt: skip
@@ -248,12 +258,13 @@ def main(argv=None) -> int:
 
 
 def results_name(pair: str, draft: str, dtype: str, prompt_set: str, temperature: float) -> str:
-    """methods_<pair>[_<draft>][_<dtype>][_chat][_t<T>].json: runs with other settings never overwrite each
-    other; the pair's default draft (the head of the default pair, the tiny pair's only draft) has no tag."""
-    draft = "" if pair != "default" or draft == "head" else "_" + draft
+    """methods_<pair>[_<draft>][_<dtype>][_<set>][_t<T>].json: runs with other settings never overwrite each
+    other; the defaults (the default pair's own draft, the tiny pair's only draft; float32; the written
+    prompts; greedy) have no tag."""
+    draft = "" if pair != "default" or draft == "default" else "_" + draft.replace("+", "_")
     dtype = "" if dtype == "float32" else "_" + dtype
-    chat = "" if prompt_set == "raw" else "_" + prompt_set
-    temp = "" if temperature == 1.0 else f"_t{temperature:g}"
+    chat = "" if prompt_set == ("written" if pair == "default" else "raw") else "_" + prompt_set
+    temp = "" if temperature == D.TEMPERATURE else f"_t{temperature:g}"
     return f"methods_{pair}{draft}{dtype}{chat}{temp}.json"
 
 
@@ -265,11 +276,14 @@ def _main(args, out: Path, argv) -> int:
     from .. import load_pair
 
     if args.draft is None:
-        args.draft = "head" if args.pair == "default" else "standalone"
+        args.draft = "default" if args.pair == "default" else "standalone"
+    if args.prompt_set is None:  # the tiny pair has no tokenizer: raw token ids
+        args.prompt_set = "written" if args.pair == "default" else "raw"
     if args.pair == "default":
         dt = getattr(torch, args.dtype)
         kinds = ["standalone", "head"] if args.draft == "both" else [args.draft]
-        pairs = [load_pair(draft=kind, verifier=args.verifier, dtype=dt) for kind in kinds]
+        pairs = [load_pair(draft=None if kind == "default" else kind, verifier=args.verifier, dtype=dt)
+                 for kind in kinds]  # fmt: skip
     else:
         if args.draft != "standalone":
             raise SystemExit("bench: --draft head/both needs --pair default (the tiny pair has no trained head)")
@@ -288,8 +302,8 @@ def _main(args, out: Path, argv) -> int:
     for pair in pairs:
         if args.methods is None:
             methods = [m for m in ALL_METHODS if m != "sprinter" or pair.verifier is not None]
-            if pair.model_free or args.k == "auto":  # a lookup draft runs sd / ersd; k="auto" is theirs
-                methods = [m for m in methods if m in ("ar", "sd", "ersd") or (m == "sprinter" and not pair.model_free)]
+            if pair.model_free:  # a lookup draft alone runs sd / ersd
+                methods = [m for m in methods if m in ("ar", "sd", "ersd")]
         else:
             methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         one = run_bench(pair, methods=methods, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
