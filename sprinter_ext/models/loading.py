@@ -12,7 +12,6 @@ import os
 import pickle
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,9 +25,6 @@ from ..errors import (
 )
 from ._refusals import not_found_message, refuse_non_causal, refuse_pickle
 from .default_pair import load_gguf_model, verify_gguf
-
-if TYPE_CHECKING:
-    from .pair import ModelPair
 
 __all__ = ["DRAFT_KINDS", "check_device", "parse_device", "parse_dtype"]
 
@@ -165,9 +161,9 @@ def _place(role: str, model, given, dev: torch.device, dt) -> None:
         )
 
 
-def _attach_verifier(pair: ModelPair, verifier, draft, vocab_size: int) -> None:
-    """Set ``pair.verifier`` from a Verifier or a verifier file, checked against `draft` (the
-    draft model, a draft head, or a lazy pair's stand-in: the same fingerprint)."""
+def _attach_verifier(pair, verifier, draft, vocab_size: int) -> None:
+    """Set a ModelPair's ``pair.verifier`` from a Verifier or a verifier file, checked against
+    `draft` (the draft model, a draft head, or a lazy pair's stand-in: the same fingerprint)."""
     from ..verifier import Verifier, check_draft
 
     if isinstance(verifier, (str, os.PathLike)):
@@ -211,8 +207,8 @@ def _check_half(fmt: str, dtype, device) -> None:
         )
 
 
-def _with_weights(pair: ModelPair, fmt: str, specs: dict) -> ModelPair:
-    """`pair` with weight format `fmt`: the file each role's format reads (a .gguf model's own
+def _with_weights(pair, fmt: str, specs: dict):
+    """ModelPair `pair` with weight format `fmt`: the file each role's format reads (a .gguf model's own
     file; the default target's, None in `specs`), refused by name where there is none; "auto":
     gguf where that works, fp32 elsewhere."""
     if fmt == "fp32":
