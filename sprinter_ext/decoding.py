@@ -8,81 +8,48 @@ call raises :class:`DecoderBusyError` instead of corrupting the caches.
 This module is the boundary (arguments, prompts, results); what runs the rounds is an
 engine from :mod:`sprinter_ext._engine` (the Python round driver or the C++ loop), the
 runners come from :mod:`sprinter_ext._engine._runners`, and what a method can run on
-from its record in :mod:`sprinter_ext.methods`.
+from its record in :mod:`sprinter_ext.methods`. The argument checks, ``GenerationResult`` and
+the constants (``K_AUTO_MAX``, ``TOP_LOGPROBS_MAX``) are in :mod:`sprinter_ext._decoder_args`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from . import _defaults as D
-from . import _rng
-from ._engine import ENGINES, make_engine, one_shot_max_length, pick_engine
-from ._engine._runners import RUNNERS, draft_lane, lookup_lane, runner_factory
-from ._stopping import Stopping, check_int, eos_set
-from .cost_model import AUTO, CostModel, Profile, profile_for
-from .errors import (
-    ArgumentTypeError,
-    CacheOverflowError,
-    DecoderBusyError,
-    InvalidArgumentError,
-    TokenizerRequiredError,
+from ._decoder_args import (  # noqa: F401 - GenerationResult, K_AUTO_MAX, TOP_LOGPROBS_MAX re-exported
+    _DEFAULT,
+    K_AUTO_MAX,
+    TOP_LOGPROBS_MAX,
+    GenerationResult,
+    _eos_set,
+    check_cost_profile,
+    check_draft_fits,
+    check_native_can,
+    check_pair,
+    check_run,
+    check_stream,
+    check_streamer,
+    check_threaded,
+    logprob_log,
 )
+from ._engine import ENGINES, _has_cuda_ops, _native_available, make_engine, one_shot_max_length, pick_engine
+from ._engine._runners import RUNNERS, draft_lane, lookup_lane, runner_factory
+from ._stopping import Stopping, check_int
+from .cost_model import AUTO, CostModel, profile_for
+from .errors import DecoderBusyError, InvalidArgumentError
 from .methods import METHODS, NATIVE_METHODS, SNAPSHOT_METHODS  # noqa: F401 - NATIVE/SNAPSHOT re-exported
 from .methods import get as _method
 from .methods._session import Lane, LogprobLog
 from .models.pair import ModelPair
 from .models.runner import ModelRunner
 from .prompts import encode_prompt
-from .sampling import SamplingSettings, TokenLogprob
+from .sampling import SamplingSettings
 
 __all__ = ["Decoder", "GenerationResult", "generate", "ENGINES", "DecoderBusyError"]
-
-
-def _native_available() -> bool:
-    try:
-        from . import _native  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _has_cuda_ops() -> bool:
-    from .ops import _has_cuda_ops as has
-
-    return has()
-
-
-_DEFAULT = object()  # "use the model's own eos_token_id"
-K_AUTO_MAX = 8  # k="auto": the most draft tokens a round verifies
-TOP_LOGPROBS_MAX = 20  # alternatives per token, as OpenAI's top_logprobs and vLLM's default max_logprobs
-
-
-@dataclass
-class GenerationResult:
-    """tokens: the new ids, the one that ended the run included (an EOS or stop id; see
-    :mod:`sprinter_ext._stopping`); text: decoded, special tokens skipped, cut before a stop
-    string (None without a tokenizer); finish_reason: "eos", "stop", "length" or "time";
-    logprobs (``generate(logprobs=True)``, else None): one :class:`~sprinter_ext.sampling.TokenLogprob`
-    per token of ``tokens``, under the target's processed distribution at its position."""
-
-    tokens: list[int]
-    text: str | None
-    stats: dict[str, Any] = field(default_factory=dict)
-    finish_reason: str | None = None
-    logprobs: list[TokenLogprob] | None = None
-
-
-_check_int = check_int
-
-
-def _eos_set(pair: ModelPair, eos_token_id) -> frozenset[int]:
-    return eos_set(pair, eos_token_id, _DEFAULT)
 
 
 class Decoder:
@@ -165,8 +132,7 @@ class Decoder:
         cost_profile=None,
         **method_options,
     ):
-        if not isinstance(pair, ModelPair):
-            raise ArgumentTypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
+        check_pair(pair)
         m = _method(method)
         if not isinstance(engine, str) or engine not in ENGINES:
             raise InvalidArgumentError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
@@ -175,7 +141,7 @@ class Decoder:
         auto = isinstance(k, str) and k == AUTO
         if auto and m.name == "ssd":  # its speculation cache plans its fan-out for a fixed k
             k, auto = D.K_FIXED, False
-        self.k = K_AUTO_MAX if auto else _check_int("k", k, 1)
+        self.k = K_AUTO_MAX if auto else check_int("k", k, 1)
         self.settings = SamplingSettings(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
                                          frequency_penalty)  # fmt: skip
         self.pair = pair
@@ -183,23 +149,14 @@ class Decoder:
         built = _native_available()
         self.engine = pick_engine(engine, m, pair.device, built=built, cuda_ops=_has_cuda_ops)
         if self.engine == "native" and self.settings.processed:
-            _check_native_can(engine, self.settings, None)
+            check_native_can(engine, self.settings, None)
             self.engine = "fused"  # auto: the C++ loop does not process logits
         self._module = m  # the method's registry record (sprinter_ext.methods.Method)
         self._eos = _eos_set(pair, eos_token_id)
         head = pair.draft_kind.split("+")[0] == "head"
-        if pair.model_free and m.name in ("sprinter", "ssd"):
-            why = ("its verifier reads a draft model's hidden state" if m.name == "sprinter" else
-                   "it overlaps a draft model's forwards with the target's, and a lookup draft runs none")
-            raise InvalidArgumentError(
-                f"method {m.name!r} cannot run a {pair.draft_kind!r} draft: {why}; use method='sd' or 'ersd' "
-                "(or a head / standalone draft)")
+        check_draft_fits(pair, m.name)
         self._options = m.resolve(m.validate(pair, method_options), self.engine, head=head)
-        if self._options.get("threaded") and head:
-            raise InvalidArgumentError(
-                f"{method} with a draft head cannot run its draft on its own thread (threaded=True): the head "
-                "reads the features the target's verification writes; pass threaded=False or leave it unset "
-                "(a head's draft then runs inline)")
+        check_threaded(method, self._options, head)
         self._lookahead = m.lookahead_of(self._options, self.k)
         make = runner_factory(pair, m, runner, self.engine, self.k, built=built)
         self._target = Lane(make("target", max_length))
@@ -212,17 +169,20 @@ class Decoder:
             if cost_profile is None:
                 draft_runner = getattr(self._draft, "runner", None)
                 cost_profile = profile_for(pair, self._target.runner, draft_runner, self.settings.temperature)
-            elif not isinstance(cost_profile, Profile):
-                raise ArgumentTypeError(f"cost_profile must be a sprinter_ext.cost_model.Profile, got "
-                                        f"{type(cost_profile).__name__}")  # fmt: skip
+            else:
+                check_cost_profile(cost_profile)
             self.cost = CostModel(cost_profile, k_max=self.k)
-        labels = dict(method=method, engine=self.engine, runner=self.runner)
-        self._engine = make_engine(self.engine, m, self._target, self._draft, k=self.k, options=self._options,
-                                   eos=self._eos, labels=labels, device=pair.device, cost=self.cost,
-                                   lookup=self._lookup)  # fmt: skip
+        self._engine = self._make_engine(self.engine)
         self._engine_arg = engine
         self._python_engine = None  # built on first need (see _engine_for)
         self._lock = threading.Lock()
+
+    def _make_engine(self, name: str):
+        """Engine `name` over this Decoder's lanes, options and cost model."""
+        labels = dict(method=self.method, engine=name, runner=self.runner)
+        return make_engine(name, self._module, self._target, self._draft, k=self.k, options=self._options,
+                           eos=self._eos, labels=labels, device=self.pair.device, cost=self.cost,
+                           lookup=self._lookup)  # fmt: skip
 
     @property
     def max_length(self) -> int:
@@ -252,7 +212,7 @@ class Decoder:
         cur = self.settings
         new = SamplingSettings(**{name: getattr(cur, name) if v is None else v for name, v in given.items()})
         if self.engine == "native":
-            _check_native_can(self._engine_arg, new, None)
+            check_native_can(self._engine_arg, new, None)
         if not self._lock.acquire(blocking=False):
             raise DecoderBusyError("this Decoder is generating; change its settings between generations")
         try:
@@ -268,16 +228,7 @@ class Decoder:
         return encode_prompt(self.pair, prompt, chat=chat)
 
     def _check_run(self, ids: list[int], max_new_tokens: int, seed: int) -> None:
-        _check_int("max_new_tokens", max_new_tokens, 0)
-        _rng._check_seed(seed)
-        need = len(ids) + max_new_tokens + self._lookahead
-        if need > self.max_length:
-            raise CacheOverflowError(
-                f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) + lookahead "
-                f"({self._lookahead}: k or max_run) = {need} "
-                f"exceeds the static KV cache ({self.max_length}); shorten the prompt, ask fewer tokens, "
-                "or build the Decoder with a larger max_length"
-            )
+        check_run(ids, max_new_tokens, seed, self._lookahead, self.max_length)
 
     # -- generation -----------------------------------------------------------------
 
@@ -286,13 +237,9 @@ class Decoder:
         which neither processes logits nor returns logprobs) the fused engine over the same lanes."""
         if self.engine != "native" or not (settings.processed or logprobs is not None):
             return self._engine
-        _check_native_can(self._engine_arg, settings, logprobs)
+        check_native_can(self._engine_arg, settings, logprobs)
         if self._python_engine is None:
-            labels = dict(method=self.method, engine="fused", runner=self.runner)
-            self._python_engine = make_engine("fused", self._module, self._target, self._draft, k=self.k,
-                                              options=self._options, eos=self._eos, labels=labels,
-                                              device=self.pair.device, cost=self.cost,
-                                              lookup=self._lookup)  # fmt: skip
+            self._python_engine = self._make_engine("fused")
         return self._python_engine
 
     def _rounds(self, ids: list[int], max_new_tokens: int, seed: int, stats: dict,
@@ -339,12 +286,11 @@ class Decoder:
         """
         ids = self.encode(prompt, chat=chat)
         self._check_run(ids, max_new_tokens, seed)
-        log = _logprob_log(logprobs, top_logprobs)
+        log = logprob_log(logprobs, top_logprobs)
         if log is not None:
-            _check_native_can(self._engine_arg, self.settings, log)
+            check_native_can(self._engine_arg, self.settings, log)
         stopping = self._stopping(max_new_tokens, stop, stop_token_ids, max_time)
-        if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
-            raise ArgumentTypeError(f"streamer must have put() and end() methods, got {type(streamer).__name__}")
+        check_streamer(streamer)
         if not self._lock.acquire(blocking=False):
             raise DecoderBusyError("this Decoder is already generating; use one Decoder per thread")
         try:
@@ -386,17 +332,12 @@ class Decoder:
         """
         ids = self.encode(prompt, chat=chat)
         self._check_run(ids, max_new_tokens, seed)
-        if not isinstance(text, bool):
-            raise ArgumentTypeError(f"text must be a bool, got {type(text).__name__}")
-        if stats is not None and not isinstance(stats, dict):
-            raise ArgumentTypeError(f"stats must be a dict to fill (or None), got {type(stats).__name__}")
-        if text and self.pair.tokenizer is None:
-            raise TokenizerRequiredError("stream(text=True) needs a tokenizer, but this pair has none; stream token ids")
-        log = _logprob_log(logprobs, top_logprobs)
+        check_stream(text, stats, self.pair.tokenizer)
+        log = logprob_log(logprobs, top_logprobs)
         if log is not None:
             if text:
                 raise InvalidArgumentError("stream(logprobs=True) yields TokenLogprob items: pass text=False")
-            _check_native_can(self._engine_arg, self.settings, log)
+            check_native_can(self._engine_arg, self.settings, log)
         stopping = self._stopping(max_new_tokens, stop, stop_token_ids, max_time, text=text)
         return self._stream(ids, max_new_tokens, seed, {} if stats is None else stats, stopping, text, log)
 
@@ -420,35 +361,6 @@ class Decoder:
     def _decode(self, tokens: list[int]) -> str | None:
         tok = self.pair.tokenizer
         return None if tok is None else tok.decode(tokens, skip_special_tokens=True)
-
-
-def _logprob_log(logprobs, top_logprobs) -> LogprobLog | None:
-    """The logprobs request of generate(logprobs=, top_logprobs=) (named errors), None when off."""
-    if not isinstance(logprobs, bool):
-        raise ArgumentTypeError(f"logprobs must be a bool (True returns res.logprobs), got {type(logprobs).__name__}")
-    if top_logprobs is not None:
-        _check_int("top_logprobs", top_logprobs, 0)
-        if top_logprobs > TOP_LOGPROBS_MAX:
-            raise InvalidArgumentError(f"top_logprobs must be in [0, {TOP_LOGPROBS_MAX}], got {top_logprobs}")
-        if not logprobs:
-            raise InvalidArgumentError("top_logprobs needs logprobs=True (as in OpenAI's API)")
-    return LogprobLog(top_logprobs or 0) if logprobs else None
-
-
-def _check_native_can(engine_arg: str, settings: SamplingSettings, logprobs) -> None:
-    """engine="native" (asked by name) refuses what the C++ loop does not do, by name."""
-    if engine_arg != "native":
-        return
-    what = [name for name, on in (("min_p", settings.min_p > 0 and not settings.greedy),
-                                  ("repetition_penalty", settings.repetition_penalty != 1),
-                                  ("presence_penalty", settings.presence_penalty != 0),
-                                  ("frequency_penalty", settings.frequency_penalty != 0),
-                                  ("logprobs", logprobs is not None)) if on]  # fmt: skip
-    if what:
-        raise InvalidArgumentError(
-            f"engine='native' does not apply {', '.join(what)} (the C++ loop samples with temperature, top_k and "
-            "top_p only); use engine='fused' or 'auto' (which picks the fused engine for them)"
-        )
 
 
 def generate(
@@ -487,8 +399,7 @@ def generate(
     >>> res.tokens, res.text, res.finish_reason, res.stats["target_calls"]
     """
     # NOTE: a one-shot call sizes the static cache to the request (see one_shot_max_length).
-    if not isinstance(pair, ModelPair):
-        raise ArgumentTypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
+    check_pair(pair)
     ids = encode_prompt(pair, prompt, chat=chat)
     m = METHODS.get(method) if isinstance(method, str) else None
     max_length = one_shot_max_length(pair, m, ids, max_new_tokens, k, method_options)

@@ -36,6 +36,21 @@ class Engine(Protocol):
         ...
 
 
+def _native_available() -> bool:
+    """Is the compiled extension built (what pick_engine's `built` says)?"""
+    try:
+        from .. import _native  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _has_cuda_ops() -> bool:
+    from ..ops import _has_cuda_ops as has
+
+    return has()
+
+
 def pick_engine(engine: str, method: Method, device: torch.device, *, built: bool, cuda_ops) -> str:
     """The engine for `engine` ("auto", "reference", "fused", "native"), or a named error.
 
@@ -84,7 +99,7 @@ def one_shot_max_length(pair, method: Method | None, ids: Sequence[int], max_new
     # NOTE: attention runs over every slot of a static cache, so 2048 slots for a 100-token
     # job cost ~20% per step on CPU. A Decoder keeps its (larger) cache across calls.
     if isinstance(k, str) and k == "auto":
-        from ..decoding import K_AUTO_MAX
+        from .._decoder_args import K_AUTO_MAX
 
         k = K_AUTO_MAX
     if method is None or not isinstance(max_new_tokens, int) or not isinstance(k, int):

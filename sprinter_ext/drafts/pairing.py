@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import ArgumentTypeError, InvalidArgumentError, ModelNotFoundError
-from ..models.pair import ModelPair, _load_one, check_device, load_pair, parse_device, parse_dtype
+from ..errors import InvalidArgumentError, ModelNotFoundError
+from ..models.loading import _attach_verifier, _load_one, check_device, parse_device, parse_dtype
+from ..models.pair import ModelPair, load_pair
 
 
 
@@ -90,15 +91,5 @@ def load_head_pair(draft, target, *, tokenizer, device, dtype, sha256, verifier)
         tok = tokenizer
     pair = ModelPair(draft=head, target=None if source is not None else t_model, tokenizer=tok, source=source)
     if verifier is not None and verifier is not False:
-        from ..verifier import Verifier
-
-        if isinstance(verifier, (str, os.PathLike)):
-            verifier = Verifier.load(verifier, draft=head, vocab_size=pair.vocab_size)
-        elif isinstance(verifier, Verifier):
-            from ..verifier import check_draft
-
-            check_draft(verifier, head, pair.vocab_size)
-        else:
-            raise ArgumentTypeError(f"verifier must be a Verifier, a path, False or None, got {type(verifier).__name__}")
-        pair.verifier = verifier.to(pair.device)
+        _attach_verifier(pair, verifier, head, pair.vocab_size)
     return pair

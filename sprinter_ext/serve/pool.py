@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _defaults as D
-from ..decoding import _DEFAULT, Decoder, _eos_set
+from .._decoder_args import _DEFAULT, _eos_set
+from ..decoding import Decoder
 from ..errors import NonFiniteLogitsError, SprinterError
 from ..models.pair import ModelPair
 from .metrics import Metrics

@@ -242,7 +242,7 @@ def _common(body, kind: str, model_name: str, default_method: str) -> Generation
 
 def _logprobs(body: dict, kind: str) -> int | None:
     """chat: logprobs (bool) + top_logprobs (0..20); completions: logprobs (int 0..20), as OpenAI."""
-    from ..decoding import TOP_LOGPROBS_MAX
+    from .._decoder_args import TOP_LOGPROBS_MAX
 
     lp, top = body.get("logprobs"), body.get("top_logprobs")
     if kind == "chat":
