@@ -1,4 +1,4 @@
-"""The randomness contract (../shared/DESIGN.md), in plain PyTorch.
+"""The randomness contract (README, "Randomness"), in plain PyTorch.
 
 Every random number in sprinter_ext is a counter-based uniform
 

@@ -1,4 +1,5 @@
-"""Shared helpers of tests/test_ops_draft.py, tests/test_ops_verify.py and bench/test_ops.py."""
+"""Shared helpers of the fused-op tests: test_ops_draft.py, test_ops_verify.py, test_ops_cuda.py,
+test_cuda_emulation.py, test_robust_args.py and test_robust_nan_hidden.py."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@
 ``sprinter-sweep`` :mod:`.sprinter_sweep`: SPRINTER's speed/fidelity frontier
 ``train-verifier`` :mod:`.train_verifier`: a verifier for the default pair
 ``train-draft``    :mod:`.train_draft`: the default pair's draft
+``train-head``     :mod:`.train_head`: a draft head for a target (resumable)
 =================  ==========================================================
 
 ``serve`` lives in :mod:`sprinter_ext.serve`, ``info`` in :mod:`sprinter_ext.__main__`

@@ -1,6 +1,6 @@
 """Training and evaluation data for draft heads: the target's own continuations.
 
-Prompts come from the offline corpus (:func:`sprinter_ext.models.smol_draft.split_documents`,
+Prompts come from the offline corpus (:func:`sprinter_ext.data.split_documents`,
 split by document, so evaluation prompts come from documents the head never saw):
 
 * instruction-style prompts (a paragraph or a topic wrapped in a request: explain,
