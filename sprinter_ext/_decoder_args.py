@@ -49,13 +49,19 @@ def check_pair(pair) -> None:
         raise ArgumentTypeError(f"pair must be a ModelPair from sprinter_ext.load_pair, got {type(pair).__name__}")
 
 
-def check_draft_fits(pair: ModelPair, method: str) -> None:
-    """sprinter and ssd need a draft model: refused by name for a lookup-only draft."""
-    if pair.model_free and method in ("sprinter", "ssd"):
-        why = ("its verifier reads a draft model's hidden state" if method == "sprinter" else
-               "it overlaps a draft model's forwards with the target's, and a lookup draft runs none")
+_NEEDS_MODEL = {  # why a method that needs a draft model cannot take a lookup-only draft
+    "sprinter": "its verifier reads a draft model's hidden state",
+    "ssd": "it overlaps a draft model's forwards with the target's, and a lookup draft runs none",
+}
+
+
+def check_draft_fits(pair: ModelPair, method) -> None:
+    """A method that drafts with a model (its record's needs_draft without drafts_by_round):
+    refused by name for a lookup-only draft."""
+    if pair.model_free and method.needs_draft and not method.drafts_by_round:
+        why = _NEEDS_MODEL.get(method.name, "it drafts with a draft model")
         raise InvalidArgumentError(
-            f"method {method!r} cannot run a {pair.draft_kind!r} draft: {why}; use method='sd' or 'ersd' "
+            f"method {method.name!r} cannot run a {pair.draft_kind!r} draft: {why}; use method='sd' or 'ersd' "
             "(or a head / standalone draft)")
 
 

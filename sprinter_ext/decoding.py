@@ -154,7 +154,7 @@ class Decoder:
         self._module = m  # the method's registry record (sprinter_ext.methods.Method)
         self._eos = _eos_set(pair, eos_token_id)
         head = pair.draft_kind.split("+")[0] == "head"
-        check_draft_fits(pair, m.name)
+        check_draft_fits(pair, m)
         self._options = m.resolve(m.validate(pair, method_options), self.engine, head=head)
         check_threaded(method, self._options, head)
         self._lookahead = m.lookahead_of(self._options, self.k)
@@ -162,10 +162,10 @@ class Decoder:
         self._target = Lane(make("target", max_length))
         self._draft = draft_lane(pair, m, make, self._target.runner.max_len, self.engine)
         # a hybrid draft's lookup part: sd and ersd use it (the other methods run the model only)
-        self._lookup = lookup_lane(pair, self.engine) if not pair.model_free and m.name in ("sd", "ersd") else None
+        self._lookup = lookup_lane(pair, self.engine) if not pair.model_free and m.drafts_by_round else None
         self.runner = "python" if isinstance(self._target.runner, ModelRunner) else "native"
         self.cost = None  # k="auto": the cost model that picks each round's draft length
-        if auto and m.name in ("sd", "ersd"):
+        if auto and m.drafts_by_round:
             if cost_profile is None:
                 draft_runner = getattr(self._draft, "runner", None)
                 cost_profile = profile_for(pair, self._target.runner, draft_runner, self.settings.temperature)

@@ -11,12 +11,6 @@ __all__ = ["RUNNERS", "draft_lane", "lookup_lane", "runner_factory"]
 RUNNERS = ("auto", "python", "native")
 
 
-def _without_draft(method: Method) -> Method:
-    from dataclasses import replace
-
-    return replace(method, needs_draft=False)
-
-
 def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, built: bool):
     """ModelRunner (transformers' forward) or the C++ NativeModel (same protocol; on CPU its
     fast path, or op for op as transformers with fast=False); auto: native under
@@ -25,18 +19,12 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
     A method that snapshots KV entries (its record's needs_snapshot: ssd) is refused on the
     native runner with a named error, before any model is built.
     """
-    if pair.model_free:
-        # a lookup draft has no model: only the target gets a runner
-        if runner == "native" and method.needs_snapshot:
-            raise InvalidArgumentError(
-                f"runner='native' cannot run method {method.name!r}: it snapshots and restores KV entries, "
-                "which only the python runner implements; use runner='python' or 'auto'")
-        method = _without_draft(method)
-    if method.needs_draft and pair.draft_kind.split("+")[0] == "head":
-        if runner == "native" and method.needs_snapshot:
-            raise InvalidArgumentError(
-                f"runner='native' cannot run method {method.name!r}: it snapshots and restores KV entries, "
-                "which only the python runner implements; use runner='python' or 'auto'")
+    if runner == "native" and method.needs_snapshot:
+        raise InvalidArgumentError(
+            f"runner='native' cannot run method {method.name!r}: it snapshots and restores KV entries, "
+            "which only the python runner implements; use runner='python' or 'auto'")
+    draft_model = method.needs_draft and not pair.model_free  # a lookup draft has no model to run
+    if draft_model and pair.draft_kind.split("+")[0] == "head":
         from ..drafts.runner import head_runner_factory
 
         # a native target gets the C++ head (HeadModel), a python one the eager HeadRunner;
@@ -49,14 +37,9 @@ def runner_factory(pair, method: Method, runner: str, engine: str, k: int, *, bu
     python = lambda role, max_len: ModelRunner(pair._model(role), max_len)  # noqa: E731
     if runner == "python":
         return python
-    if runner == "native" and method.needs_snapshot:
-        raise InvalidArgumentError(
-            f"runner='native' cannot run method {method.name!r}: it snapshots and restores KV entries, "
-            "which only the python runner implements; use runner='python' or 'auto'"
-        )
     from ..models import native
 
-    views = [pair._view("target")] + ([pair._view("draft")] if method.needs_draft else [])
+    views = [pair._view("target")] + ([pair._view("draft")] if draft_model else [])
     reasons = [native.unsupported_reason(m) for m in views]
     reasons = [r for r in reasons if r] if built else ["not built"]
     if runner == "native" and reasons:

@@ -303,7 +303,7 @@ def _main(args, out: Path, argv) -> int:
         if args.methods is None:
             methods = [m for m in ALL_METHODS if m != "sprinter" or pair.verifier is not None]
             if pair.model_free:  # a lookup draft alone runs sd / ersd
-                methods = [m for m in methods if m in ("ar", "sd", "ersd")]
+                methods = [m for m in methods if not METHODS[m].needs_draft or METHODS[m].drafts_by_round]
         else:
             methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         one = run_bench(pair, methods=methods, prompts=args.prompts, prompt_tokens=args.prompt_tokens,

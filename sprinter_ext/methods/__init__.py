@@ -37,6 +37,9 @@ class Method:
         tokens; None: k.
     threaded : it takes the option ``threaded`` (draft work on its own thread); its default
         None means "the engine's default" (:meth:`resolve`): True under engine="fused".
+    drafts_by_round : it drafts through ``Session.draft_round`` (C++: Generation::speculate), so
+        it takes a lookup draft's proposals (alone or beside a draft model) and ``k="auto"``'s
+        per-round lengths; the other methods that need a draft need a draft model.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Method:
     options: Callable | None = None
     lookahead: Callable | None = None
     threaded: bool = False
+    drafts_by_round: bool = False
 
     @property
     def option_names(self) -> tuple[str, ...]:
@@ -114,8 +118,8 @@ def check_option_names(method: "Method", opts: dict) -> None:
 
 _RECORDS = (
     Method("ar", ar.round, needs_draft=False, native=True),
-    Method("sd", sd.round, needs_draft=True, native=True),
-    Method("ersd", ersd.round, needs_draft=True, native=True),
+    Method("sd", sd.round, needs_draft=True, native=True, drafts_by_round=True),
+    Method("ersd", ersd.round, needs_draft=True, native=True, drafts_by_round=True),
     Method("sprinter", sprinter.round, needs_draft=True, native=True, options=sprinter.options,
            lookahead=sprinter.lookahead),  # fmt: skip
     Method("ssd", ssd.round, needs_draft=True, native=False, needs_snapshot=True, options=ssd.options,

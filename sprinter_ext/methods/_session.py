@@ -177,7 +177,7 @@ class Session:
         model = None if model_free else self.draft
         cost, k = self.cost, self.k
         if lookup is not None:
-            toks, q, match = lookup.propose(self.seq, k)
+            toks, match = lookup.propose(self.seq, k)
             n, rate = len(toks), 0.0
             if cost is not None:
                 n, rate = cost.lookup_choice(n, match)
@@ -190,7 +190,8 @@ class Session:
                     use = n > 0
             if use:
                 self.draft_tokens += n
-                return Proposal(self.position, toks[:n], q[:n], q[:n], False, match)
+                q = lookup.one_hot(toks[:n])
+                return Proposal(self.position, toks[:n], q, q, False, match)
         elif cost is not None:
             k = cost.draft_length()
         if k == 0:
