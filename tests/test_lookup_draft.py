@@ -182,9 +182,9 @@ def _counts(dec, seeds=2000):
 class _UniformQLane(LookupLane):
     """The planted bug: drafts verified as if sampled from a uniform q instead of one-hot."""
 
-    def propose(self, seq, k):
-        toks, q, match = super().propose(seq, k)
-        return toks, torch.full_like(q, 1.0 / q.shape[-1]), match
+    def one_hot(self, toks):
+        q = super().one_hot(toks)
+        return torch.full_like(q, 1.0 / q.shape[-1])
 
 
 @pytest.mark.parametrize("kind", ["ngram", "suffix"])

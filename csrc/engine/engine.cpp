@@ -223,8 +223,11 @@ std::vector<int64_t> Generation::model_round(int64_t k, bool sd) {
 std::vector<int64_t> Generation::check_lookup(const std::vector<int64_t>& drafts, bool sd) {
   at::Tensor logits = target_rows(drafts);  // [n+1, V]
   const int64_t n = static_cast<int64_t>(drafts.size());
-  at::Tensor q = at::zeros({n, logits.size(1)}, logits.options().dtype(at::kFloat));
-  for (int64_t i = 0; i < n; ++i) q[i][drafts[static_cast<size_t>(i)]] = 1.0f;
+  const int64_t V = logits.size(1);
+  at::Tensor q = at::zeros({n, V}, at::TensorOptions().dtype(at::kFloat));  // built on the host, one write a row
+  float* qp = q.mutable_data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) qp[i * V + drafts[static_cast<size_t>(i)]] = 1.0f;
+  if (!logits.is_cpu()) q = q.to(logits.device());
   return check(drafts, q, logits, 0, sd);
 }
 

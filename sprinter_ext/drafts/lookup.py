@@ -128,7 +128,8 @@ def lookup_draft(kind: str, **options) -> LookupDraft:
 
 class LookupLane:
     """The draft lane of a lookup draft (the counterpart of methods/_session.py Lane): no KV
-    cache, no forward; ``propose`` gives the proposer's tokens and one-hot q rows."""
+    cache, no forward; ``propose`` gives the proposer's tokens, ``one_hot`` the q rows of the
+    ones a round verifies (built after the cost model's cut, never for tokens it drops)."""
 
     def __init__(self, proposer, vocab_size: int, device="cpu"):
         self.proposer = proposer
@@ -152,11 +153,14 @@ class LookupLane:
     def end(self, seq: Sequence[int]) -> None:
         self.proposer.end(list(seq))
 
-    def propose(self, seq: Sequence[int], k: int) -> tuple[list[int], torch.Tensor, int]:
-        """Up to k tokens, their one-hot q [n, V] (float32 on the lane's device) and the match length."""
+    def propose(self, seq: Sequence[int], k: int) -> tuple[list[int], int]:
+        """Up to k tokens to follow `seq`, and the length of the match they came from."""
         toks, _, match = self.proposer.propose(list(seq), k)
-        toks = list(toks)[:k]
+        return list(toks)[:k], int(match)
+
+    def one_hot(self, toks: Sequence[int]) -> torch.Tensor:
+        """q of the tokens a round verifies: one-hot rows [n, V] (float32 on the lane's device)."""
         q = torch.zeros(len(toks), self.vocab_size, dtype=torch.float32, device=self.device)
         if toks:
-            q[torch.arange(len(toks)), torch.tensor(toks)] = 1.0
-        return toks, q, int(match)
+            q[torch.arange(len(toks)), torch.tensor(list(toks))] = 1.0
+        return q
