@@ -62,6 +62,26 @@ def k_arg(value: str):
     return k
 
 
+def add_decoding_args(ap: argparse.ArgumentParser, *, max_help: str, seed_help: str) -> None:
+    """The decoding options `generate` and `chat` share, with the library's defaults
+    (sprinter_ext/_defaults.py): method, max-new-tokens, sampling, seed, -k, engine, runner."""
+    from .. import _defaults as D
+    from ..methods import METHODS
+
+    ap.add_argument("--method", choices=sorted(METHODS), default=D.METHOD, help="decoding method")
+    ap.add_argument("--max-new-tokens", type=int, default=D.MAX_NEW_TOKENS, help=max_help)
+    ap.add_argument("--temperature", type=float, default=D.TEMPERATURE, help="sampling temperature; 0 = greedy")
+    ap.add_argument("--top-k", type=int, default=D.TOP_K, help="keep the k most likely tokens; 0 = all")
+    ap.add_argument("--top-p", type=float, default=D.TOP_P, help="nucleus sampling mass; 1 = all")
+    ap.add_argument("--seed", type=int, default=D.SEED, help=seed_help)
+    ap.add_argument("-k", type=k_arg, default=D.K,
+                    help="draft tokens per round (sd, ersd, ssd), or 'auto': a cost model picks each round's")
+    ap.add_argument("--engine", choices=["auto", "reference", "fused", "native"], default="auto",
+                    help="what runs the decode loop (see the README's engine table)")  # fmt: skip
+    ap.add_argument("--runner", choices=["auto", "python", "native"], default="auto",
+                    help="what runs each model's forward")  # fmt: skip
+
+
 def _threads_arg(value: str) -> int:
     try:
         return resolve_threads(value, source="--threads")

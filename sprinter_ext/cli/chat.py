@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import _defaults as D
-from ._common import add_threads, k_arg, make_parser
+from ._common import add_decoding_args, add_threads, make_parser
 
 __all__ = ["build_parser", "main", "ChatSession", "COMMANDS"]
 
@@ -32,20 +32,8 @@ PROMPT = ">>> "
 
 
 def build_parser():
-    from ..methods import METHODS
-
     ap = make_parser("chat", __doc__)
-    ap.add_argument("--method", choices=sorted(METHODS), default=D.METHOD, help="decoding method")
-    ap.add_argument("--max-new-tokens", type=int, default=D.MAX_NEW_TOKENS, help="most new tokens per answer")
-    ap.add_argument("--temperature", type=float, default=D.TEMPERATURE, help="sampling temperature; 0 = greedy")
-    ap.add_argument("--top-k", type=int, default=D.TOP_K, help="keep the k most likely tokens; 0 = all")
-    ap.add_argument("--top-p", type=float, default=D.TOP_P, help="nucleus sampling mass; 1 = all")
-    ap.add_argument("--seed", type=int, default=D.SEED, help="seed of the first turn (turn i: seed + i)")
-    ap.add_argument("-k", type=k_arg, default=D.K,
-                    help="draft tokens per round (sd, ersd, ssd), or 'auto': a cost model picks each round's")
-    ap.add_argument("--engine", choices=["auto", "reference", "fused", "native"], default="auto",
-                    help="what runs the decode loop")  # fmt: skip
-    ap.add_argument("--runner", choices=["auto", "python", "native"], default="auto", help="what runs each forward")
+    add_decoding_args(ap, max_help="most new tokens per answer", seed_help="seed of the first turn (turn i: seed + i)")
     ap.add_argument("--system", default=None, help="a system message that starts the conversation (None: the template's own)")
     ap.add_argument("--draft", default=None,
                     help="draft: path, .gguf, cached HF id or draft head; for the embedded pair 'head' (the default) "

@@ -13,29 +13,16 @@ import json
 import sys
 import time
 
-from .. import _defaults as D
-from ._common import add_threads, k_arg, make_parser
+from ._common import add_decoding_args, add_threads, make_parser
 
 __all__ = ["build_parser", "main", "format_stats"]
 
 
 def build_parser():
-    from ..methods import METHODS
-
     ap = make_parser("generate", __doc__)
     ap.add_argument("prompt", help="the question (or text to continue with --raw); '-' reads it from stdin")
-    ap.add_argument("--method", choices=sorted(METHODS), default=D.METHOD, help="decoding method")
-    ap.add_argument("--max-new-tokens", type=int, default=D.MAX_NEW_TOKENS, help="most new tokens (fewer when the model ends)")
-    ap.add_argument("--temperature", type=float, default=D.TEMPERATURE, help="sampling temperature; 0 = greedy")
-    ap.add_argument("--top-k", type=int, default=D.TOP_K, help="keep the k most likely tokens; 0 = all")
-    ap.add_argument("--top-p", type=float, default=D.TOP_P, help="nucleus sampling mass; 1 = all")
-    ap.add_argument("--seed", type=int, default=D.SEED, help="seed of every random draw (same seed, same text)")
-    ap.add_argument("-k", type=k_arg, default=D.K,
-                    help="draft tokens per round (sd, ersd, ssd), or 'auto': a cost model picks each round's")
-    ap.add_argument("--engine", choices=["auto", "reference", "fused", "native"], default="auto",
-                    help="what runs the decode loop (see the README's engine table)")  # fmt: skip
-    ap.add_argument("--runner", choices=["auto", "python", "native"], default="auto",
-                    help="what runs each model's forward")  # fmt: skip
+    add_decoding_args(ap, max_help="most new tokens (fewer when the model ends)",
+                      seed_help="seed of every random draw (same seed, same text)")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--chat", dest="chat", action="store_true", default=None,
                       help="send the prompt as a user message with the chat template (default: when the tokenizer has one)")  # fmt: skip
