@@ -8,6 +8,8 @@
 // which is what keeps the sums bitwise equal to the float32 kernel over the widened weight.
 #include "linear_half_cpu.h"
 
+#include "group_stream.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -29,7 +31,7 @@ namespace {
 
 using at::Tensor;
 
-constexpr int kRows = 4;     // output rows per group (one stream)
+constexpr int kRows = kGroupRows;  // output rows per group (one stream)
 constexpr int64_t kB = 16;   // elements per block and row
 constexpr int kMaxCols = 6;  // input rows per micro-kernel call, at most
 
@@ -234,13 +236,8 @@ int64_t HalfLinear::weight_bytes() const {
 
 Tensor HalfLinear::forward(const Tensor& x, Isa isa) const {
   if (!defined()) invalid("forward() on an empty HalfLinear");
-  if (!x.defined() || x.dim() < 1 || x.size(-1) != K_) invalid("x must have K=" + std::to_string(K_) + " columns");
-  if (x.scalar_type() != at::kFloat) invalid("x must be float32, got " + std::string(c10::toString(x.scalar_type())));
-  if (!x.device().is_cpu()) invalid("x must be on the CPU");
-  const int64_t n = x.numel() / K_;
-  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
-  out_shape.back() = N_;
-  Tensor out = at::empty(out_shape, x.options());
+  int64_t n = 0;
+  Tensor out = small_linear_out(x, K_, N_, "HalfLinear", &n);
   if (n == 0) return out;
   isa = std::min(isa, cpu_isa());
   const HalfTable& table = kernels(dtype_ == at::kHalf, isa);
@@ -259,7 +256,6 @@ Tensor HalfLinear::forward(const Tensor& x, Isa isa) const {
   const float* bp = bias_.defined() ? bias_.const_data_ptr<float>() : nullptr;
   float* op = out.mutable_data_ptr<float>();
   const int64_t N = N_, Kp = Kp_;
-  const int64_t groups = (N + kRows - 1) / kRows;
   const int64_t group_elems = kRows * Kp;
   // NOTE: as in PackedLinear, a task should stream at least ~32 KiB of weight.
   const int64_t grain = std::max<int64_t>(1, (32 << 10) / (group_elems * 2));
@@ -273,23 +269,11 @@ Tensor HalfLinear::forward(const Tensor& x, Isa isa) const {
   const int64_t pf = 8 << 10;
   for (int64_t r0 = 0; r0 < n; r0 += kMaxSmallRows) {
     const int64_t m = std::min<int64_t>(kMaxSmallRows, n - r0);
-    // input rows per micro-kernel call: as few, equal chunks as the register budget allows
-    const int64_t passes = (m + table.max_cols - 1) / table.max_cols;
-    const int64_t chunk = (m + passes - 1) / passes;
-    at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
-      float acc[kRows * kMaxCols];
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t j0 = kRows * g;
-        const int R = static_cast<int>(std::min<int64_t>(kRows, N - j0));  // rows past R are padding
-        for (int64_t c0 = 0; c0 < m; c0 += chunk) {
-          const int C = static_cast<int>(std::min<int64_t>(chunk, m - c0));
-          table.k[C - 1](wp + g * group_elems, xp + (r0 + c0) * Kp, Kp, Kp, acc, c0 == 0 ? pf : 0);
-          for (int c = 0; c < C; ++c)
-            for (int r = 0; r < R; ++r)
-              op[(r0 + c0 + c) * N + j0 + r] = acc[c * kRows + r] + (bp ? bp[j0 + r] : 0.0f);
-        }
-      }
-    });
+    const float* xr = xp + r0 * Kp;
+    stream_groups<kMaxCols>(m, N, table.max_cols, grain, bp, op + r0 * N,
+                            [&](int64_t g, int64_t c0, int C, float* acc, bool first) {
+                              table.k[C - 1](wp + g * group_elems, xr + c0 * Kp, Kp, Kp, acc, first ? pf : 0);
+                            });
   }
   return out;
 }
